@@ -1,0 +1,150 @@
+"""Architecture tables: how a dense family's checkpoint maps onto its mixture-of-experts counterpart.
+
+Adding a family (say Qwen3 -> Qwen3-MoE) means adding one `ArchSpec` entry to `ARCHITECTURES`; the
+surgery code (branch, compose, select, merge) only ever reads these tables. Key templates use `{layer}`
+and `{expert}` placeholders; the roles `gate`, `up`, `down` name the three FFN projections.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from barkit.errors import BarkitError
+
+ROLES = ("gate", "up", "down")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    name: str
+    dense_model_types: tuple[str, ...]
+    moe_model_type: str
+    moe_architecture: str
+    dense_ffn: dict[str, str]  # role -> dense key template
+    expert_ffn: dict[str, str]  # role -> on-disk MoE key template
+    router: str  # on-disk router key template, weight [num_experts, hidden]
+    num_experts_key: str
+    top_k_key: str = "num_experts_per_tok"
+    norm_topk_key: str | None = None  # None: the family always renormalises top-k weights
+    # Dense config keys that the MoE config must not carry over, and values that make a dense model
+    # impossible to express in the MoE family (key -> offending value).
+    config_drop: tuple[str, ...] = ()
+    unsupported: dict[str, object] = field(default_factory=dict)
+    config_fixed: dict[str, object] = field(default_factory=dict)
+    # Keys whose values must be identical in dense and MoE configs (checked after translation).
+    config_checked: tuple[str, ...] = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                       "num_attention_heads", "num_key_value_heads", "rms_norm_eps",
+                                       "rope_parameters", "pad_token_id", "bos_token_id", "eos_token_id",
+                                       "tie_word_embeddings", "max_position_embeddings", "hidden_act")
+    # In-memory (transformers >= 5) fused parameter names, for gradient masking during training.
+    fused_gate_up: str = "model.layers.{layer}.mlp.experts.gate_up_proj"  # [E, 2I, H]: gate rows then up rows
+    fused_down: str = "model.layers.{layer}.mlp.experts.down_proj"  # [E, H, I]
+    memory_router: str = "model.layers.{layer}.mlp.gate.weight"
+
+    def expert_key(self, role: str, layer: int, expert: int) -> str:
+        return self.expert_ffn[role].format(layer=layer, expert=expert)
+
+    def dense_key(self, role: str, layer: int) -> str:
+        return self.dense_ffn[role].format(layer=layer)
+
+    def router_key(self, layer: int) -> str:
+        return self.router.format(layer=layer)
+
+    def dense_ffn_keys(self, num_layers: int) -> set[str]:
+        return {self.dense_key(r, layer) for r in ROLES for layer in range(num_layers)}
+
+    def moe_keys(self, shared_keys: set[str], num_layers: int, num_experts: int) -> set[str]:
+        """The exact on-disk key set of an MoE with these shared tensors."""
+        experts = {self.expert_key(r, layer, e) for r in ROLES for layer in range(num_layers)
+                   for e in range(num_experts)}
+        routers = {self.router_key(layer) for layer in range(num_layers)}
+        return set(shared_keys) | experts | routers
+
+    def parse_expert_key(self, key: str) -> tuple[str, int, int] | None:
+        """Inverse of `expert_key`: (role, layer, expert), or None for non-expert keys."""
+        for role, template in self.expert_ffn.items():
+            pattern = re.escape(template).replace(r"\{layer\}", r"(?P<layer>\d+)").replace(
+                r"\{expert\}", r"(?P<expert>\d+)")
+            m = re.fullmatch(pattern, key)
+            if m:
+                return role, int(m["layer"]), int(m["expert"])
+        return None
+
+    def parse_router_key(self, key: str) -> int | None:
+        m = re.fullmatch(re.escape(self.router).replace(r"\{layer\}", r"(\d+)"), key)
+        return int(m[1]) if m else None
+
+    def moe_config(self, dense_config: dict, num_experts: int, top_k: int, norm_topk_prob: bool) -> dict:
+        """Translate a dense config to the MoE family's config, keeping rope, eps and token ids."""
+        for key, bad in self.unsupported.items():
+            if dense_config.get(key) == bad:
+                raise BarkitError(f"config.json: {key}={bad!r} cannot be expressed as {self.moe_architecture}")
+        drop = {"architectures", "model_type", "transformers_version", "_name_or_path", *self.config_drop}
+        cfg = {k: v for k, v in dense_config.items() if k not in drop}
+        cfg.update(self.config_fixed)
+        cfg.update({"model_type": self.moe_model_type, "architectures": [self.moe_architecture],
+                    self.num_experts_key: num_experts, self.top_k_key: top_k})
+        if self.norm_topk_key is not None:
+            cfg[self.norm_topk_key] = norm_topk_prob
+        elif not norm_topk_prob and top_k < num_experts:
+            raise BarkitError(f"{self.moe_architecture} always renormalises top-k weights; "
+                              "use norm_topk_prob=true or top_k = number of experts")
+        return cfg
+
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "olmo2": ArchSpec(
+        name="olmo2",
+        dense_model_types=("olmo2",),
+        moe_model_type="flex_olmo",
+        moe_architecture="FlexOlmoForCausalLM",
+        dense_ffn={r: f"model.layers.{{layer}}.mlp.{r}_proj.weight" for r in ROLES},
+        expert_ffn={r: f"model.layers.{{layer}}.mlp.experts.{{expert}}.{r}_proj.weight" for r in ROLES},
+        router="model.layers.{layer}.mlp.gate.weight",
+        num_experts_key="num_experts",
+        norm_topk_key="norm_topk_prob",
+        config_fixed={"output_router_logits": False},
+    ),
+    "llama": ArchSpec(
+        name="llama",
+        dense_model_types=("llama", "mistral"),
+        moe_model_type="mixtral",
+        moe_architecture="MixtralForCausalLM",
+        dense_ffn={r: f"model.layers.{{layer}}.mlp.{r}_proj.weight" for r in ROLES},
+        expert_ffn={"gate": "model.layers.{layer}.block_sparse_moe.experts.{expert}.w1.weight",
+                    "down": "model.layers.{layer}.block_sparse_moe.experts.{expert}.w2.weight",
+                    "up": "model.layers.{layer}.block_sparse_moe.experts.{expert}.w3.weight"},
+        router="model.layers.{layer}.block_sparse_moe.gate.weight",
+        num_experts_key="num_local_experts",
+        config_drop=("mlp_bias", "pretraining_tp", "attention_bias"),
+        unsupported={"mlp_bias": True, "attention_bias": True},
+        config_fixed={"output_router_logits": False, "router_jitter_noise": 0.0},
+    ),
+}
+
+
+def supported_dense_types() -> list[str]:
+    return sorted(t for spec in ARCHITECTURES.values() for t in spec.dense_model_types)
+
+
+def spec_for_dense(model_type: str | None, source: str = "config.json") -> ArchSpec:
+    for spec in ARCHITECTURES.values():
+        if model_type in spec.dense_model_types:
+            return spec
+    moe = [s for s in ARCHITECTURES.values() if s.moe_model_type == model_type]
+    hint = " (this is already a mixture-of-experts checkpoint)" if moe else ""
+    raise BarkitError(f"{source}: unsupported architecture '{model_type}'{hint}; "
+                      f"supported dense families: {', '.join(supported_dense_types())}")
+
+
+def spec_for_moe(model_type: str | None, source: str = "config.json") -> ArchSpec:
+    for spec in ARCHITECTURES.values():
+        if spec.moe_model_type == model_type:
+            return spec
+    raise BarkitError(f"{source}: '{model_type}' is not a barkit mixture-of-experts checkpoint; supported: "
+                      f"{', '.join(sorted(s.moe_model_type for s in ARCHITECTURES.values()))}")
+
+
+def num_experts(spec: ArchSpec, config: dict) -> int:
+    return int(config[spec.num_experts_key])

@@ -1,0 +1,291 @@
+"""Checkpoint IO: a lazy safetensors reader, a streaming sharded writer, atomic output directories, manifests.
+
+Weight surgery (branch, compose, merge) never builds an nn.Module: it reads one tensor at a time and writes
+shards as they fill, so peak memory is a few tensors whatever the model size. Weights are only ever read
+from safetensors (no pickle).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import barkit
+from barkit.errors import BarkitError
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+MANIFEST_NAME = "barkit_manifest.json"
+CONFIG_NAME = "config.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "tokenizer.model", "vocab.json", "merges.txt", "generation_config.json")
+
+
+def _check_safetensors_file(path: Path) -> dict:
+    """Validate a safetensors file's header against its size; return the header (tensor name -> info)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            raw = fh.read(8)
+            if len(raw) < 8:
+                raise ValueError("file is shorter than a safetensors header")
+            (header_len,) = struct.unpack("<Q", raw)
+            if header_len > size - 8:
+                raise ValueError("header length exceeds the file size")
+            header = json.loads(fh.read(header_len))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise BarkitError(f"{path}: not a valid safetensors file ({exc})") from None
+    end = max((info["data_offsets"][1] for k, info in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + end != size:
+        raise BarkitError(f"{path}: truncated or corrupt safetensors file "
+                          f"(expected {8 + header_len + end} bytes, found {size})")
+    return header
+
+
+class CheckpointReader:
+    """Lazy view of a Hugging Face checkpoint directory: config plus tensors read one at a time."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise BarkitError(f"{self.path}: no such checkpoint directory")
+        if not self.path.is_dir():
+            raise BarkitError(f"{self.path}: a checkpoint must be a directory")
+        config_path = self.path / CONFIG_NAME
+        if not config_path.is_file():
+            raise BarkitError(f"{config_path}: missing (not a Hugging Face checkpoint)")
+        try:
+            self.config: dict = json.loads(config_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise BarkitError(f"{config_path}: invalid JSON ({exc})") from None
+        self.key_to_file = self._read_index()
+        self._headers: dict[str, dict] = {}
+        self._handles: dict[str, object] = {}
+
+    def _read_index(self) -> dict[str, str]:
+        index_path = self.path / INDEX_NAME
+        if index_path.is_file():
+            try:
+                weight_map = json.loads(index_path.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError) as exc:
+                raise BarkitError(f"{index_path}: invalid index ({exc})") from None
+            for name in set(weight_map.values()):
+                if not (self.path / name).is_file():
+                    raise BarkitError(f"{self.path / name}: listed in {INDEX_NAME} but missing")
+            return dict(weight_map)
+        single = self.path / SINGLE_NAME
+        if single.is_file():
+            header = _check_safetensors_file(single)
+            return {k: SINGLE_NAME for k in header if k != "__metadata__"}
+        if any(self.path.glob("*.bin")) or any(self.path.glob("*.pt")):
+            raise BarkitError(f"{self.path}: only pickle weights found; barkit reads safetensors only "
+                              "(convert with transformers' save_pretrained(safe_serialization=True))")
+        raise BarkitError(f"{self.path}: no safetensors weights ({SINGLE_NAME} or {INDEX_NAME})")
+
+    @property
+    def weight_files(self) -> list[str]:
+        return sorted(set(self.key_to_file.values()))
+
+    def keys(self) -> list[str]:
+        return sorted(self.key_to_file)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.key_to_file
+
+    def _header(self, name: str) -> dict:
+        if name not in self._headers:
+            self._headers[name] = _check_safetensors_file(self.path / name)
+        return self._headers[name]
+
+    def shape(self, key: str) -> list[int]:
+        return list(self._header(self.key_to_file[key])[key]["shape"])
+
+    def nbytes(self, key: str) -> int:
+        start, end = self._header(self.key_to_file[key])[key]["data_offsets"]
+        return end - start
+
+    def get(self, key: str) -> torch.Tensor:
+        """Read one tensor (a copy, so it outlives the file handle)."""
+        if key not in self.key_to_file:
+            raise BarkitError(f"{self.path}: tensor '{key}' not found")
+        name = self.key_to_file[key]
+        self._header(name)
+        if name not in self._handles:
+            try:
+                self._handles[name] = safe_open(str(self.path / name), framework="pt")
+            except Exception as exc:  # safetensors raises its own error types
+                raise BarkitError(f"{self.path / name}: cannot open safetensors ({exc})") from None
+        try:
+            return self._handles[name].get_tensor(key).clone()
+        except Exception as exc:
+            raise BarkitError(f"{self.path / name}: cannot read tensor '{key}' ({exc})") from None
+
+    def manifest(self) -> dict | None:
+        path = self.path / MANIFEST_NAME
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def weights_sha256(self) -> dict[str, str]:
+        """sha256 per weight file; reuses the hashes recorded in a barkit manifest when the files match."""
+        manifest = self.manifest()
+        recorded = (manifest or {}).get("weights_sha256", {}).get("files", {})
+        out = {}
+        for name in self.weight_files:
+            path = self.path / name
+            if name in recorded and recorded[name].get("size") == path.stat().st_size:
+                out[name] = recorded[name]["sha256"]
+            else:
+                out[name] = sha256_file(path)
+        return out
+
+    def fingerprint(self) -> str:
+        """One hash for the whole weight set (combines the per-file hashes)."""
+        return combine_hashes(self.weights_sha256())
+
+
+def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def combine_hashes(per_file: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(per_file):
+        h.update(f"{name}:{per_file[name]}\n".encode())
+    return h.hexdigest()
+
+
+def parse_size(size: str | int) -> int:
+    """'5GB' -> bytes (HF's max_shard_size convention, decimal units)."""
+    if isinstance(size, int):
+        return size
+    text = size.strip().upper()
+    for unit, factor in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3), ("B", 1)):
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(text)
+
+
+class ShardedWriter:
+    """Streams tensors into HF-named safetensors shards, flushing each shard as soon as it is full."""
+
+    def __init__(self, out_dir: Path, max_shard_size: str | int = "5GB", metadata: dict | None = None):
+        self.out_dir = Path(out_dir)
+        self.max_bytes = parse_size(max_shard_size)
+        self.metadata = {"format": "pt", **(metadata or {})}
+        self._pending: dict[str, torch.Tensor] = {}
+        self._pending_bytes = 0
+        self._shards: list[tuple[str, list[str]]] = []
+        self.file_hashes: dict[str, dict] = {}
+        self.total_size = 0
+
+    def add(self, key: str, tensor: torch.Tensor) -> None:
+        if key in self._pending or any(key in keys for _, keys in self._shards):
+            raise ValueError(f"tensor '{key}' written twice")
+        size = tensor.numel() * tensor.element_size()
+        if self._pending and self._pending_bytes + size > self.max_bytes:
+            self._flush()
+        self._pending[key] = tensor.detach().contiguous().cpu()
+        self._pending_bytes += size
+        self.total_size += size
+
+    def _flush(self) -> None:
+        name = f"shard-{len(self._shards):05d}.tmp"
+        save_file(self._pending, str(self.out_dir / name), metadata=self.metadata)
+        self._shards.append((name, sorted(self._pending)))
+        self._pending, self._pending_bytes = {}, 0
+
+    def close(self) -> dict[str, str]:
+        """Write the last shard, give shards their HF names, write the index; return key -> file."""
+        if self._pending or not self._shards:
+            self._flush()
+        n = len(self._shards)
+        weight_map = {}
+        for i, (tmp_name, keys) in enumerate(self._shards):
+            final = SINGLE_NAME if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+            os.replace(self.out_dir / tmp_name, self.out_dir / final)
+            path = self.out_dir / final
+            self.file_hashes[final] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+            weight_map.update({k: final for k in keys})
+        if n > 1:
+            index = {"metadata": {"total_size": self.total_size}, "weight_map": dict(sorted(weight_map.items()))}
+            (self.out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+        return weight_map
+
+
+@contextlib.contextmanager
+def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory next to `target`; rename it into place only if the block succeeds."""
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise BarkitError(f"{target}: output already exists (pass --overwrite to replace it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            trash = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, trash)
+            os.replace(tmp, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def copy_tokenizer(src: Path, dst: Path) -> list[str]:
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (Path(src) / name).is_file():
+            shutil.copy2(Path(src) / name, Path(dst) / name)
+            copied.append(name)
+    return copied
+
+
+def build_manifest(stage: str, parents: dict[str, CheckpointReader | Path], config: dict,
+                   seed: int | None, weights: dict[str, dict] | None = None, extra: dict | None = None) -> dict:
+    """Provenance: parents with their weight hashes, version, seed, command line, and our own file hashes."""
+    parent_info = {}
+    for name, parent in parents.items():
+        if isinstance(parent, CheckpointReader):
+            hashes = parent.weights_sha256()
+            parent_info[name] = {"path": str(parent.path.resolve()), "weights_sha256": combine_hashes(hashes),
+                                 "files": hashes}
+        else:
+            parent_info[name] = {"path": str(Path(parent).resolve()),
+                                 "sha256": sha256_file(Path(parent)) if Path(parent).is_file() else None}
+    manifest = {
+        "barkit_version": barkit.__version__,
+        "stage": stage,
+        "parents": parent_info,
+        "seed": seed,
+        "command": " ".join(sys.argv),
+        "config": config,
+        **(extra or {}),
+    }
+    if weights is not None:
+        manifest["weights_sha256"] = {"combined": combine_hashes({k: v["sha256"] for k, v in weights.items()}),
+                                      "files": weights}
+    return manifest

@@ -1,0 +1,79 @@
+"""The `barkit` command. Each subcommand lives in its own module, imported only when used.
+
+A command module offers either a config dataclass plus `run(cfg)` (flags derived from the dataclass), or
+`add_arguments(parser)` plus `main(args)` for commands that are not stage runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from barkit.errors import BarkitError
+
+# name -> (module, config class or None, help)
+COMMANDS: dict[str, tuple[str, str | None, str]] = {
+    "branch": ("barkit.commands.branch_cmd", "BranchConfig", "upcycle a dense model into a 2-expert MoE"),
+    "inspect": ("barkit.commands.inspect_cmd", None, "describe a checkpoint"),
+}
+
+
+def _load(name: str):
+    module_name, config_name, _ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    return module, (getattr(module, config_name) if config_name else None)
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="barkit", description="Branch-Adapt-Route modular post-training")
+    from barkit import __version__
+
+    parser.add_argument("--version", action="version", version=f"barkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, (_, _, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name != wanted:
+            continue  # only import the module of the command being run
+        module, cfg_cls = _load(name)
+        if cfg_cls is not None:
+            from barkit.config import add_config_args
+
+            add_config_args(p, cfg_cls, positional=getattr(module, "POSITIONAL", ()))
+        else:
+            module.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        module, cfg_cls = _load(args.command)
+        if cfg_cls is None:
+            return int(module.main(args) or 0)
+        from barkit.config import config_from_args, dump_yaml
+
+        cfg = config_from_args(cfg_cls, args)
+        if args.dry_run:
+            print(dump_yaml(cfg), end="")
+            return 0
+        return int(module.run(cfg) or 0)
+    except BarkitError as exc:
+        print(f"barkit {args.command}: error: {exc}", file=sys.stderr)
+        if os.environ.get("BARKIT_DEBUG"):
+            raise
+        return 1
+    except KeyboardInterrupt:
+        print(f"barkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""CLI glue: one module per `barkit` subcommand, kept thin; the work lives in the package's modules."""

@@ -1,0 +1,186 @@
+"""Typed stage configs: one dataclass per stage, loaded from YAML, overridden from the CLI, validated on load.
+
+CLI flags are derived from the dataclass fields (see `add_config_args`), so flags and config cannot drift.
+Precedence, lowest first: dataclass defaults < YAML file < explicit `--flag` < `--set dotted.key=value`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from barkit.errors import BarkitError
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """Return (inner type, is_optional) for `X | None`."""
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the field type, or raise a BarkitError naming the key."""
+    inner, optional = _unwrap_optional(tp)
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise BarkitError(f"config key '{key}': a value is required")
+    origin = get_origin(inner)
+    if origin is Literal:
+        choices = get_args(inner)
+        if value not in choices:
+            raise BarkitError(f"config key '{key}': {value!r} is not one of {list(choices)}")
+        return value
+    if dataclasses.is_dataclass(inner):
+        if isinstance(value, inner):
+            return value
+        if not isinstance(value, dict):
+            raise BarkitError(f"config key '{key}': expected a mapping, got {value!r}")
+        return _build(inner, value, prefix=f"{key}.")
+    if origin in (list, tuple):
+        (item_tp, *_) = get_args(inner) or (str,)
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.split(",")) if v]
+        if not isinstance(value, (list, tuple)):
+            raise BarkitError(f"config key '{key}': expected a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise BarkitError(f"config key '{key}': expected a mapping, got {value!r}")
+        return dict(value)
+    if inner is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise BarkitError(f"config key '{key}': expected true/false, got {value!r}")
+    if inner in (int, float):
+        if isinstance(value, bool):
+            raise BarkitError(f"config key '{key}': expected a number, got {value!r}")
+        try:
+            number = inner(value) if inner is float else int(str(value), 0) if isinstance(value, str) else value
+        except (TypeError, ValueError):
+            raise BarkitError(f"config key '{key}': expected {inner.__name__}, got {value!r}") from None
+        if inner is int and (not isinstance(number, int) or isinstance(number, float)):
+            raise BarkitError(f"config key '{key}': expected an integer, got {value!r}")
+        return number
+    if inner is str:
+        if isinstance(value, (dict, list)):
+            raise BarkitError(f"config key '{key}': expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise BarkitError(f"unknown config key '{prefix}{unknown[0]}' (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    try:
+        obj = cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise BarkitError(f"config {prefix or cls.__name__}: {exc}") from None
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate()
+    return obj
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise BarkitError(f"--set {dotted}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """Parse `dotted.key=value`; the value is read as YAML so numbers, lists and booleans work."""
+    if "=" not in item:
+        raise BarkitError(f"--set {item!r}: expected dotted.key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise BarkitError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise BarkitError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise BarkitError(f"{path}: expected a mapping of config keys at the top level")
+    return data
+
+
+def load_config(cls: type, yaml_path: str | Path | None = None, values: dict | None = None,
+                overrides: list[str] | None = None) -> Any:
+    """Build and validate `cls` from a YAML file, then explicit values, then `dotted.key=value` overrides."""
+    data: dict = load_yaml(yaml_path) if yaml_path else {}
+    for key, value in (values or {}).items():
+        _set_dotted(data, key, value)
+    for item in overrides or []:
+        _set_dotted(data, *parse_set(item))
+    return _build(cls, data)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type, positional: tuple[str, ...] = ()) -> None:
+    """Add one CLI option per top-level scalar/list field of `cls`, plus `config`, `--set` and `--dry-run`.
+
+    Nested sections are reachable through `--set section.key=value`. Defaults are left as None so that
+    only flags the user actually gave override the YAML file.
+    """
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        inner, _ = _unwrap_optional(hints[f.name])
+        if dataclasses.is_dataclass(inner):
+            continue
+        help_text = f.metadata.get("help", "")
+        if get_origin(inner) is Literal:
+            help_text += f" (one of {', '.join(map(str, get_args(inner)))})"
+        if f.name in positional:
+            parser.add_argument(f.name, nargs="?", default=None, help=help_text)
+        else:
+            parser.add_argument(_flag(f.name), dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
+    parser.add_argument("--config", dest="config_file", default=None, help="YAML config file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, e.g. --set train.lr=1e-3 (repeatable)")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+
+def config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """Resolve a config from parsed CLI args built by `add_config_args`."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return load_config(cls, args.config_file, values, args.overrides)

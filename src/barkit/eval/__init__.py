@@ -1,0 +1,1 @@
+"""Evaluation: verifiers (shared with RL rewards), the code sandbox, benchmark loaders."""

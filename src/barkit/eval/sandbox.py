@@ -1,0 +1,376 @@
+"""Run untrusted Python (model-written code) in a separate, contained process.
+
+Code never runs in the barkit process. Each program runs as ``python -I`` (``sys.executable``)
+under a small bootstrap (``_BOOT``) that applies the protections before the program's first line:
+
+* namespaces (``unshare`` binary): a new network namespace (no interfaces up, so nothing on the
+  host's localhost is reachable), a new PID namespace (the bootstrap is its PID 1; when it exits the
+  kernel kills every process left in it, fork bombs included) and a new mount namespace with fresh
+  tmpfs over ``/tmp``, ``/var/tmp`` and ``/dev/shm`` plus a fresh ``/proc``;
+* when running as root: the program switches to a random unprivileged uid/gid (unique per run, so
+  ``RLIMIT_NPROC`` is a real per-sandbox process cap: root ignores it) and so cannot write anything
+  it does not own. Directories the interpreter needs but that uid cannot reach (e.g. a Python under
+  a 0700 ``/root``) are covered by a tmpfs that re-exposes only the interpreter's own paths;
+* rlimits: CPU, address space (memory), file size, process count, open files, no core dumps;
+* a fresh temporary working directory as cwd and HOME, an empty environment (minimal PATH), and a
+  new session whose process group is killed as a whole on the wall-clock timeout.
+
+Without root, the user-namespace variant keeps the namespaces but cannot switch uid; without
+``unshare`` only rlimits, the fresh cwd/env and the process-group kill remain.
+``sandbox_protections()`` says which are active on this machine.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+_UID_RANGE = (1 << 20, 1 << 30)  # far above any real account
+_MAX_OUTPUT_CHARS = 1_000_000
+
+# Runs as `python -I -c _BOOT CONFIG_JSON` inside the namespaces. PID 1 (still privileged) sets up
+# mounts, forks the program's process, waits for it and writes its wait status to fd STATUS_FD.
+_BOOT = r'''
+import ctypes, json, os, resource, sys
+cfg = json.loads(sys.argv[1])
+report = {"mounts": [], "mount_errors": [], "uid_switched": False}
+libc = ctypes.CDLL(None, use_errno=True)
+MS_BIND, MS_REC, MS_PRIVATE, MS_NOSUID, MS_NODEV = 4096, 16384, 1 << 18, 2, 4
+
+def mount(src, tgt, fstype, flags, data=None):
+    enc = lambda s: None if s is None else s.encode()
+    if libc.mount(enc(src), enc(tgt), enc(fstype), flags, enc(data)) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), tgt)
+
+def make_mountpoint(path, is_dir):
+    if is_dir:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        open(path, "a").close()
+
+if cfg["mount_ns"]:
+    try:
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        keep_fds = {p: os.open(p, os.O_PATH) for p in cfg["keep"] if os.path.exists(p)}
+        for cover, mode in cfg["covers"]:
+            try:
+                mount("tmpfs", cover, "tmpfs", MS_NOSUID | MS_NODEV, "mode=" + mode)
+                report["mounts"].append(cover)
+            except OSError as e:
+                report["mount_errors"].append(str(e))
+        for path, fd in keep_fds.items():
+            try:
+                make_mountpoint(path, os.path.isdir("/proc/self/fd/%d" % fd))
+                mount("/proc/self/fd/%d" % fd, path, None, MS_BIND | MS_REC)
+            except OSError as e:
+                report["mount_errors"].append(str(e))
+            os.close(fd)
+        if cfg["pid_ns"]:
+            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)
+            report["mounts"].append("/proc")
+    except OSError as e:
+        report["mount_errors"].append(str(e))
+
+status_fd = cfg["status_fd"]
+pid = os.fork()
+if pid == 0:
+    try:
+        os.close(status_fd)
+        for name, value in cfg["rlimits"].items():
+            resource.setrlimit(getattr(resource, name), (value, value))
+        if cfg["uid"] is not None:
+            os.setgroups([])
+            os.setgid(cfg["uid"])
+            os.setuid(cfg["uid"])
+        os.chdir(cfg["workdir"])
+        os.environ.clear()
+        os.environ.update(cfg["env"])
+        os.umask(0o077)
+    except BaseException as e:
+        os.write(2, ("sandbox setup failed: %r\n" % (e,)).encode())
+        os._exit(97)
+    del ctypes, libc
+    import traceback
+    sys.argv = ["main.py"]
+    sys.path.insert(0, os.getcwd())
+    program = {"__name__": "__main__", "__file__": "main.py", "__builtins__": __builtins__}
+    try:
+        with open("main.py", encoding="utf-8") as f:
+            exec(compile(f.read(), "main.py", "exec"), program)
+    except SystemExit:
+        raise
+    except BaseException as e:
+        traceback.print_exception(type(e), e, e.__traceback__.tb_next)
+        sys.exit(1)
+    sys.exit(0)
+report["uid_switched"] = cfg["uid"] is not None
+_, wait_status = os.waitpid(pid, 0)
+report["wait_status"] = wait_status
+os.write(status_fd, json.dumps(report).encode())
+os.close(status_fd)
+os._exit(0)
+'''
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    """Outcome of one sandboxed program; `ok` means it exited 0 within its limits."""
+
+    ok: bool
+    returncode: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool
+    killed_reason: str | None
+    wall_s: float = 0.0
+
+
+@functools.lru_cache(maxsize=1)
+def _mode() -> str:
+    """Pick the strongest isolation this machine allows: 'root-ns', 'userns' or 'plain'."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return "plain"
+    flags = ["--net", "--pid", "--mount", "--fork", "--kill-child"]
+    if os.geteuid() == 0 and _works([unshare, *flags, "true"]):
+        return "root-ns"
+    if _works([unshare, "--user", "--map-root-user", *flags, "true"]):
+        return "userns"
+    return "plain"
+
+
+def _works(cmd: list[str]) -> bool:
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _command(mode: str) -> list[str]:
+    ns = ["--net", "--pid", "--mount", "--fork", "--kill-child"]
+    if mode == "root-ns":
+        return [shutil.which("unshare") or "unshare", *ns]
+    if mode == "userns":
+        return [shutil.which("unshare") or "unshare", "--user", "--map-root-user", *ns]
+    return []
+
+
+def _interpreter_paths() -> list[str]:
+    """Real paths the interpreter reads after the uid switch (prefixes and sys.path entries)."""
+    paths = {sys.base_prefix, sys.prefix, sys.base_exec_prefix, sys.exec_prefix}
+    paths.update(p for p in sys.path if p)
+    paths.add(os.path.dirname(os.path.realpath(sys.executable)))
+    real = {os.path.realpath(p) for p in paths}
+    return sorted(p for p in real if os.path.exists(p))
+
+
+def _blocked_ancestor(path: str) -> str | None:
+    """Topmost ancestor directory of `path` that other users cannot traverse (mode lacks o+x)."""
+    parts = Path(path).parts
+    for i in range(2, len(parts)):
+        ancestor = str(Path(*parts[:i]))
+        if not os.stat(ancestor).st_mode & 0o001:
+            return ancestor
+    return None
+
+
+def _mount_plan(workdir: str, switch_uid: bool) -> tuple[list[tuple[str, str]], list[str]]:
+    """Directories to cover with tmpfs and paths to re-expose inside them."""
+    covers = {d: "1777" for d in SCRATCH_DIRS if os.path.isdir(d)}
+    needed = _interpreter_paths()
+    if switch_uid:
+        for path in needed:
+            blocked = _blocked_ancestor(path)
+            if blocked is not None:
+                covers.setdefault(blocked, "755")
+    top = sorted(c for c in covers if not any(c != o and c.startswith(o + "/") for o in covers))
+    keep = [p for p in [*needed, workdir] if any(p == c or p.startswith(c + "/") for c in top)]
+    return [(c, covers[c]) for c in top], keep
+
+
+def _rlimits(timeout_s: float, memory_mb: int, max_file_mb: int, max_procs: int) -> dict[str, int]:
+    return {
+        "RLIMIT_CPU": int(timeout_s) + 1,
+        "RLIMIT_AS": memory_mb * 2**20,
+        "RLIMIT_FSIZE": max_file_mb * 2**20,
+        "RLIMIT_NPROC": max_procs,
+        "RLIMIT_NOFILE": 64,
+        "RLIMIT_CORE": 0,
+    }
+
+
+def run_python(
+    code: str,
+    *,
+    timeout_s: float = 5.0,
+    memory_mb: int = 512,
+    max_file_mb: int = 10,
+    max_procs: int = 32,
+    stdin: str | None = None,
+) -> SandboxResult:
+    """Run `code` as a contained `python -I` program; never raises for anything the code does."""
+    mode = _mode()
+    switch_uid = mode == "root-ns"
+    uid = random.randrange(*_UID_RANGE) if switch_uid else None
+    with tempfile.TemporaryDirectory(prefix="barkit-sbx-") as host_dir:
+        workdir = os.path.join(host_dir, "work")
+        os.mkdir(workdir, 0o700)
+        Path(workdir, "main.py").write_text(code, encoding="utf-8")
+        if uid is not None:
+            os.chown(workdir, uid, uid)
+        covers, keep = _mount_plan(workdir, switch_uid) if mode != "plain" else ([], [])
+        status_r, status_w = os.pipe()
+        cfg = {
+            "mount_ns": mode != "plain", "pid_ns": mode != "plain", "covers": covers, "keep": keep,
+            "status_fd": status_w, "uid": uid, "workdir": workdir,
+            "rlimits": _rlimits(timeout_s, memory_mb, max_file_mb, max_procs),
+            "env": {"PATH": MINIMAL_PATH, "HOME": workdir},
+        }
+        cmd = [*_command(mode), sys.executable, "-I", "-c", _BOOT, json.dumps(cfg)]
+        try:
+            return _execute(cmd, host_dir, status_r, status_w, stdin, timeout_s, uid, mode)
+        finally:
+            os.close(status_r)
+
+
+def _execute(cmd, host_dir, status_r, status_w, stdin, timeout_s, uid, mode) -> SandboxResult:
+    out_path, err_path = os.path.join(host_dir, "stdout"), os.path.join(host_dir, "stderr")
+    in_path = os.path.join(host_dir, "stdin")
+    Path(in_path).write_text(stdin or "", encoding="utf-8")
+    start = time.monotonic()
+    with open(in_path, "rb") as fin, open(out_path, "wb") as fout, open(err_path, "wb") as ferr:
+        proc = subprocess.Popen(
+            cmd, stdin=fin, stdout=fout, stderr=ferr, pass_fds=(status_w,), cwd=host_dir,
+            env={"PATH": MINIMAL_PATH}, start_new_session=True, close_fds=True,
+        )
+        os.close(status_w)
+        timed_out = _wait(proc, timeout_s)
+    wall_s = time.monotonic() - start
+    if uid is not None and mode != "root-ns":
+        _kill_uid(uid)
+    report = _read_report(status_r)
+    return _result(proc.returncode, report, timed_out, out_path, err_path, wall_s)
+
+
+def _wait(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait for the program; on the wall-clock limit kill its whole process group."""
+    try:
+        proc.wait(timeout=timeout_s)
+        return False
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        return True
+
+
+def _kill_uid(uid: int) -> None:
+    """Without a PID namespace, kill whatever the sandbox uid left behind (kill(-1) as that uid)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setuid(uid)
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def _read_report(fd: int) -> dict:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks) or b"{}")
+    except json.JSONDecodeError:
+        return {}
+
+
+def _read_text(path: str) -> str:
+    with open(path, "rb") as f:
+        return f.read(_MAX_OUTPUT_CHARS).decode("utf-8", errors="replace")
+
+
+def _result(returncode, report, timed_out, out_path, err_path, wall_s) -> SandboxResult:
+    """Decode the program's wait status (relayed by the bootstrap) into a result."""
+    stderr = _read_text(err_path)
+    code, reason = _decode_status(returncode, report.get("wait_status"))
+    if timed_out:
+        code, reason = None, "timeout"
+    elif reason is None and code != 0 and "MemoryError" in stderr[-2000:]:
+        reason = "memory limit"
+    ok = not timed_out and code == 0
+    return SandboxResult(ok, code, _read_text(out_path), stderr, timed_out, reason, wall_s)
+
+
+_SIGNAL_REASONS = {
+    signal.SIGXCPU: "cpu time limit",
+    signal.SIGXFSZ: "file size limit",
+    signal.SIGKILL: "killed (SIGKILL)",
+    signal.SIGSEGV: "segmentation fault",
+}
+
+
+def _decode_status(returncode: int | None, wait_status: int | None) -> tuple[int | None, str | None]:
+    if wait_status is None:  # plain mode or the bootstrap itself died: use the direct return code
+        if returncode is not None and returncode < 0:
+            return returncode, _signal_reason(-returncode)
+        return returncode, None
+    if os.WIFSIGNALED(wait_status):
+        sig = os.WTERMSIG(wait_status)
+        return -sig, _signal_reason(sig)
+    return os.WEXITSTATUS(wait_status), None
+
+
+def _signal_reason(sig: int) -> str:
+    try:
+        name = signal.Signals(sig).name
+    except ValueError:
+        name = str(sig)
+    return _SIGNAL_REASONS.get(sig, f"signal {name}")
+
+
+def run_many(codes: list[str], workers: int = 2, **kwargs) -> list[SandboxResult]:
+    """Run several programs concurrently (a small thread pool); results keep the input order."""
+    if not codes:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(lambda c: run_python(c, **kwargs), codes))
+
+
+@functools.lru_cache(maxsize=1)
+def sandbox_protections() -> dict[str, bool | str]:
+    """Which protections are active here (probes once: runs a tiny program in the sandbox)."""
+    mode = _mode()
+    probe = run_python("import os; print(os.getuid())", timeout_s=10)
+    uid_ok = probe.ok and probe.stdout.strip().isdigit() and int(probe.stdout) != 0
+    namespaces = mode != "plain" and probe.ok
+    return {
+        "mode": mode,
+        "separate_process": True,
+        "rlimits": "cpu, address space, file size, processes, open files, core",
+        "unprivileged_uid": mode == "root-ns" and uid_ok,
+        "nproc_limit_effective": (mode == "root-ns" and uid_ok) or os.geteuid() != 0,
+        "network_namespace": namespaces,
+        "pid_namespace": namespaces,
+        "private_tmp": namespaces,
+        "fresh_cwd_and_home": True,
+        "empty_env": True,
+        "process_group_kill": True,
+    }

@@ -1,0 +1,51 @@
+"""Sizes of the toy world as data: one frozen record per profile, looked up by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from barkit.errors import BarkitError
+
+
+@dataclass(frozen=True)
+class WorldProfile:
+    """How big each part of the toy world is; every count is a number of JSONL rows unless named otherwise."""
+
+    name: str
+    people: int  # entities; a share of them is held out for knowledge eval
+    cities: int
+    countries: int
+    orgs: int
+    pretrain_rows: int
+    general_sft_rows: int  # split evenly over knowledge / reasoning / chat
+    domain_sft_rows: int  # per domain: math, code, tool_use, safety
+    midtrain_rows: int  # per domain: math, code
+    rl_rows: int  # per domain: math, code
+    eval_items: int  # per category
+    math_b_digits: int  # 1: 2-digit +/- 1-digit; 2: 2-digit +/- 2-digit
+    vocab_size: int  # suggested tokenizer size for this profile
+
+
+PROFILES: dict[str, WorldProfile] = {
+    "quick": WorldProfile(
+        name="quick", people=64, cities=16, countries=6, orgs=12,
+        pretrain_rows=4000, general_sft_rows=900, domain_sft_rows=400, midtrain_rows=1000, rl_rows=200,
+        eval_items=64, math_b_digits=1, vocab_size=768,
+    ),
+    "default": WorldProfile(
+        name="default", people=192, cities=32, countries=8, orgs=24,
+        pretrain_rows=16000, general_sft_rows=3000, domain_sft_rows=1600, midtrain_rows=4000, rl_rows=800,
+        eval_items=160, math_b_digits=2, vocab_size=1536,
+    ),
+}
+
+
+def get_profile(name: str) -> WorldProfile:
+    """Look a profile up by name, failing with the known names.
+
+    >>> get_profile("quick").eval_items
+    64
+    """
+    if name not in PROFILES:
+        raise BarkitError(f"world profile {name!r}: unknown; choose one of {sorted(PROFILES)}")
+    return PROFILES[name]

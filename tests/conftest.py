@@ -1,0 +1,14 @@
+"""Shared fixtures: tiny random dense checkpoints built once per session."""
+
+import pytest
+
+from barkit.tiny import make_dense_checkpoint
+
+
+@pytest.fixture(scope="session")
+def dense_ckpts(tmp_path_factory):
+    """{family: (anchor_dir, base_dir)} for Olmo 2 and Llama, tiny and random."""
+    root = tmp_path_factory.mktemp("dense")
+    return {family: (make_dense_checkpoint(root / f"{family}-anchor", family, seed=0),
+                     make_dense_checkpoint(root / f"{family}-base", family, seed=1))
+            for family in ("olmo2", "llama")}
