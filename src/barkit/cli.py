@@ -17,6 +17,7 @@ from barkit.errors import BarkitError
 COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "branch": ("barkit.commands.branch_cmd", "BranchConfig", "upcycle a dense model into a 2-expert MoE"),
     "inspect": ("barkit.commands.inspect_cmd", None, "describe a checkpoint"),
+    "adapt": ("barkit.commands.adapt_cmd", "StageConfig", "train one stage (pretrain|midtrain|sft|rl|router)"),
 }
 
 
