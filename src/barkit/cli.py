@@ -17,6 +17,9 @@ from barkit.errors import BarkitError
 COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "branch": ("barkit.commands.branch_cmd", "BranchConfig", "upcycle a dense model into a 2-expert MoE"),
     "inspect": ("barkit.commands.inspect_cmd", None, "describe a checkpoint"),
+    "compose": ("barkit.commands.compose_cmd", "ComposeConfig", "compose anchor + domain experts into one MoE"),
+    "select": ("barkit.commands.select_cmd", "SelectConfig", "keep only some experts (opt-in/opt-out)"),
+    "merge": ("barkit.commands.merge_cmd", "MergeConfig", "dense weight-space merging baselines"),
     "adapt": ("barkit.commands.adapt_cmd", "StageConfig", "train one stage (pretrain|midtrain|sft|rl|router)"),
 }
 
