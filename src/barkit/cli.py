@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "compose": ("barkit.commands.compose_cmd", "ComposeConfig", "compose anchor + domain experts into one MoE"),
     "select": ("barkit.commands.select_cmd", "SelectConfig", "keep only some experts (opt-in/opt-out)"),
     "merge": ("barkit.commands.merge_cmd", "MergeConfig", "dense weight-space merging baselines"),
+    "eval": ("barkit.commands.eval_cmd", "EvalConfig", "evaluate a model per category (or --compare results)"),
+    "score": ("barkit.commands.score_cmd", "ScoreConfig", "score completions produced elsewhere"),
     "adapt": ("barkit.commands.adapt_cmd", "StageConfig", "train one stage (pretrain|midtrain|sft|rl|router)"),
 }
 

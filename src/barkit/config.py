@@ -49,7 +49,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (list, tuple):
         (item_tp, *_) = get_args(inner) or (str,)
         if isinstance(value, str):
-            value = [v for v in (s.strip() for s in value.split(",")) if v]
+            value = [value]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            value = [p.strip() for v in value for p in v.split(",") if p.strip()]
         if not isinstance(value, (list, tuple)):
             raise BarkitError(f"config key '{key}': expected a list, got {value!r}")
         return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
@@ -169,10 +171,12 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, positional: tupl
         help_text = f.metadata.get("help", "")
         if get_origin(inner) is Literal:
             help_text += f" (one of {', '.join(map(str, get_args(inner)))})"
+        nargs = "+" if get_origin(inner) in (list, tuple) else None
         if f.name in positional:
             parser.add_argument(f.name, nargs="?", default=None, help=help_text)
         else:
-            parser.add_argument(_flag(f.name), dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
+            parser.add_argument(_flag(f.name), dest=f.name, default=None, nargs=nargs, metavar=f.name.upper(),
+                                help=help_text)
     parser.add_argument("--config", dest="config_file", default=None, help="YAML config file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set train.lr=1e-3 (repeatable)")

@@ -9,19 +9,31 @@ import torch
 FAMILIES = ("olmo2", "llama", "mistral")
 
 
+CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'assistant' %}<|assistant|>{% generation %}{{ m['content'] }}<|end|>{% endgeneration %}"
+    "{% else %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
 def tiny_tokenizer():
-    """A byte-level BPE tokenizer trained in milliseconds on a few sentences (no hub needed)."""
+    """A byte-level BPE tokenizer trained in milliseconds on a few sentences (no hub needed), with a chat
+    template whose assistant turns are marked for assistant-only losses."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|pad|>"],
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>",
+                                                                  "<|assistant|>", "<|end|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(["the quick brown fox jumps over the lazy dog", "1 + 2 = 3", "def f(x): return x"],
                             trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>",
+                                   additional_special_tokens=["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"],
+                                   chat_template=CHAT_TEMPLATE)
 
 
 def tiny_config(family: str = "olmo2", vocab_size: int = 300, hidden: int = 32, layers: int = 2,

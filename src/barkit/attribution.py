@@ -1,0 +1,54 @@
+"""Routing attribution: how much routing weight each (named) expert receives, per layer and overall."""
+
+from __future__ import annotations
+
+import torch
+
+from barkit.arch import ARCHITECTURES
+
+
+def is_moe(model) -> bool:
+    return any(s.moe_model_type == model.config.model_type for s in ARCHITECTURES.values())
+
+
+def expert_names(model) -> list[str]:
+    cfg = model.config
+    n = getattr(cfg, "num_experts", None) or getattr(cfg, "num_local_experts")
+    names = getattr(cfg, "barkit_expert_names", None)
+    if names and len(names) == n:
+        return list(names)
+    return ["anchor"] + [f"expert{i}" for i in range(1, n)]
+
+
+def gate_weights(router_logits_TE: torch.Tensor, top_k: int, renormalise: bool) -> torch.Tensor:
+    """The weights the MoE actually applies: softmax (fp32), top-k kept, optionally renormalised.
+
+    >>> w = gate_weights(torch.tensor([[0.0, 0.0, -1e9]]), top_k=2, renormalise=False)
+    >>> w.tolist()
+    [[0.5, 0.5, 0.0]]
+    """
+    probs_TE = torch.softmax(router_logits_TE.float(), dim=-1)
+    top_vals, top_idx = torch.topk(probs_TE, top_k, dim=-1)
+    if renormalise:
+        top_vals = top_vals / top_vals.sum(-1, keepdim=True)
+    return torch.zeros_like(probs_TE).scatter(-1, top_idx, top_vals)
+
+
+@torch.no_grad()
+def routing_weights(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean routing weight per layer and expert over the real (non-padding) tokens: tensor [layers, experts]."""
+    cfg = model.config
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_router_logits=True)
+    renorm = getattr(cfg, "norm_topk_prob", True)  # Mixtral always renormalises
+    mask_T = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).reshape(-1).bool()
+    per_layer = []
+    for logits_TE in out.router_logits:
+        w_TE = gate_weights(logits_TE, cfg.num_experts_per_tok, renorm)
+        per_layer.append(w_TE[mask_T].mean(0))
+    return torch.stack(per_layer)
+
+
+def describe_routing(weights_LE: torch.Tensor, names: list[str]) -> str:
+    overall = weights_LE.mean(0)
+    parts = [f"{n} {100 * w:.0f}%" for n, w in zip(names, overall.tolist())]
+    return "routing: " + ", ".join(parts)

@@ -1,0 +1,132 @@
+"""Generation backends for evaluation and RL: HF `generate` here, vLLM where it is installed.
+
+A backend turns chat prompts into completions; everything above it (scoring, reports) is backend-agnostic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from barkit.errors import BarkitError
+
+END_MARKERS = ("<|end|>",)
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 96
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    num_samples: int = 1
+    batch_size: int = 32
+    seed: int = 0
+
+
+class GenerationBackend(Protocol):
+    def generate(self, prompts: list[list[dict]], tools: list[list | None],
+                 settings: GenerationSettings) -> list[list[str]]:
+        """One list of `num_samples` completions per prompt."""
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    vocab = tokenizer.get_vocab()
+    ids += [vocab[m] for m in END_MARKERS if m in vocab]
+    return sorted(set(ids))
+
+
+def render_prompt(tokenizer, messages: list[dict], tools: list | None) -> str:
+    kwargs = {"tools": tools} if tools else {}
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
+
+
+def clean_completion(text: str, tokenizer) -> str:
+    """Cut at the first end marker and drop padding, keeping tool-call markers the verifiers need."""
+    for marker in (*END_MARKERS, tokenizer.eos_token or "\x00"):
+        text = text.split(marker)[0]
+    if tokenizer.pad_token:
+        text = text.replace(tokenizer.pad_token, "")
+    return text.strip()
+
+
+class HFBackend:
+    """Batched `model.generate` with left padding; greedy unless a temperature is set."""
+
+    def __init__(self, model, tokenizer, show_progress: bool = True):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.show_progress = show_progress
+
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: str = "float32", **kw) -> "HFBackend":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+        except (OSError, ValueError) as exc:
+            raise BarkitError(f"{path}: cannot load model for evaluation ({str(exc).splitlines()[0]})") from None
+        return cls(model, tokenizer, **kw)
+
+    @torch.no_grad()
+    def generate(self, prompts, tools, settings: GenerationSettings) -> list[list[str]]:
+        texts = [render_prompt(self.tokenizer, m, t) for m, t in zip(prompts, tools)]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch together
+        out: list[list[str]] = [[] for _ in texts]
+        torch.manual_seed(settings.seed)
+        stops = stop_token_ids(self.tokenizer)
+        sample = settings.temperature > 0
+        bar = tqdm(total=len(texts), desc="generate", disable=not self.show_progress, leave=False)
+        for start in range(0, len(order), settings.batch_size):
+            idx = order[start:start + settings.batch_size]
+            enc = self.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
+                                 add_special_tokens=False)
+            gen = self.model.generate(
+                **enc, max_new_tokens=settings.max_new_tokens, do_sample=sample,
+                temperature=settings.temperature if sample else None, top_p=settings.top_p if sample else None,
+                num_return_sequences=settings.num_samples, eos_token_id=stops,
+                pad_token_id=self.tokenizer.pad_token_id)
+            new = gen[:, enc["input_ids"].shape[1]:]
+            decoded = self.tokenizer.batch_decode(new, skip_special_tokens=False)
+            for j, text in enumerate(decoded):
+                out[idx[j // settings.num_samples]].append(clean_completion(text, self.tokenizer))
+            bar.update(len(idx))
+        bar.close()
+        return out
+
+
+class VLLMBackend:
+    """vLLM's offline `LLM.chat`, for GPU machines where vllm is installed (not installable on these CPUs)."""
+
+    def __init__(self, path: str, dtype: str = "bfloat16"):
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise BarkitError("backend 'vllm': the vllm package is not installed; use --backend hf") from None
+        self.llm = LLM(model=path, dtype=dtype)
+
+    def generate(self, prompts, tools, settings: GenerationSettings) -> list[list[str]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=settings.num_samples, temperature=settings.temperature, top_p=settings.top_p,
+                                max_tokens=settings.max_new_tokens, seed=settings.seed,
+                                stop=list(END_MARKERS), skip_special_tokens=False)
+        results = []
+        for messages, tool_list in zip(prompts, tools):  # tools differ per item, so one request each
+            (request,) = self.llm.chat([messages], params, tools=tool_list or None, use_tqdm=False)
+            results.append([o.text.strip() for o in request.outputs])
+        return results
+
+
+def make_backend(name: str, path: str, dtype: str) -> GenerationBackend:
+    if name == "hf":
+        return HFBackend.from_pretrained(path, dtype)
+    if name == "vllm":
+        return VLLMBackend(path, dtype)
+    raise BarkitError(f"unknown generation backend '{name}' (known: hf, vllm)")
