@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "merge": ("barkit.commands.merge_cmd", "MergeConfig", "dense weight-space merging baselines"),
     "eval": ("barkit.commands.eval_cmd", "EvalConfig", "evaluate a model per category (or --compare results)"),
     "score": ("barkit.commands.score_cmd", "ScoreConfig", "score completions produced elsewhere"),
+    "generate": ("barkit.commands.generate_cmd", "GenerateConfig", "generate a reply with expert attribution"),
+    "chat": ("barkit.commands.chat_cmd", "GenerateConfig", "interactive chat with expert attribution"),
     "adapt": ("barkit.commands.adapt_cmd", "StageConfig", "train one stage (pretrain|midtrain|sft|rl|router)"),
 }
 

@@ -40,6 +40,8 @@ def stop_token_ids(tokenizer) -> list[int]:
 
 
 def render_prompt(tokenizer, messages: list[dict], tools: list | None) -> str:
+    if not tokenizer.chat_template:
+        raise BarkitError(f"{tokenizer.name_or_path}: the tokenizer has no chat template; chat prompts need one")
     kwargs = {"tools": tools} if tools else {}
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
 
