@@ -262,10 +262,10 @@ _CODE_FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|$)"
 def extract_code(completion: str) -> str:
     """The code in a completion: the first fenced block if there is one, else the text as is.
 
-    >>> extract_code("Here you go:\n```python\n    return x + 1\n```\nDone.")
-    '    return x + 1\n'
-    >>> extract_code("    return x\n")
-    '    return x\n'
+    >>> extract_code("Here you go:\\n```python\\n    return x + 1\\n```\\nDone.")
+    '    return x + 1\\n'
+    >>> extract_code("    return x\\n")
+    '    return x\\n'
     """
     match = _CODE_FENCE.search(completion)
     return match.group(1) if match else completion
