@@ -1,0 +1,392 @@
+"""Compose: an anchor and N trained 2-expert BAR checkpoints become one (N+1)-expert MoE.
+
+Expert 0 is the anchor's FFN and expert i the i-th domain's trained expert 1; router row 0 is the mean of the
+inputs' row 0 and row i the domain's row 1; every other tensor is the mean over all inputs (or the anchor's).
+Tensors stream one key at a time and at most one tensor per input is alive, so memory does not grow with the
+number of experts. Also `replace_expert`, the tensor half of an expert upgrade.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+import yaml
+
+from barkit import verify
+from barkit.arch import ARCHITECTURES, ROLES, ArchSpec, num_experts, spec_for_dense, spec_for_moe
+from barkit.checkpoint import (CheckpointReader, ShardedWriter, atomic_output_dir, build_manifest,
+                               copy_tokenizer, write_json)
+from barkit.config import dump_yaml, to_dict
+from barkit.errors import BarkitError
+
+ANCHOR = "anchor"
+NAMES_KEY = "barkit_expert_names"  # extra config.json key; transformers keeps unknown keys
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+VerifyMode = Literal["auto", "full", "keys", "none"]
+
+
+@dataclass
+class ComposeConfig:
+    anchor: str = field(metadata={"help": "the branch checkpoint (BAR-2x-Base) or the dense anchor"})
+    experts: list[str] = field(metadata={"help": "domain checkpoints as NAME=CKPT (comma-separated)"})
+    out: str = field(metadata={"help": "output directory"})
+    shared: Literal["mean", "anchor"] = field(default="mean", metadata={
+        "help": "shared (non-FFN) tensors: mean over all inputs, or the anchor's"})
+    top_k: int | None = field(default=None, metadata={"help": "experts per token (default: all)"})
+    norm_topk_prob: bool = False
+    max_shard_size: str = "5GB"
+    verify: VerifyMode = field(default="auto", metadata={
+        "help": "auto: load back with transformers when small enough, else keys"})
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        pairs = parse_named(self.experts, "experts", reserved=(ANCHOR,))
+        if not pairs:
+            raise BarkitError("config key 'experts': give at least one NAME=CKPT")
+        if self.top_k is not None and not 1 <= self.top_k <= len(pairs) + 1:
+            raise BarkitError(f"config key 'top_k': must be between 1 and {len(pairs) + 1}, got {self.top_k}")
+
+
+def parse_named(items: list[str], key: str, reserved: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """Parse `NAME=CKPT` items; names are unique, path-safe and not reserved."""
+    pairs = []
+    for item in items:
+        name, sep, path = (s.strip() for s in item.partition("="))
+        if not sep or not name or not path:
+            raise BarkitError(f"config key '{key}': {item!r} is not NAME=CKPT")
+        if not _NAME_RE.fullmatch(name):
+            raise BarkitError(f"config key '{key}': expert name {name!r} may only use letters, digits, '_.-'")
+        if name in reserved:
+            raise BarkitError(f"config key '{key}': the name {name!r} is reserved for expert 0")
+        if name in (n for n, _ in pairs):
+            raise BarkitError(f"config key '{key}': duplicate expert name {name!r}")
+        pairs.append((name, path))
+    return pairs
+
+
+def accum_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Twice the input precision, so k identical values sum exactly and their mean is bit-identical."""
+    return torch.float64 if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def mean_of(read: list[Callable[[], torch.Tensor]]) -> torch.Tensor:
+    """Mean of tensors read one at a time (running sum in higher precision, cast back to the first's dtype)."""
+    first = read[0]()
+    dtype = first.dtype
+    total = first.to(accum_dtype(dtype))
+    del first
+    for reader in read[1:]:
+        total.add_(reader())
+    return total.div_(len(read)).to(dtype)
+
+
+def expert_names(reader: CheckpointReader, count: int) -> list[str]:
+    """Names from config.json, else the manifest, else anchor/expert1/...; one per expert."""
+    names = reader.config.get(NAMES_KEY) or (reader.manifest() or {}).get("experts")
+    names = list(names) if names else [ANCHOR] + [f"expert{i}" for i in range(1, count)]
+    if len(names) != count or len(set(names)) != count:
+        raise BarkitError(f"{reader.path}: expert names {names} do not match its {count} experts")
+    return names
+
+
+@dataclass
+class MoECheckpoint:
+    """A barkit MoE on disk: its lazy reader, family table and expert names."""
+
+    reader: CheckpointReader
+    spec: ArchSpec
+    names: list[str]
+
+    @property
+    def path(self) -> Path:
+        return self.reader.path
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.reader.config["num_hidden_layers"])
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.names)
+
+    def expert_key(self, role: str, layer: int, expert: int) -> str:
+        return self.spec.expert_key(role, layer, expert)
+
+    def expert(self, role: str, layer: int, expert: int) -> torch.Tensor:
+        return self.reader.get(self.spec.expert_key(role, layer, expert))
+
+    def router(self, layer: int) -> torch.Tensor:
+        return self.reader.get(self.spec.router_key(layer))
+
+    def shared_keys(self) -> list[str]:
+        return sorted(k for k in self.reader.keys()
+                      if self.spec.parse_expert_key(k) is None and self.spec.parse_router_key(k) is None)
+
+    def index(self, name: str) -> int:
+        if name not in self.names:
+            raise BarkitError(f"{self.path}: no expert named {name!r} (experts: {', '.join(self.names)})")
+        return self.names.index(name)
+
+
+def open_moe(path: str | Path) -> MoECheckpoint:
+    """Open a barkit MoE checkpoint and check that its tensors are exactly an MoE's."""
+    reader = CheckpointReader(path)
+    spec = spec_for_moe(reader.config.get("model_type"), str(reader.path / "config.json"))
+    count = num_experts(spec, reader.config)
+    moe = MoECheckpoint(reader, spec, expert_names(reader, count))
+    expected = spec.moe_keys(set(moe.shared_keys()), moe.num_layers, count)
+    missing = sorted(expected - set(reader.keys()))
+    if missing:
+        raise BarkitError(f"{reader.path}: tensor '{missing[0]}' is missing")
+    return moe
+
+
+def is_dense(config: dict) -> bool:
+    return any(config.get("model_type") in spec.dense_model_types for spec in ARCHITECTURES.values())
+
+
+def open_domain(path: str, name: str) -> MoECheckpoint:
+    """A domain input must be a 2-expert barkit MoE (a branch output trained on one domain)."""
+    reader = CheckpointReader(path)
+    model_type = reader.config.get("model_type")
+    if is_dense(reader.config):
+        raise BarkitError(f"{reader.path}: expert '{name}' is a dense '{model_type}' model, not a 2-expert "
+                          "barkit MoE (branch it, train it, then compose)")
+    moe = open_moe(path)
+    if moe.num_experts != 2:
+        raise BarkitError(f"{reader.path}: expert '{name}' has {moe.num_experts} experts; compose takes "
+                          "2-expert checkpoints (branch outputs trained on one domain)")
+    return moe
+
+
+@dataclass
+class Anchor:
+    """The anchor as compose sees it: a dense model or a 2-expert branch checkpoint (its expert 0)."""
+
+    reader: CheckpointReader
+    spec: ArchSpec
+    moe: MoECheckpoint | None
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.reader.config["num_hidden_layers"])
+
+    def ffn_key(self, role: str, layer: int) -> str:
+        return self.moe.expert_key(role, layer, 0) if self.moe else self.spec.dense_key(role, layer)
+
+    def shared_keys(self) -> list[str]:
+        if self.moe:
+            return self.moe.shared_keys()
+        return sorted(set(self.reader.keys()) - self.spec.dense_ffn_keys(self.num_layers))
+
+    def moe_config(self, names: list[str], top_k: int, norm: bool) -> dict:
+        if self.moe is None:
+            cfg = self.spec.moe_config(self.reader.config, len(names), top_k, norm)
+            return {**cfg, NAMES_KEY: names}
+        return routing_config(self.spec, self.reader.config, names, top_k, norm)
+
+
+def open_anchor(path: str) -> Anchor:
+    reader = CheckpointReader(path)
+    if is_dense(reader.config):
+        spec = spec_for_dense(reader.config.get("model_type"), str(reader.path / "config.json"))
+        missing = sorted(spec.dense_ffn_keys(int(reader.config["num_hidden_layers"])) - set(reader.keys()))
+        if missing:
+            raise BarkitError(f"{reader.path}: FFN tensor '{missing[0]}' not found")
+        return Anchor(reader, spec, None)
+    moe = open_moe(path)
+    if moe.num_experts != 2:
+        raise BarkitError(f"{reader.path}: the anchor must be the dense anchor or the 2-expert branch "
+                          f"checkpoint, not a {moe.num_experts}-expert MoE")
+    return Anchor(reader, moe.spec, moe)
+
+
+def routing_config(spec: ArchSpec, moe_config: dict, names: list[str], top_k: int, norm: bool | None) -> dict:
+    """An MoE config with a new expert count, names and routing; norm=None keeps the source's setting."""
+    cfg = {k: v for k, v in moe_config.items() if k not in ("_name_or_path", "transformers_version")}
+    cfg.update({spec.num_experts_key: len(names), spec.top_k_key: top_k, NAMES_KEY: list(names)})
+    if norm is not None and spec.norm_topk_key is not None:
+        cfg[spec.norm_topk_key] = norm
+    elif norm is False and spec.norm_topk_key is None and top_k < len(names):
+        raise BarkitError(f"{spec.moe_architecture} always renormalises top-k weights; "
+                          "use norm_topk_prob=true or top_k = number of experts")
+    return cfg
+
+
+def check_same_architecture(anchor: Anchor, domains: dict[str, MoECheckpoint]) -> None:
+    """Same family, same config shape keys, same shared key set and the same shape for every tensor."""
+    shared = anchor.shared_keys()
+    for name, moe in domains.items():
+        where = f"{moe.path} (expert '{name}')"
+        if moe.spec is not anchor.spec:
+            raise BarkitError(f"{where}: architecture '{moe.reader.config.get('model_type')}' differs from the "
+                              f"anchor's '{anchor.reader.config.get('model_type')}'")
+        for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size"):
+            if moe.reader.config.get(key) != anchor.reader.config.get(key):
+                raise BarkitError(f"{where}: config '{key}' is {moe.reader.config.get(key)}, "
+                                  f"the anchor's is {anchor.reader.config.get(key)}")
+        if moe.shared_keys() != shared:
+            diff = sorted(set(moe.shared_keys()) ^ set(shared))
+            raise BarkitError(f"{where}: shared tensors differ from the anchor's (e.g. '{diff[0]}')")
+        pairs = [(k, k) for k in shared] + [(anchor.ffn_key(r, layer), moe.expert_key(r, layer, e))
+                                            for r in ROLES for layer in range(anchor.num_layers) for e in (0, 1)]
+        for a_key, d_key in pairs:
+            if anchor.reader.shape(a_key) != moe.reader.shape(d_key):
+                raise BarkitError(f"{where}: tensor '{d_key}' has shape {moe.reader.shape(d_key)}, "
+                                  f"the anchor's is {anchor.reader.shape(a_key)}")
+
+
+def check_anchor_expert(anchor_T: torch.Tensor, moe: MoECheckpoint, name: str, role: str, layer: int,
+                        anchor_path: Path) -> None:
+    """Refuse a domain whose frozen expert 0 is not the anchor's FFN: it was branched from another anchor."""
+    key = moe.expert_key(role, layer, 0)
+    other_T = moe.reader.get(key)
+    if other_T.dtype != anchor_T.dtype:
+        raise BarkitError(f"{moe.path}: expert '{name}' is stored in {other_T.dtype}, the anchor in "
+                          f"{anchor_T.dtype}; convert one of them first")
+    if not torch.equal(other_T, anchor_T):
+        raise BarkitError(f"{moe.path}: expert '{name}' does not share the anchor: its expert 0 '{key}' "
+                          f"differs from {anchor_path}'s anchor FFN (branched from another anchor, or expert 0 "
+                          "was trained)")
+
+
+def write_compose(anchor: Anchor, domains: dict[str, MoECheckpoint], shared_mode: str,
+                  writer: ShardedWriter) -> None:
+    """Stream the output: shared tensors (mean or anchor's), then per layer the router and every expert."""
+    inputs = [anchor.reader] + [d.reader for d in domains.values()]
+    for key in anchor.shared_keys():
+        sources = inputs if shared_mode == "mean" else inputs[:1]
+        writer.add(key, mean_of([lambda r=r: r.get(key) for r in sources]))
+    row0_sources = ([anchor.moe] if anchor.moe else []) + list(domains.values())
+    for layer in range(anchor.num_layers):
+        row0 = mean_of([lambda m=m: m.router(layer)[0] for m in row0_sources])
+        rows = [row0] + [d.router(layer)[1].to(row0.dtype) for d in domains.values()]
+        writer.add(anchor.spec.router_key(layer), torch.stack(rows))
+        for role in ROLES:
+            anchor_T = anchor.reader.get(anchor.ffn_key(role, layer))
+            for name, moe in domains.items():
+                check_anchor_expert(anchor_T, moe, name, role, layer, anchor.reader.path)
+            writer.add(anchor.spec.expert_key(role, layer, 0), anchor_T)
+            del anchor_T
+            for i, moe in enumerate(domains.values(), start=1):
+                writer.add(anchor.spec.expert_key(role, layer, i), moe.expert(role, layer, 1))
+
+
+def write_metadata(tmp: Path, config: dict, tokenizer_src: Path, cfg, stage: str, parents: dict,
+                   writer: ShardedWriter, extra: dict) -> None:
+    """config.json, tokenizer, resolved barkit config and manifest (all deterministic except the manifest)."""
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    copy_tokenizer(tokenizer_src, tmp)
+    (tmp / "barkit_config.yaml").write_text(dump_yaml(cfg))
+    write_json(tmp / "barkit_manifest.json",
+               build_manifest(stage, parents, to_dict(cfg), None, writer.file_hashes, extra))
+
+
+@torch.no_grad()
+def verify_loads(out: Path, mode: str, expected: set[str], source_config: dict, spec: ArchSpec):
+    """Key set always; when small enough, load with stock transformers and run a finite forward pass.
+
+    Returns the loaded model (or None) so callers can run their own functional check on it.
+    """
+    verify.check_key_set(out, expected)
+    if not verify.should_load(out, mode):
+        return None
+    verify.loaded_config_matches(out, source_config, spec.config_checked)
+    model = verify.load_strict(out)
+    ids = torch.randint(0, int(source_config["vocab_size"]), (2, 8), generator=torch.Generator().manual_seed(0))
+    if not torch.isfinite(model(ids).logits).all():
+        raise BarkitError(f"{out}: the written model produces non-finite logits")
+    return model
+
+
+def _verify_compose(out: Path, cfg: ComposeConfig, anchor: Anchor, expected: set[str]) -> None:
+    """With shared=anchor, the output routed only to expert 0 must reproduce the anchor's logits."""
+    model = verify_loads(out, cfg.verify, expected, anchor.reader.config, anchor.spec)
+    if model is None or cfg.shared != "anchor":
+        return
+    from barkit.select import mask_experts
+
+    reference = verify.load_strict(anchor.reader.path)
+    count = getattr(model.config, anchor.spec.num_experts_key)
+    with mask_experts(model, list(range(1, count))), mask_experts(reference, [1] if anchor.moe else []):
+        diff = verify.max_logit_diff(model, reference, anchor.reader.config["vocab_size"])
+    tol = 1e-4 if anchor.reader.get(anchor.ffn_key("down", 0)).dtype == torch.float32 else 5e-2
+    if diff > tol:
+        raise BarkitError(f"{out}: logits check failed: expert 0 alone differs from the anchor by {diff:.3g}")
+
+
+def compose(cfg: ComposeConfig) -> Path:
+    """Write the (N+1)-expert MoE described by `cfg`; returns the output directory."""
+    pairs = parse_named(cfg.experts, "experts", reserved=(ANCHOR,))
+    anchor = open_anchor(cfg.anchor)
+    domains = {name: open_domain(path, name) for name, path in pairs}
+    check_same_architecture(anchor, domains)
+    names = [ANCHOR] + list(domains)
+    config = anchor.moe_config(names, cfg.top_k or len(names), cfg.norm_topk_prob)
+    expected = anchor.spec.moe_keys(set(anchor.shared_keys()), anchor.num_layers, len(names))
+    first = anchor.reader.get(anchor.ffn_key("down", 0))
+    for name, moe in domains.items():  # fail fast, before writing anything
+        check_anchor_expert(first, moe, name, "down", 0, anchor.reader.path)
+    del first
+    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
+        writer = ShardedWriter(tmp, cfg.max_shard_size)
+        write_compose(anchor, domains, cfg.shared, writer)
+        writer.close()
+        parents = {ANCHOR: anchor.reader, **{n: m.reader for n, m in domains.items()}}
+        write_metadata(tmp, config, anchor.reader.path, cfg, "compose", parents, writer,
+                       {"experts": names, "arch": anchor.spec.name})
+        _verify_compose(tmp, cfg, anchor, expected)
+    return Path(cfg.out)
+
+
+def _write_replaced(src: MoECheckpoint, new: MoECheckpoint, index: int, writer: ShardedWriter) -> None:
+    for key in src.reader.keys():
+        layer = src.spec.parse_router_key(key)
+        parsed = src.spec.parse_expert_key(key)
+        if layer is not None:
+            router = src.router(layer)
+            router[index] = new.router(layer)[1].to(router.dtype)
+            writer.add(key, router)
+        elif parsed is not None and parsed[2] == index:
+            writer.add(key, new.expert(parsed[0], parsed[1], 1))
+        else:
+            writer.add(key, src.reader.get(key))
+
+
+def replace_expert(model_dir: str | Path, name: str, new_ckpt: str | Path, out: str | Path, *,
+                   max_shard_size: str = "5GB", verify_mode: VerifyMode = "auto", overwrite: bool = False) -> Path:
+    """Swap expert `name`'s FFN and router row for `new_ckpt`'s expert 1 / row 1; all else bit-identical.
+
+    The router should be retrained afterwards (the other rows were trained against the old expert).
+    """
+    src = open_moe(model_dir)
+    index = src.index(name)
+    if index == 0:
+        raise BarkitError(f"{src.path}: expert 0 ('{name}') is the frozen anchor and cannot be replaced")
+    new = open_domain(str(new_ckpt), name)
+    anchor = Anchor(src.reader, src.spec, src)
+    check_same_architecture(anchor, {name: new})
+    for layer in range(src.num_layers):
+        for role in ROLES:
+            check_anchor_expert(src.expert(role, layer, 0), new, name, role, layer, src.path)
+    cfg = {"model": str(model_dir), "replace": f"{name}={new_ckpt}", "out": str(out)}
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        writer = ShardedWriter(tmp, max_shard_size)
+        _write_replaced(src, new, index, writer)
+        writer.close()
+        config = routing_config(src.spec, src.reader.config, src.names,
+                                int(src.reader.config[src.spec.top_k_key]), None)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        copy_tokenizer(src.path, tmp)
+        (tmp / "barkit_config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        write_json(tmp / "barkit_manifest.json",
+                   build_manifest("replace_expert", {"model": src.reader, name: new.reader}, cfg, None,
+                                  writer.file_hashes, {"experts": src.names, "replaced": name,
+                                                       "arch": src.spec.name}))
+        verify_loads(tmp, verify_mode, set(src.reader.keys()), src.reader.config, src.spec)
+    return Path(out)
