@@ -23,19 +23,19 @@ class WorldProfile:
     rl_rows: int  # per domain: math, code
     eval_items: int  # per category
     math_b_digits: int  # 1: 2-digit +/- 1-digit; 2: 2-digit +/- 2-digit
-    vocab_size: int  # suggested tokenizer size for this profile
+    vocab_size: int  # tokenizer size at which every entity name is one token, with or without a leading space
 
 
 PROFILES: dict[str, WorldProfile] = {
     "quick": WorldProfile(
         name="quick", people=64, cities=16, countries=6, orgs=12,
         pretrain_rows=4000, general_sft_rows=900, domain_sft_rows=400, midtrain_rows=1000, rl_rows=200,
-        eval_items=64, math_b_digits=1, vocab_size=768,
+        eval_items=64, math_b_digits=1, vocab_size=1536,
     ),
     "default": WorldProfile(
         name="default", people=192, cities=32, countries=8, orgs=24,
         pretrain_rows=16000, general_sft_rows=3000, domain_sft_rows=1600, midtrain_rows=4000, rl_rows=800,
-        eval_items=160, math_b_digits=2, vocab_size=1536,
+        eval_items=160, math_b_digits=2, vocab_size=2048,
     ),
 }
 

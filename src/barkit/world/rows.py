@@ -32,23 +32,26 @@ def chat(prompt: str, answer: str) -> list[dict[str, str]]:
     return [*user(prompt), {"role": "assistant", "content": answer}]
 
 
-def split(items: Sequence[T], eval_share: float, rng: random.Random) -> tuple[list[T], list[T]]:
-    """Shuffle and cut a pool into (train, eval) parts; eval gets at least one item.
+def split(items: Sequence[T], n_eval: int, rng: random.Random) -> tuple[list[T], list[T]]:
+    """Shuffle and cut a pool into (train, eval) parts, keeping both non-empty.
 
-    >>> split(list(range(8)), 0.25, random.Random(0))[1].__len__()
-    2
+    >>> train, held = split(list(range(8)), 2, random.Random(0))
+    >>> len(train), len(held), sorted(train + held) == list(range(8))
+    (6, 2, True)
     """
+    if not 0 < n_eval < len(items):
+        raise BarkitError(f"world generator: cannot hold out {n_eval} of {len(items)} items (profile too small?)")
     shuffled = list(items)
     rng.shuffle(shuffled)
-    n_eval = max(1, round(len(shuffled) * eval_share))
     return shuffled[n_eval:], shuffled[:n_eval]
 
 
 def take(pool: Sequence[T], n: int, rng: random.Random) -> list[T]:
     """n items from a finite pool: every item once before any repeats (shuffled epochs).
 
-    >>> sorted(take([1, 2, 3], 4, random.Random(0)))[:3]
-    [1, 1, 2]
+    >>> picked = take([1, 2, 3], 4, random.Random(0))
+    >>> len(picked), sorted(picked[:3])
+    (4, [1, 2, 3])
     """
     if not pool:
         raise BarkitError("world generator: empty pool to sample from (profile too small?)")
