@@ -1,0 +1,361 @@
+"""Dense weight-space merging (the Merge-to-Learn baselines) and folding a BAR expert back into a dense model.
+
+Every method is a setting of one task-arithmetic core, `merge_tensors`:
+    theta = theta_general + sum_i lambda_i * sparsify(theta_i - theta_ref)
+- task arithmetic: theta_ref = the pretrained model;
+- linear interpolation / WiSE-FT: theta_ref = theta_general, which gives (1 - sum lambda) theta_general +
+  sum lambda_i theta_i (WiSE-FT: the general model is the zero-shot start, one fine-tuned model);
+- TIES: sparsify = keep the top `density` fraction by magnitude, then elect a sign per entry (sign of the
+  sum, i.e. the larger total magnitude) and average only the task vectors that agree (disjoint mean);
+- DARE: sparsify = drop each entry with probability p and rescale the rest by 1/(1-p), seeded per tensor from
+  (seed, key, model index); DARE-TIES adds TIES's sign election.
+Merging streams one key at a time: linear methods keep one task vector alive at a time; sign election needs
+all N task vectors of one tensor at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal
+
+import torch
+
+from barkit import verify
+from barkit.arch import ROLES, ArchSpec, spec_for_dense
+from barkit.checkpoint import CheckpointReader, ShardedWriter, atomic_output_dir
+from barkit.compose import (MoECheckpoint, VerifyMode, accum_dtype, is_dense, open_moe, parse_named,
+                            verify_loads, write_metadata)
+from barkit.errors import BarkitError
+
+Method = Literal["task_arithmetic", "linear", "wise_ft", "ties", "dare", "dare_ties"]
+NEEDS_PRETRAINED = ("task_arithmetic", "ties", "dare", "dare_ties")
+STEPS_KEY = "train_steps"  # manifest key: optimizer steps that produced the checkpoint
+
+
+@dataclass(frozen=True)
+class MergeSettings:
+    density: float | None = None  # TIES trim: keep this fraction of each task vector (by magnitude)
+    drop_p: float = 0.0  # DARE: drop probability; kept entries are rescaled by 1 / (1 - p)
+    elect_sign: bool = False  # TIES: elect a sign per entry and average only agreeing task vectors
+    seed: int = 0
+
+
+def trim(delta_T: torch.Tensor, density: float) -> torch.Tensor:
+    """Zero all but the `density` fraction of largest-magnitude entries (ties at the threshold are kept).
+
+    >>> trim(torch.tensor([0.5, -0.1, 0.3, -2.0]), 0.5).tolist()
+    [0.5, 0.0, 0.0, -2.0]
+    """
+    k = round(density * delta_T.numel())
+    if k >= delta_T.numel():
+        return delta_T
+    if k == 0:
+        return torch.zeros_like(delta_T)
+    magnitude = delta_T.abs()
+    threshold = magnitude.flatten().kthvalue(delta_T.numel() - k + 1).values
+    return torch.where(magnitude >= threshold, delta_T, torch.zeros((), dtype=delta_T.dtype))
+
+
+def dare_seed(seed: int, key: str, index: int) -> int:
+    """A reproducible per-(tensor, model) seed, independent of the order tensors are processed in."""
+    digest = hashlib.sha256(f"{seed}\0{key}\0{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def dare(delta_T: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """Drop entries with probability p and rescale the rest by 1/(1-p): the expected value is unchanged."""
+    if p == 0:
+        return delta_T
+    keep = torch.rand(delta_T.shape, generator=torch.Generator().manual_seed(seed)) >= p
+    return torch.where(keep, delta_T / (1 - p), torch.zeros((), dtype=delta_T.dtype))
+
+
+def _sparsify(delta_T: torch.Tensor, settings: MergeSettings, key: str, index: int) -> torch.Tensor:
+    if settings.density is not None:
+        delta_T = trim(delta_T, settings.density)
+    return dare(delta_T, settings.drop_p, dare_seed(settings.seed, key, index))
+
+
+def _disjoint_mean(weighted: list[torch.Tensor]) -> torch.Tensor:
+    """TIES: per entry, the mean of the task vectors whose sign matches the sign of their sum."""
+    sign = torch.sign(sum(weighted))
+    total, count = torch.zeros_like(sign), torch.zeros_like(sign)
+    for delta_T in weighted:
+        agree = (torch.sign(delta_T) == sign) & (delta_T != 0)
+        total += torch.where(agree, delta_T, 0)
+        count += agree
+    return total / count.clamp_min(1)
+
+
+def merge_tensors(base_T: torch.Tensor, deltas: Iterable[torch.Tensor], weights: list[float],
+                  settings: MergeSettings = MergeSettings(), key: str = "") -> torch.Tensor:
+    """theta = base + combine_i(weight_i * sparsify(delta_i)), computed in higher precision, cast to base's dtype.
+
+    `deltas` may be a generator: without sign election only one task vector is alive at a time.
+
+    >>> merge_tensors(torch.tensor([1.0, 2.0]), [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])],
+    ...               [0.5, 2.0]).tolist()
+    [1.5, 6.0]
+    """
+    dtype = accum_dtype(base_T.dtype)
+    weighted = (_sparsify(d.to(dtype), settings, key, i) * w for i, (d, w) in enumerate(zip(deltas, weights)))
+    if settings.elect_sign:
+        merged = _disjoint_mean(list(weighted))
+    else:
+        merged = torch.zeros(base_T.shape, dtype=dtype)
+        for delta_T in weighted:
+            merged += delta_T
+    return merged.add_(base_T).to(base_T.dtype)
+
+
+def dense_config_from_moe(spec: ArchSpec, moe_config: dict) -> dict:
+    """Inverse of `ArchSpec.moe_config`: keep the keys the dense family's config knows, restore its type."""
+    from transformers import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    dense_type = spec.dense_model_types[0]
+    if "mistral" in spec.dense_model_types and moe_config.get("sliding_window") is not None:
+        dense_type = "mistral"
+    defaults = CONFIG_MAPPING[dense_type]().to_dict()
+    known = set(defaults) - {"_name_or_path", "transformers_version"}
+    cfg = {k: v for k, v in moe_config.items() if k in known}
+    # keys the forward translation dropped held their supported (default) values, or branch refused the model
+    cfg.update({k: defaults[k] for k in spec.config_drop if k in defaults and k not in cfg})
+    cfg.update(model_type=dense_type, architectures=[MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[dense_type]])
+    return cfg
+
+
+class DenseView:
+    """One expert of an MoE checkpoint seen as the family's dense checkpoint (its FFN = that expert)."""
+
+    def __init__(self, moe: MoECheckpoint, expert: int) -> None:
+        if not 0 <= expert < moe.num_experts:
+            raise BarkitError(f"{moe.path}: expert index {expert} out of range (0..{moe.num_experts - 1})")
+        self.moe, self.expert, self.path, self.reader = moe, expert, moe.path, moe.reader
+        self.config = dense_config_from_moe(moe.spec, moe.reader.config)
+        self.spec = moe.spec
+        self._map = {key: key for key in moe.shared_keys()}
+        self._map.update({moe.spec.dense_key(r, layer): moe.expert_key(r, layer, expert)
+                          for r in ROLES for layer in range(moe.num_layers)})
+
+    def keys(self) -> list[str]:
+        return sorted(self._map)
+
+    def get(self, key: str) -> torch.Tensor:
+        return self.moe.reader.get(self._map[key])
+
+    def shape(self, key: str) -> list[int]:
+        return self.moe.reader.shape(self._map[key])
+
+    def manifest(self) -> dict | None:
+        return self.moe.reader.manifest()
+
+
+Dense = CheckpointReader | DenseView
+
+
+def open_dense(path: str | Path, label: str) -> Dense:
+    """A dense checkpoint, or a 2-expert BAR checkpoint seen through its expert 1 (its dense version)."""
+    reader = CheckpointReader(path)
+    if is_dense(reader.config):
+        spec_for_dense(reader.config.get("model_type"), str(reader.path / "config.json"))
+        return reader
+    moe = open_moe(path)
+    if moe.num_experts != 2:
+        raise BarkitError(f"{reader.path}: {label} is a {moe.num_experts}-expert MoE; fold the expert to "
+                          "merge with merge.fold_expert first")
+    return DenseView(moe, 1)
+
+
+def _dense_spec(view: Dense) -> ArchSpec:
+    return view.spec if isinstance(view, DenseView) else spec_for_dense(view.config.get("model_type"))
+
+
+def write_dense(view: Dense, writer: ShardedWriter) -> None:
+    for key in view.keys():
+        writer.add(key, view.get(key))
+
+
+@torch.no_grad()
+def _verify_fold(out: Path, mode: str, view: DenseView) -> None:
+    """The folded dense model must equal the MoE routed only to that expert."""
+    from barkit.select import mask_experts
+
+    model = verify_loads(out, mode, set(view.keys()), view.config, view.spec)
+    if model is None:
+        return
+    moe = verify.load_strict(view.path)
+    others = [i for i in range(view.moe.num_experts) if i != view.expert]
+    with mask_experts(moe, others):
+        diff = verify.max_logit_diff(model, moe, view.config["vocab_size"])
+    tol = 1e-4 if view.get(view.keys()[0]).dtype == torch.float32 else 5e-2
+    if diff > tol:
+        raise BarkitError(f"{out}: logits check failed: folded model differs from the routed MoE by {diff:.3g}")
+
+
+@dataclass
+class FoldConfig:
+    moe: str = field(metadata={"help": "an MoE checkpoint (a trained 2-expert BAR model, or a composed one)"})
+    out: str = field(metadata={"help": "output directory (a dense checkpoint)"})
+    expert: str = field(default="1", metadata={"help": "expert to fold: index or name"})
+    max_shard_size: str = "5GB"
+    verify: VerifyMode = "auto"
+    overwrite: bool = False
+
+
+def fold_expert(moe_dir: str | Path, out: str | Path, expert: int | str = 1, *, max_shard_size: str = "5GB",
+                verify_mode: VerifyMode = "auto", overwrite: bool = False) -> Path:
+    """Write the dense version of one expert: its FFN plus the MoE's shared tensors, dense config."""
+    moe = open_moe(moe_dir)
+    if isinstance(expert, str) and expert.isdigit():
+        expert = int(expert)
+    index = moe.index(expert) if isinstance(expert, str) else expert
+    view = DenseView(moe, index)
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        writer = ShardedWriter(tmp, max_shard_size)
+        write_dense(view, writer)
+        writer.close()
+        settings = FoldConfig(moe=str(moe_dir), out=str(out), expert=str(expert), max_shard_size=max_shard_size,
+                              verify=verify_mode, overwrite=overwrite)
+        write_metadata(tmp, view.config, moe.path, settings, "fold", {"moe": moe.reader}, writer,
+                       {"expert": moe.names[index], "arch": moe.spec.name})
+        _verify_fold(tmp, verify_mode, view)
+    return Path(out)
+
+
+@dataclass
+class MergeConfig:
+    method: Method = field(metadata={"help": "merging method"})
+    general: str = field(metadata={"help": "the general model (task arithmetic's base; WiSE-FT's zero-shot start)"})
+    models: list[str] = field(metadata={"help": "NAME=CKPT[:lambda] (comma-separated); a 2-expert BAR "
+                                                "checkpoint is merged through its expert 1"})
+    out: str = field(metadata={"help": "output directory"})
+    pretrained: str | None = field(default=None, metadata={"help": "pretrained model the task vectors are "
+                                                                   "relative to (task_arithmetic, ties, dare)"})
+    lambda_heuristic: Literal["equal", "steps"] = field(default="equal", metadata={
+        "help": "lambda for models without ':lambda': equal (1 for task vectors, 1/(N+1) linear, 0.5 WiSE-FT) "
+                "or steps (each model's share of training steps, from manifests' train_steps)"})
+    density: float = field(default=0.2, metadata={"help": "TIES: fraction of each task vector kept"})
+    drop_p: float = field(default=0.5, metadata={"help": "DARE: drop probability"})
+    seed: int = 0
+    max_shard_size: str = "5GB"
+    verify: VerifyMode = "auto"
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        models = parse_models(self.models)
+        if not models:
+            raise BarkitError("config key 'models': give at least one NAME=CKPT[:lambda]")
+        if self.method in NEEDS_PRETRAINED and not self.pretrained:
+            raise BarkitError(f"config key 'pretrained': required for method {self.method} (task vectors are "
+                              "theta_i - theta_pretrained)")
+        if self.method not in NEEDS_PRETRAINED and self.pretrained:
+            raise BarkitError(f"config key 'pretrained': method {self.method} interpolates with the general "
+                              "model and takes no pretrained model")
+        if self.method == "wise_ft" and len(models) != 1:
+            raise BarkitError(f"config key 'models': wise_ft takes exactly one fine-tuned model, got {len(models)}")
+        if not 0 < self.density <= 1:
+            raise BarkitError(f"config key 'density': must be in (0, 1], got {self.density}")
+        if not 0 <= self.drop_p < 1:
+            raise BarkitError(f"config key 'drop_p': must be in [0, 1), got {self.drop_p}")
+
+
+def parse_models(items: list[str]) -> list[tuple[str, str, float | None]]:
+    """`NAME=CKPT[:lambda]` -> (name, path, lambda or None)."""
+    out = []
+    for name, rest in parse_named(items, "models"):
+        path, sep, tail = rest.rpartition(":")
+        try:
+            weight = float(tail) if sep else None
+        except ValueError:
+            weight = None
+        if weight is None or not math.isfinite(weight):
+            path, weight = rest, None
+        out.append((name, path, weight))
+    return out
+
+
+def settings_for(cfg: MergeConfig) -> MergeSettings:
+    return {"ties": MergeSettings(density=cfg.density, elect_sign=True, seed=cfg.seed),
+            "dare": MergeSettings(drop_p=cfg.drop_p, seed=cfg.seed),
+            "dare_ties": MergeSettings(drop_p=cfg.drop_p, elect_sign=True, seed=cfg.seed)}.get(
+                cfg.method, MergeSettings(seed=cfg.seed))
+
+
+def _steps(view: Dense) -> int | None:
+    value = (view.manifest() or {}).get(STEPS_KEY)
+    return int(value) if isinstance(value, (int, float)) and value >= 0 else None
+
+
+def resolve_lambdas(cfg: MergeConfig, general: Dense, models: list[tuple[str, Dense, float | None]]) -> list[float]:
+    """Explicit lambdas win; the rest come from the heuristic (steps falls back to equal without counts).
+
+    steps: lambda_i = steps_i / (steps_general + sum_j steps_j), so for linear merging the general model's
+    weight 1 - sum lambda is its own share; steps_general counts as 0 when its manifest has none.
+    """
+    n = len(models)
+    equal = {"linear": 1 / (n + 1), "wise_ft": 0.5}.get(cfg.method, 1.0)
+    steps = [_steps(view) for _, view, _ in models]
+    if cfg.lambda_heuristic == "steps" and all(s is not None for s in steps) and sum(steps) > 0:
+        total = sum(steps) + (_steps(general) or 0)
+        guessed = [s / total for s in steps]
+    else:
+        guessed = [equal] * n
+    return [given if given is not None else guess for (_, _, given), guess in zip(models, guessed)]
+
+
+def check_mergeable(general: Dense, others: dict[str, Dense]) -> None:
+    """Same dense family, same tensor names and shapes as the general model."""
+    keys = general.keys()
+    for label, view in others.items():
+        if view.config.get("model_type") != general.config.get("model_type"):
+            raise BarkitError(f"{view.path}: {label} is '{view.config.get('model_type')}', the general model "
+                              f"'{general.config.get('model_type')}'")
+        if view.keys() != keys:
+            diff = sorted(set(view.keys()) ^ set(keys))
+            raise BarkitError(f"{view.path}: {label} has different tensors from the general model (e.g. '{diff[0]}')")
+        for key in keys:
+            if view.shape(key) != general.shape(key):
+                raise BarkitError(f"{view.path}: {label} tensor '{key}' has shape {view.shape(key)}, the general "
+                                  f"model's is {general.shape(key)}")
+
+
+def write_merge(general: Dense, reference: Dense, models: list[Dense], lambdas: list[float],
+                settings: MergeSettings, writer: ShardedWriter) -> None:
+    """Per key: task vectors theta_i - theta_ref are formed lazily, one model tensor at a time."""
+    for key in general.keys():
+        base_T = general.get(key)
+        ref_T = reference.get(key).to(accum_dtype(base_T.dtype))
+        deltas = (view.get(key).to(ref_T.dtype).sub_(ref_T) for view in models)
+        writer.add(key, merge_tensors(base_T, deltas, lambdas, settings, key))
+        del base_T, ref_T
+
+
+def merge(cfg: MergeConfig) -> Path:
+    """Write the merged dense checkpoint; returns the output directory."""
+    parsed = parse_models(cfg.models)
+    general = open_dense(cfg.general, "general")
+    pretrained = open_dense(cfg.pretrained, "pretrained") if cfg.pretrained else None
+    models = [(name, open_dense(path, name), given) for name, path, given in parsed]
+    check_mergeable(general, {**({"pretrained": pretrained} if pretrained else {}),
+                              **{name: view for name, view, _ in models}})
+    lambdas = resolve_lambdas(cfg, general, models)
+    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
+        writer = ShardedWriter(tmp, cfg.max_shard_size)
+        write_merge(general, pretrained or general, [view for _, view, _ in models], lambdas, settings_for(cfg),
+                    writer)
+        writer.close()
+        parents = {"general": _reader(general),
+                   **({"pretrained": _reader(pretrained)} if pretrained else {}),
+                   **{name: _reader(view) for name, view, _ in models}}
+        extra = {"method": cfg.method, "lambdas": dict(zip([n for n, _, _ in models], lambdas))}
+        write_metadata(tmp, general.config, general.path, cfg, "merge", parents, writer, extra)
+        verify_loads(tmp, cfg.verify, set(general.keys()), general.config, _dense_spec(general))
+    return Path(cfg.out)
+
+
+def _reader(view: Dense) -> CheckpointReader:
+    return view.reader if isinstance(view, DenseView) else view

@@ -1,0 +1,249 @@
+import json
+
+import pytest
+import torch
+
+from barkit import verify
+from barkit.arch import ROLES, spec_for_dense
+from barkit.branch import BranchConfig, branch
+from barkit.checkpoint import CheckpointReader
+from barkit.cli import main
+from barkit.errors import BarkitError
+from barkit.merge import (MergeConfig, MergeSettings, dare, dare_seed, fold_expert, merge, merge_tensors,
+                          parse_models, trim)
+from barkit.select import mask_experts
+from barkit.tiny import make_dense_checkpoint
+
+TIES = MergeSettings(density=0.5, elect_sign=True)
+
+
+# --- the core, on hand-built tensors -----------------------------------------------------------------------
+
+def test_task_arithmetic_with_lambdas():
+    base = torch.tensor([1.0, -1.0, 0.5])
+    deltas = [torch.tensor([2.0, 0.0, -1.0]), torch.tensor([0.0, 4.0, 1.0])]
+    out = merge_tensors(base, deltas, [0.5, 0.25])
+    assert out.tolist() == [2.0, 0.0, 0.25]  # 1+1, -1+1, 0.5-0.5+0.25
+
+
+def test_ties_trims_elects_sign_by_magnitude_and_takes_disjoint_mean():
+    d1 = torch.tensor([0.5, -0.1, 0.3, -2.0, 0.25])
+    d2 = torch.tensor([-0.6, 0.2, 0.1, 1.0, 0.75])
+    d3 = torch.tensor([0.4, -0.05, -0.8, 0.5, 0.5])
+    # density 0.6 of 5 entries keeps 3 per task vector:
+    assert trim(d1, 0.6).tolist() == pytest.approx([0.5, 0, 0.3, -2.0, 0])
+    assert trim(d2, 0.6).tolist() == pytest.approx([-0.6, 0, 0, 1.0, 0.75])
+    assert trim(d3, 0.6).tolist() == pytest.approx([0, 0, -0.8, 0.5, 0.5])
+    out = merge_tensors(torch.zeros(5), [d1, d2, d3], [1.0, 1.0, 1.0], MergeSettings(density=0.6, elect_sign=True))
+    # entry 0: 0.5 - 0.6 < 0 -> only d2 agrees: -0.6.  entry 1: everything trimmed: 0.
+    # entry 2: 0.3 - 0.8 < 0 -> -0.8.  entry 3: |-2.0| beats 1.0 + 0.5 -> negative wins: -2.0.
+    # entry 4: d2 and d3 agree (d1 trimmed): mean(0.75, 0.5) = 0.625.
+    assert out.tolist() == pytest.approx([-0.6, 0.0, -0.8, -2.0, 0.625], abs=1e-7)
+    # weights scale each task vector before the election; with one task vector TIES is trimmed task arithmetic
+    assert merge_tensors(torch.ones(5), [d1], [2.0], MergeSettings(density=0.6, elect_sign=True)).tolist() == \
+        pytest.approx([2.0, 1.0, 1.6, -3.0, 1.0])
+
+
+def test_dare_with_p_zero_is_task_arithmetic_bit_for_bit():
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(64, 8, generator=gen)
+    deltas = [torch.randn(64, 8, generator=gen) for _ in range(3)]
+    plain = merge_tensors(base, deltas, [0.3, 0.5, 0.7])
+    assert torch.equal(merge_tensors(base, deltas, [0.3, 0.5, 0.7], MergeSettings(drop_p=0.0, seed=4)), plain)
+    assert torch.equal(dare(deltas[0], 0.0, seed=1), deltas[0])
+
+
+def test_seeded_dare_is_deterministic_and_keyed():
+    delta = torch.ones(1000)
+    first = dare(delta, 0.3, dare_seed(7, "model.layers.0.mlp.up_proj.weight", 0))
+    assert torch.equal(first, dare(delta, 0.3, dare_seed(7, "model.layers.0.mlp.up_proj.weight", 0)))
+    for other in (dare_seed(8, "model.layers.0.mlp.up_proj.weight", 0),
+                  dare_seed(7, "model.layers.1.mlp.up_proj.weight", 0),
+                  dare_seed(7, "model.layers.0.mlp.up_proj.weight", 1)):
+        assert not torch.equal(first, dare(delta, 0.3, other))
+    kept = first != 0
+    assert torch.equal(first[kept], torch.full((int(kept.sum()),), 1 / 0.7))
+    assert abs(kept.float().mean().item() - 0.7) < 0.05
+    settings = MergeSettings(drop_p=0.3, seed=7)
+    a = merge_tensors(torch.zeros(1000), [delta], [1.0], settings, key="k")
+    assert torch.equal(a, merge_tensors(torch.zeros(1000), [delta], [1.0], settings, key="k"))
+    assert not torch.equal(a, merge_tensors(torch.zeros(1000), [delta], [1.0], settings, key="k2"))
+
+
+def test_dare_preserves_the_expected_value():
+    delta = torch.linspace(-1.0, 1.0, 64)
+    draws = torch.stack([dare(delta, 0.3, seed) for seed in range(2000)])
+    # per entry, the mean of 2000 draws has std |delta| * sqrt(p / (1 - p) / 2000) <= 0.015
+    assert (draws.mean(0) - delta).abs().max().item() < 0.07
+    assert (draws.mean(0) - delta).abs().mean().item() < 0.015
+
+
+def test_merging_zero_task_vectors_is_the_identity_bit_for_bit():
+    """theta_i == theta_ref gives exactly-zero task vectors, so the base comes back unchanged in any dtype."""
+    for dtype in (torch.float32, torch.bfloat16):
+        base = (torch.randn(32, 16, generator=torch.Generator().manual_seed(2)) * 0.02).to(dtype)
+        for settings in (MergeSettings(), TIES, MergeSettings(drop_p=0.5), MergeSettings(drop_p=0.5, elect_sign=True)):
+            zeros = [base.float() - base.float()] * 2
+            out = merge_tensors(base, zeros, [0.7, 0.4], settings, key="w")
+            assert out.dtype == dtype and torch.equal(out, base)
+
+
+def test_parse_models():
+    assert parse_models(["math=/a/b:0.5", "code=/c", "x=/d:e"]) == [("math", "/a/b", 0.5), ("code", "/c", None),
+                                                                    ("x", "/d:e", None)]
+    with pytest.raises(BarkitError, match="duplicate"):
+        parse_models(["a=/x", "a=/y"])
+
+
+# --- checkpoints ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("merge")
+    out = {name: make_dense_checkpoint(root / name, "olmo2", seed=seed)
+           for name, seed in (("general", 0), ("pretrained", 1), ("math", 2), ("code", 3))}
+    out["branch"] = root / "branch"
+    branch(BranchConfig(anchor=str(out["general"]), base=str(out["math"]), out=str(out["branch"])))
+    return out
+
+
+def _merge(ckpts, tmp_path, method, models, pretrained=True, **kw):
+    return merge(MergeConfig(method=method, general=str(ckpts["general"]), models=models, out=str(tmp_path / "out"),
+                             pretrained=str(ckpts["pretrained"]) if pretrained else None, **kw))
+
+
+def _readers(ckpts, *names):
+    return [CheckpointReader(ckpts[n]) for n in names]
+
+
+def test_task_arithmetic_checkpoint_values_and_stock_loading(tmp_path, ckpts, capsys):
+    out = tmp_path / "out"
+    code = main(["merge", "--method", "task_arithmetic", "--general", str(ckpts["general"]), "--pretrained",
+                 str(ckpts["pretrained"]), "--models", f"math={ckpts['math']}:0.5,code={ckpts['code']}:0.25",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    general, pre, math, code_ = _readers(ckpts, "general", "pretrained", "math", "code")
+    merged = CheckpointReader(out)
+    assert set(merged.keys()) == set(general.keys())
+    for key in general.keys():
+        g, p, m, c = (r.get(key).double() for r in (general, pre, math, code_))
+        expected = (g + 0.5 * (m - p) + 0.25 * (c - p)).float()
+        torch.testing.assert_close(merged.get(key), expected, rtol=0, atol=1e-7)
+    model = verify.load_strict(out)
+    assert type(model).__name__ == "Olmo2ForCausalLM"
+    assert json.loads((out / "barkit_manifest.json").read_text())["lambdas"] == {"math": 0.5, "code": 0.25}
+
+
+def test_wise_ft_and_linear_interpolate(tmp_path, ckpts):
+    general, math, code = _readers(ckpts, "general", "math", "code")
+    key = "model.layers.1.mlp.down_proj.weight"
+    out = CheckpointReader(_merge(ckpts, tmp_path, "wise_ft", [f"ft={ckpts['math']}:0.3"], pretrained=False))
+    expected = (0.7 * general.get(key).double() + 0.3 * math.get(key).double()).float()
+    torch.testing.assert_close(out.get(key), expected, rtol=0, atol=1e-7)
+    out = CheckpointReader(merge(MergeConfig(method="linear", general=str(ckpts["general"]), out=str(tmp_path / "lin"),
+                                             models=[f"m={ckpts['math']}", f"c={ckpts['code']}"])))
+    expected = ((general.get(key).double() + math.get(key).double() + code.get(key).double()) / 3).float()
+    torch.testing.assert_close(out.get(key), expected, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["task_arithmetic", "ties", "dare", "dare_ties", "linear", "wise_ft"])
+def test_merging_a_model_with_itself_is_the_identity(tmp_path, ckpts, method):
+    """Task vectors are exactly zero (theta_i == theta_ref), so the general model comes back bit-identical."""
+    linear = method in ("linear", "wise_ft")
+    same = ckpts["general"] if linear else ckpts["pretrained"]
+    out = CheckpointReader(_merge(ckpts, tmp_path, method, [f"self={same}:0.6"], pretrained=not linear,
+                                  verify="keys"))
+    general = CheckpointReader(ckpts["general"])
+    for key in general.keys():
+        assert torch.equal(out.get(key), general.get(key)), key
+
+
+def test_ties_and_dare_checkpoints_are_seeded(tmp_path, ckpts):
+    models = [f"m={ckpts['math']}", f"c={ckpts['code']}"]
+    a = CheckpointReader(_merge(ckpts, tmp_path / "a", "dare_ties", models, seed=3, verify="keys"))
+    b = CheckpointReader(_merge(ckpts, tmp_path / "b", "dare_ties", models, seed=3, verify="keys"))
+    c = CheckpointReader(_merge(ckpts, tmp_path / "c", "dare_ties", models, seed=4, verify="keys"))
+    key = "model.layers.0.mlp.gate_proj.weight"
+    assert torch.equal(a.get(key), b.get(key)) and not torch.equal(a.get(key), c.get(key))
+    ties = CheckpointReader(_merge(ckpts, tmp_path / "t", "ties", models, density=0.1, verify="full"))
+    general, pre = _readers(ckpts, "general", "pretrained")
+    changed = (ties.get(key) != general.get(key)).float().mean().item()
+    assert 0.05 < changed <= 0.2  # at most 10% of each task vector survives trimming
+
+
+def test_lambda_steps_heuristic(tmp_path, ckpts):
+    from barkit.merge import resolve_lambdas, open_dense
+
+    models = []
+    for name, steps in (("math", 30), ("code", 10)):
+        view = open_dense(ckpts[name], name)
+        view.manifest = lambda steps=steps: {"train_steps": steps}
+        models.append((name, view, None))
+    general = open_dense(ckpts["general"], "general")
+    general.manifest = lambda: {"train_steps": 60}
+    cfg = MergeConfig(method="task_arithmetic", general="g", models=["a=x"], out="o", pretrained="p",
+                      lambda_heuristic="steps")
+    assert resolve_lambdas(cfg, general, models) == [0.3, 0.1]
+    models[1] = ("code", models[1][1], 0.9)  # an explicit lambda wins
+    assert resolve_lambdas(cfg, general, models) == [0.3, 0.9]
+    models[0][1].manifest = lambda: None  # no step count: equal lambdas
+    assert resolve_lambdas(cfg, general, models) == [1.0, 0.9]
+
+
+@pytest.mark.parametrize("family", ["olmo2", "llama"])
+def test_fold_expert_is_the_dense_version_of_the_expert(tmp_path, dense_ckpts, family):
+    anchor_dir, base_dir = dense_ckpts[family]
+    moe_dir = tmp_path / "moe"
+    branch(BranchConfig(anchor=str(anchor_dir), base=str(base_dir), out=str(moe_dir)))
+    out = fold_expert(moe_dir, tmp_path / "dense", "trainable")
+    folded, anchor, base = CheckpointReader(out), CheckpointReader(anchor_dir), CheckpointReader(base_dir)
+    spec = spec_for_dense(anchor.config["model_type"])
+    assert set(folded.keys()) == set(anchor.keys())
+    ffn = spec.dense_ffn_keys(2)
+    for key in anchor.keys():
+        assert torch.equal(folded.get(key), (base if key in ffn else anchor).get(key)), key
+    assert {k: v for k, v in folded.config.items() if k != "transformers_version"} == \
+        {k: v for k, v in anchor.config.items() if k != "transformers_version"}
+    dense, moe = verify.load_strict(out), verify.load_strict(moe_dir)
+    with mask_experts(moe, [0]):
+        assert verify.max_logit_diff(dense, moe, 300) <= 1e-5
+    assert verify.max_logit_diff(dense, moe, 300) > 1e-3
+    expert0 = CheckpointReader(fold_expert(moe_dir, tmp_path / "e0", 0, verify_mode="keys"))
+    assert all(torch.equal(expert0.get(k), anchor.get(k)) for k in anchor.keys())  # the anchor itself
+
+
+def test_merge_takes_a_bar_expert_through_its_expert1(tmp_path, ckpts):
+    out = CheckpointReader(_merge(ckpts, tmp_path, "linear", [f"bar={ckpts['branch']}:1.0"], pretrained=False))
+    general, math = _readers(ckpts, "general", "math")
+    spec = spec_for_dense("olmo2")
+    for role in ROLES:
+        key = spec.dense_key(role, 1)
+        torch.testing.assert_close(out.get(key), math.get(key), rtol=0, atol=1e-7)
+    assert torch.equal(out.get("model.norm.weight"), general.get("model.norm.weight"))
+
+
+def test_merge_errors(tmp_path, ckpts, dense_ckpts, capsys):
+    llama, _ = dense_ckpts["llama"]
+    wide = make_dense_checkpoint(tmp_path / "wide", "olmo2", hidden=48)
+    three = tmp_path / "three"
+    from barkit.compose import ComposeConfig, compose
+
+    compose(ComposeConfig(anchor=str(ckpts["branch"]), experts=[f"a={ckpts['branch']}", f"b={ckpts['branch']}"],
+                          out=str(three), verify="none"))
+    g, p, m = (str(ckpts[n]) for n in ("general", "pretrained", "math"))
+    cases = [
+        (["--method", "ties", "--models", f"m={m}"], "'pretrained': required for method ties"),
+        (["--method", "linear", "--pretrained", p, "--models", f"m={m}"], "takes no pretrained model"),
+        (["--method", "wise_ft", "--models", f"m={m},n={m}"], "wise_ft takes exactly one fine-tuned model"),
+        (["--method", "ties", "--pretrained", p, "--models", f"m={m}", "--density", "0"], "'density': must be"),
+        (["--method", "dare", "--pretrained", p, "--models", f"m={m}", "--drop-p", "1"], "'drop_p': must be"),
+        (["--method", "linear", "--models", f"m={llama}"], "m is 'llama', the general model 'olmo2'"),
+        (["--method", "linear", "--models", f"m={wide}"], "has shape [300, 48]"),
+        (["--method", "linear", "--models", f"m={three}"], "m is a 3-expert MoE; fold the expert"),
+        (["--method", "bogus", "--models", f"m={m}"], "'bogus' is not one of"),
+    ]
+    for args, needle in cases:
+        code = main(["merge", "--general", g, *args, "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err.strip()
+        assert code == 1 and len(err.splitlines()) == 1 and needle in err, err
+        assert not (tmp_path / "out").exists()
