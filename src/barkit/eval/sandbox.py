@@ -245,12 +245,12 @@ def run_python(
         }
         cmd = [*_command(mode), sys.executable, "-I", "-c", _BOOT, repr(cfg)]
         try:
-            return _execute(cmd, host_dir, status_r, status_w, stdin, timeout_s, uid, mode)
+            return _execute(cmd, host_dir, status_r, status_w, stdin, timeout_s)
         finally:
             os.close(status_r)
 
 
-def _execute(cmd, host_dir, status_r, status_w, stdin, timeout_s, uid, mode) -> SandboxResult:
+def _execute(cmd, host_dir, status_r, status_w, stdin, timeout_s) -> SandboxResult:
     out_path, err_path = os.path.join(host_dir, "stdout"), os.path.join(host_dir, "stderr")
     in_path = os.path.join(host_dir, "stdin")
     Path(in_path).write_text(stdin or "", encoding="utf-8")
@@ -263,8 +263,6 @@ def _execute(cmd, host_dir, status_r, status_w, stdin, timeout_s, uid, mode) -> 
         os.close(status_w)
         timed_out = _wait(proc, timeout_s)
     wall_s = time.monotonic() - start
-    if uid is not None and mode != "root-ns":
-        _kill_uid(uid)
     report = _read_report(status_r)
     return _result(proc.returncode, report, timed_out, out_path, err_path, wall_s)
 
@@ -298,18 +296,6 @@ def _exited_within(proc: subprocess.Popen, timeout_s: float) -> bool:
         return bool(poller.poll(timeout_s * 1000))
     finally:
         os.close(pidfd)
-
-
-def _kill_uid(uid: int) -> None:
-    """Without a PID namespace, kill whatever the sandbox uid left behind (kill(-1) as that uid)."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setuid(uid)
-            os.kill(-1, signal.SIGKILL)
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
 
 
 def _read_report(fd: int) -> dict:
