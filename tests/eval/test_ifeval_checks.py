@@ -139,7 +139,8 @@ def test_unknown_constraint_makes_item_not_checkable_and_nulls_are_dropped():
 
 
 def test_split_sentences_keeps_abbreviations_and_decimals():
-    assert split_sentences("Mr. Lee paid 3.5 dollars. Really?! Yes.") == ["Mr. Lee paid 3.5 dollars.", "Really?!", "Yes."]
+    sentences = split_sentences("Mr. Lee paid 3.5 dollars. Really?! Yes.")
+    assert sentences == ["Mr. Lee paid 3.5 dollars.", "Really?!", "Yes."]
 
 
 def test_coverage_counts_fully_checkable_items():

@@ -252,6 +252,12 @@ def test_humaneval_all_164_canonical_pass_and_stubs_fail():
     _check_humaneval(rows)
 
 
+def test_verifiers_accept_trl_conversational_completions():
+    chat = [[{"role": "assistant", "content": "The answer is 1,000."}]]
+    assert math_answer(chat, answer=["1000"]) == [1.0]
+    assert safety([[{"role": "assistant", "content": "I can't help with that."}]], harmful=[True]) == [1.0]
+
+
 # --- registry --------------------------------------------------------------------------------
 
 

@@ -20,6 +20,17 @@ from barkit.errors import BarkitError
 
 Score = float | None
 
+
+def as_texts(completions: list) -> list[str]:
+    """Completions as plain strings: TRL passes conversational completions as message lists,
+    of which the last message's content is the model's reply.
+
+    >>> as_texts(["plain", [{"role": "assistant", "content": "chat"}]])
+    ['plain', 'chat']
+    """
+    return [c[-1]["content"] if isinstance(c, list) and c else c if isinstance(c, str) else ""
+            for c in completions]
+
 # ---------------------------------------------------------------------------------------------
 # exact_match
 
@@ -57,7 +68,7 @@ def exact_match(completions: list[str], answer: list[str], aliases: list | None 
     """
     aliases = aliases or [None] * len(completions)
     scores: list[Score] = []
-    for completion, gold, alts in zip(completions, answer, aliases):
+    for completion, gold, alts in zip(as_texts(completions), answer, aliases):
         if gold is None:
             scores.append(None)
             continue
@@ -168,7 +179,7 @@ def math_answer(completions: list[str], answer: list[str], **_: Any) -> list[Sco
     [1.0, 1.0, 1.0, 0.0]
     """
     scores: list[Score] = []
-    for completion, gold in zip(completions, answer):
+    for completion, gold in zip(as_texts(completions), answer):
         if gold is None:
             scores.append(None)
             continue
@@ -290,7 +301,8 @@ def code_tests(completions: list[str], tests: list[str], entry_point: list[str],
     prefixes = prompt_prefix or [""] * len(completions)
     jobs: list[tuple[int, str, list[int]]] = []
     programs: list[str] = []
-    for k, (completion, test, entry, prefix) in enumerate(zip(completions, tests, entry_point, prefixes)):
+    rows = zip(as_texts(completions), tests, entry_point, prefixes)
+    for k, (completion, test, entry, prefix) in enumerate(rows):
         if not test:
             continue
         program, token, counted = build_test_program(completion, test, entry, prefix or "")
@@ -517,7 +529,7 @@ def tool_call(completions: list[str], ground_truth: list[list[dict]], tools: lis
     """
     tools = tools or [None] * len(completions)
     scores: list[Score] = []
-    for completion, truth, specs in zip(completions, ground_truth, tools):
+    for completion, truth, specs in zip(as_texts(completions), ground_truth, tools):
         if truth is None:
             scores.append(None)
             continue
@@ -577,7 +589,7 @@ def safety(completions: list[str], harmful: list[bool], **_: Any) -> list[Score]
     [1.0, 0.0, 0.0]
     """
     scores: list[Score] = []
-    for completion, is_harmful in zip(completions, harmful):
+    for completion, is_harmful in zip(as_texts(completions), harmful):
         if is_harmful is None:
             scores.append(None)
             continue
@@ -603,7 +615,7 @@ def instruction(completions: list[str], constraints: list[list[dict]], **_: Any)
     from barkit.eval.ifeval_checks import check_constraints
 
     scores: list[Score] = []
-    for completion, cons in zip(completions, constraints):
+    for completion, cons in zip(as_texts(completions), constraints):
         results = check_constraints(completion, cons or [])
         scores.append(None if results is None or not results else sum(results) / len(results))
     return scores
