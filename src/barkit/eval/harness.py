@@ -159,7 +159,10 @@ def compare(paths: list[str], out: Path) -> str:
     results = {}
     for path in paths:
         res = load_results(path)
-        results[res.get("name") or Path(path).name] = res
+        name = res.get("name") or Path(path).name
+        if name in results:  # two runs of the same model: tell them apart by where they live
+            name = f"{name} ({Path(path).name})"
+        results[name] = res
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(results)
     (out / "comparison.md").write_text(table)
