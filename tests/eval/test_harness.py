@@ -53,6 +53,7 @@ def test_score_and_compare_cli(tmp_path, capsys):
     capsys.readouterr()
     comps.write_text('{"id": "m-0", "completion": "The answer is 4."}\n')
     assert main(["score", "--suite", str(suite), "--completions", str(comps), "--out", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
     assert main(["eval", "--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "c")]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[2].endswith("| 100.0 | 100.0 | 100.0 |") and "| 0.0 |" in table[3]
