@@ -1,0 +1,232 @@
+"""Training data: JSONL reading with line-numbered errors, text packing, chat tokenization with assistant
+masks, domain/general mixing, stratified router samples, RL prompts, and the step-indexed batch order.
+
+Everything is tokenized up front into plain lists (toy and research data sets fit in memory), so the
+batch of step `s` is a pure function of (data, seed, s): resuming needs only the step number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from barkit.errors import BarkitError
+
+IGNORE = -100
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass
+class Example:
+    """One training sequence; labels are IGNORE where no loss is taken."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def num_targets(self) -> int:
+        return sum(1 for t in self.labels[1:] if t != IGNORE)
+
+
+@dataclass
+class RLPrompt:
+    prompt_ids: list[int]
+    verifier: str
+    columns: dict = field(default_factory=dict)
+    messages: list = field(default_factory=list)
+
+
+def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, object) for every non-blank line; malformed lines are reported together."""
+    path = Path(path)
+    if not path.is_file():
+        raise BarkitError(f"{path}: data file not found")
+    rows, bad = [], []
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                bad.append(lineno)
+                continue
+            if not isinstance(obj, dict):
+                bad.append(lineno)
+                continue
+            rows.append((lineno, obj))
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (f" (and {len(bad) - 10} more)" if len(bad) > 10 else "")
+        raise BarkitError(f"{path}: malformed JSON (not an object) on line{'s' * (len(bad) > 1)} {shown}")
+    if not rows:
+        raise BarkitError(f"{path}: data file is empty")
+    return rows
+
+
+def _column(path: Path, lineno: int, row: dict, key: str, kind: type) -> object:
+    if key not in row:
+        raise BarkitError(f"{path}:{lineno}: missing column '{key}'")
+    if not isinstance(row[key], kind):
+        raise BarkitError(f"{path}:{lineno}: column '{key}' must be a {kind.__name__}")
+    return row[key]
+
+
+def pack_text(paths: list[str], tokenizer, seq_len: int) -> list[Example]:
+    """Concatenate `text` rows (each ending in EOS) and cut them into full sequences of seq_len tokens."""
+    if tokenizer.eos_token_id is None:
+        raise BarkitError("the model's tokenizer has no eos token; packing needs one to separate documents")
+    stream: list[int] = []
+    for path in map(Path, paths):
+        texts = [_column(path, n, row, "text", str) for n, row in read_jsonl(path)]
+        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+            stream.extend(ids)
+            stream.append(tokenizer.eos_token_id)
+    if len(stream) < seq_len:
+        raise BarkitError(f"{', '.join(paths)}: only {len(stream)} tokens, fewer than one sequence "
+                          f"(seq_len={seq_len})")
+    chunks = [stream[i:i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
+    return [Example(c, list(c)) for c in chunks]
+
+
+def check_messages(path: Path, lineno: int, messages: object, need_assistant: bool) -> list[dict]:
+    if not isinstance(messages, list) or not messages:
+        raise BarkitError(f"{path}:{lineno}: 'messages' must be a non-empty list")
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise BarkitError(f"{path}:{lineno}: each message needs a role ({'/'.join(ROLES)}) and string content")
+    if need_assistant and not any(m["role"] == "assistant" for m in messages):
+        raise BarkitError(f"{path}:{lineno}: chat has no assistant turn (nothing to train on)")
+    return messages
+
+
+def _check_template(tokenizer) -> None:
+    template = tokenizer.chat_template or ""
+    if "generation" not in template:
+        raise BarkitError("the model's tokenizer chat template has no {% generation %} markers, so assistant "
+                          "tokens cannot be masked; add them to chat_template")
+
+
+def tokenize_chats(path: str | Path, tokenizer, seq_len: int) -> tuple[list[Example], int]:
+    """Chat rows -> examples with loss on assistant tokens only; returns (examples, truncated count)."""
+    path = Path(path)
+    _check_template(tokenizer)
+    examples, truncated = [], 0
+    for lineno, row in read_jsonl(path):
+        messages = check_messages(path, lineno, row.get("messages"), need_assistant=True)
+        kwargs = {"tools": row["tools"]} if row.get("tools") else {}
+        try:
+            enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                                return_assistant_tokens_mask=True, **kwargs)
+        except Exception as exc:  # jinja errors surface as several exception types
+            raise BarkitError(f"{path}:{lineno}: chat template failed ({exc})") from None
+        ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
+        if not any(mask):
+            raise BarkitError(f"{path}:{lineno}: the chat template marked no assistant tokens")
+        if len(ids) > seq_len:
+            truncated += 1
+            ids, mask = ids[:seq_len], mask[:seq_len]
+        example = Example(ids, [t if m else IGNORE for t, m in zip(ids, mask)])
+        if example.num_targets:
+            examples.append(example)
+    if not examples:
+        raise BarkitError(f"{path}: no example keeps an assistant token within seq_len={seq_len}")
+    return examples, truncated
+
+
+def take(examples: list, count: int, seed: int) -> list:
+    """`count` examples drawn without replacement (whole passes repeated when count > len)."""
+    gen = torch.Generator().manual_seed(seed)
+    out: list = []
+    while len(out) < count:
+        order = torch.randperm(len(examples), generator=gen).tolist()
+        out.extend(examples[i] for i in order[: count - len(out)])
+    return out
+
+
+def mix(domain: list, general: list, ratio: float, seed: int) -> list:
+    """Domain examples plus general ones so that `ratio` of the mix is general (BAR's SFT mixture).
+
+    >>> len(mix(list(range(30)), list(range(100, 200)), 0.25, seed=0))
+    40
+    """
+    if ratio <= 0 or not general:
+        return list(domain)
+    n_general = round(len(domain) * ratio / (1 - ratio))
+    return list(domain) + take(general, n_general, seed)
+
+
+def stratified_sample(per_file: list[list], fraction: float, min_rows: int, seed: int) -> list:
+    """`fraction` of each file's examples (at least `min_rows`, at most all of them).
+
+    >>> [len(x) for x in [stratified_sample([list(range(1000))], 0.05, 16, 0), stratified_sample([[1, 2]], 0.05, 16, 0)]]
+    [50, 2]
+    """
+    out: list = []
+    for i, examples in enumerate(per_file):
+        n = min(len(examples), max(min_rows, math.ceil(fraction * len(examples))))
+        out.extend(take(examples, n, seed + i))
+    return out
+
+
+def load_rl_prompts(path: str | Path, tokenizer, max_prompt_tokens: int,
+                    verifier_columns: dict[str, tuple[str, ...]]) -> list[RLPrompt]:
+    """rl-prompt rows: `prompt` messages (no final assistant turn), a known `verifier` and its columns."""
+    path = Path(path)
+    prompts = []
+    for lineno, row in read_jsonl(path):
+        messages = check_messages(path, lineno, row.get("prompt"), need_assistant=False)
+        if messages[-1]["role"] == "assistant":
+            raise BarkitError(f"{path}:{lineno}: 'prompt' must not end with an assistant turn")
+        name = _column(path, lineno, row, "verifier", str)
+        if name not in verifier_columns:
+            raise BarkitError(f"{path}:{lineno}: unknown verifier '{name}' "
+                              f"(known: {', '.join(sorted(verifier_columns))})")
+        missing = [c for c in verifier_columns[name] if c not in row]
+        if missing:
+            raise BarkitError(f"{path}:{lineno}: verifier '{name}' needs column '{missing[0]}'")
+        kwargs = {"tools": row["tools"]} if row.get("tools") else {}
+        ids = list(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                                 return_dict=True, **kwargs)["input_ids"])
+        if len(ids) > max_prompt_tokens:
+            raise BarkitError(f"{path}:{lineno}: prompt is {len(ids)} tokens, more than seq_len - "
+                              f"rl.max_new_tokens = {max_prompt_tokens}")
+        columns = {k: v for k, v in row.items() if k not in ("prompt", "verifier")}
+        prompts.append(RLPrompt(ids, name, columns, messages))
+    return prompts
+
+
+class StepOrder:
+    """The examples of optimizer step `s`: consecutive slices of a stream of per-epoch permutations."""
+
+    def __init__(self, size: int, batch_size: int, seed: int):
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self._perms: dict[int, list[int]] = {}
+
+    def _perm(self, epoch: int) -> list[int]:
+        if epoch not in self._perms:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perms = {epoch: torch.randperm(self.size, generator=gen).tolist()}
+        return self._perms[epoch]
+
+    def batch(self, step: int) -> list[int]:
+        start = step * self.batch_size
+        return [self._perm(pos // self.size)[pos % self.size] for pos in range(start, start + self.batch_size)]
+
+    def steps_for(self, epochs: float) -> int:
+        return max(1, math.ceil(epochs * self.size / self.batch_size))
+
+
+def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor | None]:
+    """Right-pad to the longest example; attention_mask is None when nothing is padded (faster path)."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(e.input_ids), torch.tensor(e.labels), 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": None if bool(mask.all()) else mask}

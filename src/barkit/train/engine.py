@@ -1,0 +1,191 @@
+"""`train(cfg)`: one training stage from an input checkpoint directory to an output checkpoint directory.
+
+Every user error (bad model, bad data, bad globs) is raised before anything is written; the output
+appears atomically, after it was loaded back and its frozen bytes re-checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from barkit.checkpoint import sha256_file
+from barkit.config import to_dict
+from barkit.errors import BarkitError
+from barkit.train import checkpointing, data, trainable
+from barkit.train.loop import LMObjective, Loop, StepCallback
+from barkit.train.metrics import MetricsLog, plot_curves, read_metrics
+from barkit.train.model_io import ModelInfo, inspect_model, load_model, load_tokenizer, write_output
+from barkit.train.optim import build_optimizer
+from barkit.train.stages import CHAT_STAGES, TEXT_STAGES, StageConfig
+
+log = logging.getLogger("barkit.train")
+
+# Settings that change how a run is executed or reported but not what it computes.
+_NOT_IDENTITY = ("resume", "progress", "overwrite", "save_every", "keep_checkpoints", "log_every", "verify",
+                 "threads", "max_shard_size", "out")
+
+
+def make_accelerator(cfg: StageConfig):
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(cfg.threads or max(1, cores // acc.state.num_processes))
+    return acc
+
+
+def _say(acc, text: str) -> None:
+    if acc.is_main_process and text:
+        log.info(text)
+        if not logging.getLogger().handlers:
+            print(text, flush=True)
+
+
+def load_data(cfg: StageConfig, tokenizer) -> tuple[list, list]:
+    """(training items, held-out RL prompts); text is packed, chats masked, mixtures and samples drawn."""
+    if cfg.stage in TEXT_STAGES:
+        return data.pack_text(cfg.data, tokenizer, cfg.seq_len), []
+    if cfg.stage in CHAT_STAGES:
+        per_file = [data.tokenize_chats(p, tokenizer, cfg.seq_len)[0] for p in cfg.data]
+        if cfg.stage == "router":
+            return data.stratified_sample(per_file, cfg.sample_fraction, cfg.min_rows_per_file, cfg.seed), []
+        general = [e for p in cfg.general_data for e in data.tokenize_chats(p, tokenizer, cfg.seq_len)[0]]
+        domain = [e for examples in per_file for e in examples]
+        return data.mix(domain, general, cfg.general_ratio or 0.0, cfg.seed), []
+    from barkit.eval.verifiers import VERIFIER_COLUMNS
+
+    limit = cfg.seq_len - cfg.rl.max_new_tokens
+    if limit < 1:
+        raise BarkitError(f"config key 'seq_len': {cfg.seq_len} leaves no room for prompts after "
+                          f"rl.max_new_tokens={cfg.rl.max_new_tokens}")
+    prompts = [p for path in cfg.data for p in data.load_rl_prompts(path, tokenizer, limit, VERIFIER_COLUMNS)]
+    held_out = data.load_rl_prompts(cfg.rl.eval_data, tokenizer, limit, VERIFIER_COLUMNS) if cfg.rl.eval_data else []
+    return prompts, held_out[:cfg.rl.eval_max_prompts]
+
+
+def data_files(cfg: StageConfig) -> dict[str, str]:
+    paths = [*cfg.data, *cfg.general_data, *([cfg.rl.eval_data] if cfg.rl.eval_data else [])]
+    return {str(Path(p).resolve()): sha256_file(Path(p)) for p in paths}
+
+
+def identity(cfg: StageConfig, info: ModelInfo, files: dict[str, str]) -> dict:
+    """What must match for a checkpoint to be resumed: semantic config, parent weights and data hashes."""
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_IDENTITY}
+    return {"config": settings, "parent": info.reader.fingerprint(), "data": files}
+
+
+def _weights_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _rank_digests(acc, model: torch.nn.Module) -> list[str]:
+    """Every rank's weight digest: data parallelism must leave all replicas identical."""
+    digest = _weights_digest(model)
+    if acc.num_processes == 1:
+        return [digest]
+    from accelerate.utils import gather_object
+
+    return list(gather_object([digest]))
+
+
+def _objective(cfg, model, raw, tokenizer, items, held_out, acc, steps):
+    if cfg.stage != "rl":
+        return LMObjective(cfg, model, items, tokenizer.pad_token_id, acc)
+    from barkit.eval.generation import stop_token_ids
+    from barkit.train.rl import GRPOObjective
+
+    return GRPOObjective(cfg, model, raw, tokenizer, items, acc, stop_token_ids(tokenizer), steps, held_out)
+
+
+def _steps(cfg: StageConfig, items: list) -> int:
+    """`steps` if given, else enough steps for `epochs` passes over the examples (prompts for rl)."""
+    if cfg.steps is not None:
+        return cfg.steps
+    per_step = cfg.rl.prompts_per_step if cfg.stage == "rl" else cfg.batch_size
+    return max(1, math.ceil(cfg.epochs * len(items) / per_step))
+
+
+def train(cfg: StageConfig, on_step: StepCallback | None = None) -> Path:
+    """Run one stage; returns the output checkpoint directory. `on_step(step, metrics)` runs after each step."""
+    explicit = cfg.trainable is not None
+    cfg = cfg.resolve()
+    cfg.validate()
+    cfg.rl.validate()
+    acc = make_accelerator(cfg)
+    out = Path(cfg.out)
+    if out.exists() and not cfg.overwrite:
+        raise BarkitError(f"{out}: output already exists (pass --overwrite true to replace it)")
+    info = inspect_model(cfg, explicit)
+    tokenizer = load_tokenizer(info.reader.path)
+    items, held_out = load_data(cfg, tokenizer)
+    files = data_files(cfg)
+    raw = load_model(info, acc.device)
+    plan = trainable.build_plan(raw, cfg.trainable, info.spec, info.num_experts, cfg.stage,
+                                cfg.allow_anchor_updates)
+    trainable.apply(plan, raw)
+    _say(acc, trainable.table(plan, raw))
+    before = trainable.frozen_fingerprint(plan, raw)
+    frozen = trainable.FrozenRows(plan, raw)
+    steps = _steps(cfg, items)
+
+    root = checkpointing.work_dir(out)
+    ident = identity(cfg, info, files)
+    checkpointing.check(root, ident, cfg.resume, cfg.overwrite)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        checkpointing.reset(root, ident, cfg.resume)
+    acc.wait_for_everyone()
+    ckpt = checkpointing.latest(root) if cfg.resume else None
+
+    torch.manual_seed(cfg.seed + acc.process_index)
+    optimizer = build_optimizer(raw, cfg)
+    model, optimizer = acc.prepare(raw, optimizer)
+    objective = _objective(cfg, model, raw, tokenizer, items, held_out, acc, steps)
+    start, state = 0, {}
+    if ckpt is not None:
+        state = checkpointing.load(ckpt, raw, optimizer, acc)
+        start = state["step"]
+        _say(acc, f"resuming from {ckpt} (step {start} of {steps})")
+    metrics = MetricsLog(root / "metrics.jsonl", resume_step=start) if acc.is_main_process else None
+    if metrics is not None and start == 0 and cfg.stage == "rl" and held_out:
+        metrics.log({"step": 0, "eval_reward": objective.evaluate()})
+    elif start == 0 and cfg.stage == "rl" and held_out:
+        objective.evaluate()  # every rank takes part in the collective evaluation
+    loop = Loop(cfg, model, raw, optimizer, acc, frozen, steps, root, metrics, on_step, state.get("objective", {}))
+    last = loop.run(objective, start)
+    if metrics is not None:
+        metrics.close()
+
+    if trainable.frozen_fingerprint(plan, raw) != before:
+        raise BarkitError("internal error: frozen parameters changed during training")
+    digests = _rank_digests(acc, raw)
+    if len(set(digests)) != 1:
+        raise BarkitError(f"internal error: data-parallel replicas diverged ({digests})")
+    if acc.is_main_process:
+        rows = read_metrics(root / "metrics.jsonl")
+        plot_curves(rows, root / "curves.png", f"{cfg.stage}: {Path(cfg.model).name} -> {out.name}")
+        count, total = trainable.count(plan, raw)
+
+        def check_frozen(reloaded):
+            if trainable.frozen_fingerprint(plan, reloaded) != before:
+                raise BarkitError(f"{out}: frozen parameters differ after saving and reloading")
+
+        extra = {"trainable": {"declared": plan.declared, "full": plan.full, "partial": plan.partial,
+                               "params": count, "total_params": total},
+                 "data": files, "steps": steps, "final_metrics": last,
+                 "data_parallel": {"world_size": acc.num_processes, "rank_weight_sha256": digests}}
+        write_output(cfg, info, raw, root, extra, check_frozen)
+        shutil.rmtree(root, ignore_errors=True)
+    acc.wait_for_everyone()
+    return out

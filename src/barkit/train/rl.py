@@ -1,0 +1,218 @@
+"""GRPO with verifiable rewards, on the shared loop (see loop.py for why not TRL's GRPOTrainer).
+
+It follows TRL's GRPO: `num_generations` samples per prompt from HF `generate`, rewards from the shared
+verifiers (TRL's reward contract `(completions, **columns) -> list[float | None]`), advantages normalised
+within each prompt's group, the clipped surrogate with asymmetric bounds (1 - epsilon, 1 + epsilon_high),
+token-level ("dapo", TRL's default) or per-sequence ("grpo") averaging, and an optional KL term against
+the starting model (beta, 0 by default as in BAR). Code rewards use the verifier's `_reward` variant
+(pass rates below 0.99 count as 0) when one is registered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from barkit.train.data import RLPrompt, StepOrder
+from barkit.train.loop import raise_divisible, shard
+from barkit.train.stages import StageConfig
+
+
+def reward_function(name: str) -> Callable:
+    from barkit.eval.verifiers import VERIFIERS, get_verifier
+
+    return get_verifier(f"{name}_reward" if f"{name}_reward" in VERIFIERS else name)
+
+
+def score(completions: list[str], prompts: list[RLPrompt]) -> torch.Tensor:
+    """Rewards per completion, NaN where the verifier says "not applicable" (None)."""
+    rewards = torch.full((len(completions),), float("nan"))
+    for name in sorted({p.verifier for p in prompts}):
+        idx = [i for i, p in enumerate(prompts) if p.verifier == name]
+        keys = sorted({k for i in idx for k in prompts[i].columns})
+        columns = {k: [prompts[i].columns.get(k) for i in idx] for k in keys}
+        scores = reward_function(name)([completions[i] for i in idx], **columns)
+        for i, s in zip(idx, scores):
+            rewards[i] = float("nan") if s is None else float(s)
+    return rewards
+
+
+def group_advantages(rewards_PG: torch.Tensor, scale: str) -> torch.Tensor:
+    """(r - group mean) / (std + 1e-4); NaN rewards get advantage 0 and do not count in the statistics.
+
+    >>> group_advantages(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), "none").tolist()
+    [[0.5, -0.5], [0.0, 0.0]]
+    """
+    valid = ~rewards_PG.isnan()
+    r = torch.where(valid, rewards_PG, 0.0)
+    n = valid.sum(1, keepdim=True).clamp(min=1)
+    mean = r.sum(1, keepdim=True) / n
+    centred = torch.where(valid, r - mean, 0.0)
+    if scale == "group":
+        std = (centred.pow(2).sum(1, keepdim=True) / (n - 1).clamp(min=1)).sqrt()
+        centred = centred / (std + 1e-4)
+    elif scale == "batch":
+        values = r[valid]
+        centred = centred / ((values.std() if values.numel() > 1 else torch.tensor(0.0)) + 1e-4)
+    return centred
+
+
+def completion_mask(completion_ids: torch.Tensor, stop_ids: list[int], pad_id: int) -> torch.Tensor:
+    """1 for generated tokens up to and including the first stop token, 0 after it.
+
+    >>> completion_mask(torch.tensor([[5, 2, 9, 1], [5, 6, 7, 8]]), [2], 1).tolist()
+    [[1, 1, 0, 0], [1, 1, 1, 1]]
+    """
+    is_stop = torch.isin(completion_ids, torch.tensor(stop_ids, dtype=completion_ids.dtype))
+    after_stop = (is_stop.cumsum(1) - is_stop.long()) > 0
+    return (~after_stop).long()
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(sequences):
+        ids[i, width - len(s):], mask[i, width - len(s):] = torch.tensor(s), 1
+    return ids, mask
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def token_logps(model, input_ids, attention_mask, prompt_width: int, temperature: float) -> torch.Tensor:
+    """log p(completion token) under `model` for the completion part of left-padded sequences."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask)).logits
+    logits = logits[:, prompt_width - 1:-1].float() / temperature
+    targets = input_ids[:, prompt_width:]
+    return torch.gather(F.log_softmax(logits, -1), 2, targets.unsqueeze(-1)).squeeze(-1)
+
+
+class GRPOObjective:
+    def __init__(self, cfg: StageConfig, model, raw_model, tokenizer, prompts: list[RLPrompt], accelerator,
+                 stop_ids: list[int], total_steps: int, eval_prompts: list[RLPrompt] | None = None):
+        self.cfg, self.rl, self.model, self.raw = cfg, cfg.rl, model, raw_model
+        self.tok, self.prompts, self.acc, self.stop_ids = tokenizer, prompts, accelerator, stop_ids
+        self.eval_prompts, self.total = eval_prompts or [], total_steps
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+        self.order = StepOrder(len(prompts), cfg.rl.prompts_per_step, cfg.seed)
+        world = accelerator.num_processes
+        if self.rl.prompts_per_step % world or (self.rl.prompts_per_step // world * self.rl.num_generations) \
+                % cfg.grad_accum:
+            raise_divisible(cfg, world)
+        self.ref = None
+        if self.rl.beta > 0:
+            self.ref = copy.deepcopy(raw_model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: list[list[int]], samples: int, greedy: bool) -> tuple[torch.Tensor, ...]:
+        """Left-padded prompts repeated `samples` times -> (input_ids, attention_mask, prompt width)."""
+        ids, mask = left_pad([p for p in prompt_ids for _ in range(samples)], self.pad_id)
+        self.raw.eval()
+        sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=self.rl.temperature,
+                                                              top_p=self.rl.top_p, top_k=0)
+        out = self.raw.generate(input_ids=ids.to(self.acc.device), attention_mask=mask.to(self.acc.device),
+                                max_new_tokens=self.rl.max_new_tokens, eos_token_id=self.stop_ids,
+                                pad_token_id=self.pad_id, **sampling)
+        self.raw.train()
+        completion = out[:, ids.shape[1]:].cpu()
+        cmask = completion_mask(completion, self.stop_ids, self.pad_id)
+        return torch.cat([ids, completion], 1), torch.cat([mask, cmask], 1), ids.shape[1]
+
+    def decode(self, sequences: torch.Tensor, width: int) -> list[str]:
+        from barkit.eval.generation import clean_completion
+
+        texts = self.tok.batch_decode(sequences[:, width:], skip_special_tokens=False)
+        return [clean_completion(t, self.tok) for t in texts]
+
+    def evaluate(self) -> float | None:
+        """Mean greedy reward on the held-out prompts (None when there are none)."""
+        if not self.eval_prompts:
+            return None
+        mine = self.eval_prompts[self.acc.process_index::self.acc.num_processes]
+        totals = torch.zeros(2)
+        if mine:
+            seqs, _, width = self.generate([p.prompt_ids for p in mine], 1, greedy=True)
+            rewards = score(self.decode(seqs, width), mine)
+            valid = rewards[~rewards.isnan()]
+            totals += torch.tensor([valid.sum().item(), valid.numel()])
+        if self.acc.num_processes > 1:
+            totals = self.acc.reduce(totals.to(self.acc.device), "sum").cpu()
+        return float(totals[0] / totals[1]) if totals[1] else None
+
+    def __call__(self, step: int, update: Callable[[], float]) -> dict:
+        rl, acc, world = self.rl, self.acc, self.acc.num_processes
+        mine = shard([self.prompts[i] for i in self.order.batch(step)], acc.process_index, world)
+        seqs, mask, width = self.generate([p.prompt_ids for p in mine], rl.num_generations, greedy=False)
+        group = [p for p in mine for _ in range(rl.num_generations)]
+        rewards = score(self.decode(seqs, width), group)
+        adv = group_advantages(rewards.view(-1, rl.num_generations), rl.scale_rewards).flatten()
+        cmask = mask[:, width:].float()
+        seqs, mask, cmask, adv = (t.to(acc.device) for t in (seqs, mask, cmask, adv))
+        norm = self._normaliser(cmask)
+        old = self._logps_no_grad(self.model, seqs, mask, width) if rl.num_iterations > 1 else None
+        ref = self._logps_no_grad(self.ref, seqs, mask, width) if self.ref is not None else None
+        stats = torch.zeros(2, device=acc.device)  # (sum of loss, clipped tokens)
+        for _ in range(rl.num_iterations):
+            micro = len(seqs) // self.cfg.grad_accum
+            for k in range(self.cfg.grad_accum):
+                part = slice(k * micro, (k + 1) * micro)
+                sync = k == self.cfg.grad_accum - 1
+                with contextlib.nullcontext() if sync else acc.no_sync(self.model):
+                    loss, clipped = self._loss(seqs[part], mask[part], cmask[part], adv[part], width,
+                                               None if old is None else old[part], None if ref is None else ref[part])
+                    acc.backward(loss * world / norm)
+                stats += torch.stack([loss.detach(), clipped])
+            grad_norm = update()
+        return self._metrics(rewards, cmask, stats, norm, grad_norm, step)
+
+    def _normaliser(self, cmask: torch.Tensor) -> float:
+        """dapo: completion tokens over all processes; grpo: sequences over all processes."""
+        local = cmask.sum() if self.rl.loss_type == "dapo" else torch.tensor(float(len(cmask)), device=cmask.device)
+        total = self.acc.reduce(local.clone(), "sum") if self.acc.num_processes > 1 else local
+        return max(float(total), 1.0)
+
+    @torch.no_grad()
+    def _logps_no_grad(self, model, seqs, mask, width) -> torch.Tensor:
+        return token_logps(model, seqs, mask, width, self.rl.temperature)
+
+    def _loss(self, seqs, mask, cmask, adv, width, old, ref) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed clipped-surrogate loss (to be divided by the global normaliser) and clipped-token count."""
+        logps = token_logps(self.model, seqs, mask, width, self.rl.temperature)
+        ratio = torch.exp(logps - (logps.detach() if old is None else old))
+        high = self.rl.epsilon if self.rl.epsilon_high is None else self.rl.epsilon_high
+        a = adv.unsqueeze(1)
+        per_token = -torch.min(ratio * a, ratio.clamp(1 - self.rl.epsilon, 1 + high) * a)
+        if ref is not None:
+            delta = ref - logps
+            per_token = per_token + self.rl.beta * (torch.exp(delta) - delta - 1)
+        clipped = (((ratio < 1 - self.rl.epsilon) & (a < 0)) | ((ratio > 1 + high) & (a > 0))).float()
+        clipped = (clipped * cmask).sum().detach()
+        if self.rl.loss_type == "dapo":
+            return (per_token * cmask).sum(), clipped
+        return ((per_token * cmask).sum(1) / cmask.sum(1).clamp(min=1)).sum(), clipped
+
+    def _metrics(self, rewards, cmask, stats, norm, grad_norm, step) -> dict:
+        acc = self.acc
+        valid = ~rewards.isnan()
+        groups = rewards.view(-1, self.rl.num_generations)
+        zero_std = sum(1 for g in groups if (v := g[~g.isnan()]).numel() and bool(v.max() == v.min()))
+        local = torch.tensor([rewards[valid].sum().item(), valid.sum().item(), cmask.sum().item(), len(cmask),
+                              zero_std, len(groups)], dtype=torch.float64)
+        if acc.num_processes > 1:
+            local = acc.reduce(local.to(acc.device), "sum").cpu()
+            stats = acc.reduce(stats, "sum")
+        r_sum, r_n, tokens, seqs, zero, n_groups = local.tolist()
+        row = {"loss": float(stats[0]) / norm / self.rl.num_iterations, "reward": r_sum / max(r_n, 1),
+               "completion_len": tokens / max(seqs, 1), "frac_zero_std_groups": zero / max(n_groups, 1),
+               "clip_ratio": float(stats[1]) / max(tokens * self.rl.num_iterations, 1), "grad_norm": grad_norm,
+               "tokens": int(tokens)}
+        done = step + 1
+        if self.eval_prompts and (self.rl.eval_every and done % self.rl.eval_every == 0 or done == self.total):
+            row["eval_reward"] = self.evaluate()
+        return row
