@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 from barkit.errors import BarkitError
 
 IGNORE = -100
+_GENERATION_TAG = re.compile(r"{%-?\s*generation\s*-?%}")
 ROLES = ("system", "user", "assistant", "tool")
 
 
@@ -105,7 +107,7 @@ def check_messages(path: Path, lineno: int, messages: object, need_assistant: bo
 
 def _check_template(tokenizer) -> None:
     template = tokenizer.chat_template or ""
-    if "generation" not in template:
+    if not _GENERATION_TAG.search(template):
         raise BarkitError("the model's tokenizer chat template has no {% generation %} markers, so assistant "
                           "tokens cannot be masked; add them to chat_template")
 

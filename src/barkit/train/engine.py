@@ -77,8 +77,13 @@ def data_files(cfg: StageConfig) -> dict[str, str]:
 
 def identity(cfg: StageConfig, info: ModelInfo, files: dict[str, str]) -> dict:
     """What must match for a checkpoint to be resumed: semantic config, parent weights and data hashes."""
-    settings = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_IDENTITY}
-    return {"config": settings, "parent": info.reader.fingerprint(), "data": files}
+    flat = {}
+    for key, value in to_dict(cfg).items():
+        if key in _NOT_IDENTITY:
+            continue
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        flat.update({key if sub is None else f"{key}.{sub}": v for sub, v in items})
+    return {**flat, "parent weights": info.reader.fingerprint(), **{f"data {p}": h for p, h in files.items()}}
 
 
 def _weights_digest(model: torch.nn.Module) -> str:

@@ -93,6 +93,23 @@ def token_logps(model, input_ids, attention_mask, prompt_width: int, temperature
     return torch.gather(F.log_softmax(logits, -1), 2, targets.unsqueeze(-1)).squeeze(-1)
 
 
+def clipped_surrogate(logps_BT: torch.Tensor, old_BT: torch.Tensor | None, adv_B: torch.Tensor, epsilon: float,
+                      epsilon_high: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped objective per token, negated as a loss, and where clipping removed the gradient.
+    `old_BT` None means on-policy (ratio 1, the plain policy gradient).
+
+    >>> loss, clipped = clipped_surrogate(torch.log(torch.tensor([[1.5, 0.5]])), torch.zeros(1, 2),
+    ...                                   torch.tensor([1.0]), 0.2, 0.28)
+    >>> loss.tolist(), clipped.tolist()
+    ([[-1.2799999713897705, -0.5]], [[True, False]])
+    """
+    ratio = torch.exp(logps_BT - (logps_BT.detach() if old_BT is None else old_BT))
+    a = adv_B.unsqueeze(1)
+    per_token = -torch.min(ratio * a, ratio.clamp(1 - epsilon, 1 + epsilon_high) * a)
+    clipped = ((ratio < 1 - epsilon) & (a < 0)) | ((ratio > 1 + epsilon_high) & (a > 0))
+    return per_token, clipped
+
+
 class GRPOObjective:
     def __init__(self, cfg: StageConfig, model, raw_model, tokenizer, prompts: list[RLPrompt], accelerator,
                  stop_ids: list[int], total_steps: int, eval_prompts: list[RLPrompt] | None = None):
@@ -184,15 +201,12 @@ class GRPOObjective:
     def _loss(self, seqs, mask, cmask, adv, width, old, ref) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed clipped-surrogate loss (to be divided by the global normaliser) and clipped-token count."""
         logps = token_logps(self.model, seqs, mask, width, self.rl.temperature)
-        ratio = torch.exp(logps - (logps.detach() if old is None else old))
         high = self.rl.epsilon if self.rl.epsilon_high is None else self.rl.epsilon_high
-        a = adv.unsqueeze(1)
-        per_token = -torch.min(ratio * a, ratio.clamp(1 - self.rl.epsilon, 1 + high) * a)
+        per_token, clipped = clipped_surrogate(logps, old, adv, self.rl.epsilon, high)
         if ref is not None:
             delta = ref - logps
             per_token = per_token + self.rl.beta * (torch.exp(delta) - delta - 1)
-        clipped = (((ratio < 1 - self.rl.epsilon) & (a < 0)) | ((ratio > 1 + high) & (a > 0))).float()
-        clipped = (clipped * cmask).sum().detach()
+        clipped = (clipped.float() * cmask).sum().detach()
         if self.rl.loss_type == "dapo":
             return (per_token * cmask).sum(), clipped
         return ((per_token * cmask).sum(1) / cmask.sum(1).clamp(min=1)).sum(), clipped

@@ -1,0 +1,47 @@
+"""Stage configs: BAR's defaults per stage, explicit values win, value checks name the key."""
+
+import pytest
+
+from barkit.config import load_config
+from barkit.errors import BarkitError
+from barkit.train import StageConfig
+
+REQUIRED = {"model": "m", "data": ["d.jsonl"], "out": "o"}
+
+
+@pytest.mark.parametrize("stage,lr,schedule,epochs,trainable", [
+    ("pretrain", 1e-3, "cosine", 1.0, ["all"]),
+    ("midtrain", 9e-4, "cosine", 1.0, ["expert:1", "router:1"]),
+    ("sft", 1e-4, "linear", 2.0, ["expert:1", "router:1", "embeddings", "lm_head"]),
+    ("rl", 6e-7, "constant", 1.0, ["expert:1", "router:1", "embeddings", "lm_head", "attention", "norms"]),
+    ("router", 1e-4, "linear", 2.0, ["router"]),
+])
+def test_stage_defaults(stage, lr, schedule, epochs, trainable):
+    cfg = StageConfig(stage=stage, **REQUIRED).resolve()
+    assert (cfg.lr, cfg.schedule, cfg.epochs, cfg.trainable) == (lr, schedule, epochs, trainable)
+    assert cfg.weight_decay == 0.0 and cfg.adam_betas == [0.9, 0.95] and cfg.max_grad_norm == 1.0
+
+
+def test_explicit_values_win_and_general_ratio_defaults_with_general_data():
+    cfg = StageConfig(stage="sft", lr=2e-3, trainable=["all"], general_data=["g.jsonl"], **REQUIRED).resolve()
+    assert (cfg.lr, cfg.trainable, cfg.general_ratio) == (2e-3, ["all"], 0.5)
+    assert StageConfig(stage="rl", **REQUIRED).resolve().rl.epsilon_high == 0.272
+
+
+def test_load_config_from_yaml_with_sections(tmp_path):
+    path = tmp_path / "rl.yaml"
+    path.write_text("stage: rl\nmodel: m\ndata: [p.jsonl]\nout: o\nlr: 1e-4\nrl:\n  num_generations: 4\n  beta: 0.01\n")
+    cfg = load_config(StageConfig, path, overrides=["rl.epsilon_high=null"])
+    assert cfg.lr == 1e-4 and cfg.rl.num_generations == 4 and cfg.rl.beta == 0.01 and cfg.rl.epsilon_high is None
+
+
+@pytest.mark.parametrize("values,needle", [
+    ({"stage": "sft", "batch_size": 10, "grad_accum": 3}, "'batch_size': 10 is not divisible by grad_accum=3"),
+    ({"stage": "midtrain", "general_data": ["g"]}, "only the sft stage mixes general data"),
+    ({"stage": "sft", "warmup_ratio": 1.5}, "'warmup_ratio'"),
+    ({"stage": "sft", "trainable": []}, "'trainable': empty list"),
+    ({"stage": "dpo"}, "'stage': 'dpo' is not one of"),
+])
+def test_bad_values(values, needle):
+    with pytest.raises(BarkitError, match=needle.replace("(", r"\(")):
+        load_config(StageConfig, values={**REQUIRED, **values})
