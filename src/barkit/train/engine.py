@@ -121,6 +121,17 @@ def _steps(cfg: StageConfig, items: list) -> int:
     return max(1, math.ceil(cfg.epochs * len(items) / per_step))
 
 
+def _check_sharding(acc, plan: trainable.TrainablePlan) -> None:
+    """Checkpoints and outputs are written from full, replicated parameters (DDP). FSDP and DeepSpeed
+    shard parameters, gradients and optimizer state, which this engine does not gather yet; and they
+    could not mask rows of a fused expert tensor anyway. Refuse rather than write a wrong checkpoint."""
+    kind = str(acc.distributed_type).rsplit(".", 1)[-1]
+    if kind in ("FSDP", "DEEPSPEED"):
+        rows = f"; rows of fused tensors ({next(iter(plan.partial))}) cannot be masked under it" if plan.partial else ""
+        raise BarkitError(f"{kind} launches are not supported by barkit's trainer yet (sharded state is not "
+                          f"gathered for checkpoints){rows}; use configs/accelerate/ddp.yaml")
+
+
 def train(cfg: StageConfig, on_step: StepCallback | None = None) -> Path:
     """Run one stage; returns the output checkpoint directory. `on_step(step, metrics)` runs after each step."""
     explicit = cfg.trainable is not None
@@ -139,6 +150,7 @@ def train(cfg: StageConfig, on_step: StepCallback | None = None) -> Path:
     plan = trainable.build_plan(raw, cfg.trainable, info.spec, info.num_experts, cfg.stage,
                                 cfg.allow_anchor_updates)
     trainable.apply(plan, raw)
+    _check_sharding(acc, plan)
     _say(acc, trainable.table(plan, raw))
     before = trainable.frozen_fingerprint(plan, raw)
     frozen = trainable.FrozenRows(plan, raw)
