@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "compose": ("barkit.commands.compose_cmd", "ComposeConfig", "compose anchor + domain experts into one MoE"),
     "select": ("barkit.commands.select_cmd", "SelectConfig", "keep only some experts (opt-in/opt-out)"),
     "merge": ("barkit.commands.merge_cmd", "MergeConfig", "dense weight-space merging baselines"),
+    "demo": ("barkit.commands.demo_cmd", "DemoConfig", "run BAR end to end on the toy world and print the table"),
+    "world": ("barkit.commands.world_cmd", None, "build the embedded toy world (data, tokenizer, base, anchor)"),
     "eval": ("barkit.commands.eval_cmd", "EvalConfig", "evaluate a model per category (or --compare results)"),
     "score": ("barkit.commands.score_cmd", "ScoreConfig", "score completions produced elsewhere"),
     "generate": ("barkit.commands.generate_cmd", "GenerateConfig", "generate a reply with expert attribution"),

@@ -1,0 +1,171 @@
+"""`barkit demo`: the whole BAR recipe on the toy world, ending with a table shaped like the BAR model card.
+
+Phases: world -> branch -> each domain expert through its stages -> compose -> router training -> evaluation.
+Every step writes its own directory and a plan record (`.demo/STEP.json`, the hash of what it was asked to do);
+a re-run skips each step whose output exists and whose plan is unchanged, so a crashed demo resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+from barkit.checkpoint import write_json
+from barkit.recipe import Recipe, get_recipe
+
+STAGE_FILES = {"midtrain": "{domain}_midtrain.jsonl", "sft": "{domain}_sft.jsonl", "rl": "{domain}_rl.jsonl"}
+DOMAIN_CATEGORY = {"math": "math", "code": "code", "tool_use": "tool_use", "safety": "safety"}
+MODEL_LABELS = {"anchor": "Anchor (dense)", "math": "2x-Math", "code": "2x-Code", "tool_use": "2x-Tool-Use",
+                "safety": "2x-Safety", "composed": "BAR-5x (router untrained)", "moe": "BAR-5x"}
+
+
+@dataclass
+class DemoConfig:
+    out: str = field(default="runs/demo", metadata={"help": "output directory"})
+    profile: Literal["quick", "default"] = "quick"
+    seed: int = 0
+    domains: list[str] = field(default_factory=lambda: ["math", "code", "tool_use", "safety"])
+    eval_stages: bool = field(default=True, metadata={"help": "also evaluate each intermediate stage"})
+    baselines: bool = field(default=False, metadata={"help": "add merging / CFT / retraining baselines"})
+    progress: bool = True
+
+
+class Steps:
+    """Runs named steps once: skipped when the output exists and the recorded plan is unchanged."""
+
+    def __init__(self, root: Path, log: Callable[[str], None]):
+        self.root, self.log = root, log
+        self.timings: dict[str, float] = {}
+        (root / ".demo").mkdir(parents=True, exist_ok=True)
+
+    def run(self, name: str, output: Path, plan: dict, fn: Callable[[], object]) -> Path:
+        digest = hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
+        record = self.root / ".demo" / f"{name.replace('/', '__')}.json"
+        done = record.is_file() and json.loads(record.read_text()).get("plan") == digest
+        if done and output.exists():
+            self.log(f"[demo] {name}: up to date")
+            return output
+        self.log(f"[demo] {name} ...")
+        start = time.perf_counter()
+        fn()
+        self.timings[name] = time.perf_counter() - start
+        write_json(record, {"plan": digest, "seconds": self.timings[name]})
+        self.log(f"[demo] {name}: {self.timings[name]:.1f}s")
+        return output
+
+
+def _stage_config(recipe: Recipe, stage: str, domain: str, model: Path, data: Path, out: Path, seed: int,
+                  progress: bool, general: Path):
+    from barkit.train import RLConfig, StageConfig
+
+    budget = getattr(recipe, stage)
+    extra: dict = {}
+    if stage == "sft":
+        extra = dict(general_data=[str(general)], general_ratio=recipe.general_ratio)
+    if stage == "rl":
+        rl = recipe.rl
+        extra = dict(rl=RLConfig(prompts_per_step=rl.prompts_per_step, num_generations=rl.num_generations,
+                                 max_new_tokens=rl.max_new_tokens, eval_data=str(data), eval_max_prompts=64),
+                     schedule="constant", warmup_ratio=0.0)
+    elif stage in ("midtrain", "sft"):
+        extra.update(schedule="cosine", warmup_ratio=0.05)
+    return StageConfig(stage=stage, model=str(model), data=[str(data)], out=str(out), expert_name=domain,
+                       steps=budget.steps, lr=budget.lr, batch_size=budget.batch_size, seq_len=recipe.seq_len,
+                       seed=seed, progress=progress, overwrite=True, save_every=max(25, budget.steps // 4),
+                       resume=True, **extra)
+
+
+def train_expert(steps: Steps, root: Path, world: Path, bar_base: Path, domain: str, recipe: Recipe, seed: int,
+                 progress: bool) -> dict[str, Path]:
+    """Take one domain from BAR-2x-Base through its stages; returns {stage: checkpoint}."""
+    from barkit.train import train
+
+    outputs, model = {}, bar_base
+    for stage in recipe.domain_stages[domain]:
+        data = world / "data" / STAGE_FILES[stage].format(domain=domain)
+        out = root / "experts" / domain / stage
+        cfg = _stage_config(recipe, stage, domain, model, data, out, seed, progress,
+                            world / "data" / "general_sft.jsonl")
+        steps.run(f"experts/{domain}/{stage}", out, {"cfg": cfg, "parent": str(model)}, lambda c=cfg: train(c))
+        outputs[stage] = model = out
+    return outputs
+
+
+def evaluate_model(steps: Steps, name: str, model: Path, world: Path, out: Path, recipe: Recipe,
+                   categories: list[str] | None = None) -> dict:
+    from barkit.eval.harness import EvalConfig, evaluate, load_results
+
+    cfg = EvalConfig(model=str(model), suite="toy", world=str(world), out=str(out), name=name,
+                     categories=categories, max_new_tokens=recipe.eval_max_new_tokens, batch_size=64)
+    steps.run(f"eval/{out.name}", out / "results.json", {"cfg": cfg}, lambda: evaluate(cfg, show_progress=False))
+    return load_results(str(out))
+
+
+def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
+    from barkit.branch import BranchConfig, branch
+    from barkit.compose import ComposeConfig, compose
+    from barkit.eval.report import markdown_table, plot_categories, plot_routing
+    from barkit.train import StageConfig, train
+    from barkit.world.build import WorldConfig, build_world
+
+    root = Path(cfg.out)
+    recipe = get_recipe(cfg.profile)
+    steps = Steps(root, log)
+    start = time.perf_counter()
+    world_cfg = WorldConfig(out=str(root / "world"), profile=cfg.profile, seed=cfg.seed, progress=cfg.progress)
+    world = steps.run("world", root / "world" / "anchor", {"cfg": world_cfg},
+                      lambda: build_world(world_cfg, log=log)).parent
+
+    bar_base = root / "bar-2x-base"
+    branch_cfg = BranchConfig(anchor=str(world / "anchor"), base=str(world / "base"), out=str(bar_base),
+                              seed=cfg.seed, overwrite=True)
+    steps.run("branch", bar_base, {"cfg": branch_cfg}, lambda: branch(branch_cfg))
+
+    experts = {d: train_expert(steps, root, world, bar_base, d, recipe, cfg.seed, cfg.progress) for d in cfg.domains}
+    finals = {d: stages[recipe.domain_stages[d][-1]] for d, stages in experts.items()}
+
+    composed = root / "bar-moe-composed"
+    compose_cfg = ComposeConfig(anchor=str(bar_base), experts=[f"{d}={p}" for d, p in finals.items()],
+                                out=str(composed), overwrite=True)
+    steps.run("compose", composed, {"cfg": compose_cfg}, lambda: compose(compose_cfg))
+
+    moe = root / "bar-moe"
+    router_data = [str(world / "data" / "general_sft.jsonl")] + [str(world / "data" / f"{d}_sft.jsonl")
+                                                                 for d in cfg.domains]
+    b = recipe.router
+    route_cfg = StageConfig(stage="router", model=str(composed), data=router_data, out=str(moe),
+                            sample_fraction=recipe.router_fraction, steps=b.steps, lr=b.lr, batch_size=b.batch_size,
+                            seq_len=recipe.seq_len, seed=cfg.seed, progress=cfg.progress, overwrite=True)
+    steps.run("route", moe, {"cfg": route_cfg}, lambda: train(route_cfg))
+
+    evals = root / "eval"
+    results = {MODEL_LABELS["anchor"]: evaluate_model(steps, MODEL_LABELS["anchor"], world / "anchor", world,
+                                                      evals / "anchor", recipe)}
+    for d, stages in experts.items():
+        label = MODEL_LABELS.get(d, f"2x-{d}")
+        results[label] = evaluate_model(steps, label, finals[d], world, evals / f"2x-{d}", recipe)
+        if cfg.eval_stages:
+            for stage, path in list(stages.items())[:-1]:
+                evaluate_model(steps, f"{label} after {stage}", path, world, evals / f"2x-{d}-{stage}", recipe)
+    results[MODEL_LABELS["composed"]] = evaluate_model(steps, MODEL_LABELS["composed"], composed, world,
+                                                       evals / "bar-moe-composed", recipe)
+    results[MODEL_LABELS["moe"]] = evaluate_model(steps, MODEL_LABELS["moe"], moe, world, evals / "bar-moe", recipe)
+
+    table = markdown_table(results)
+    (root / "table.md").write_text(table)
+    plot_categories(results, root / "table.png", title=f"BAR on the toy world ({cfg.profile} profile)")
+    routing = results[MODEL_LABELS["moe"]].get("routing")
+    if routing:
+        plot_routing(routing["shares"], routing["experts"], root / "routing.png",
+                     title="BAR-5x: routing share per evaluation category")
+    summary = {"profile": cfg.profile, "seed": cfg.seed, "table": table, "wall_s": time.perf_counter() - start,
+               "step_seconds": steps.timings,
+               "scores": {k: {"overall": v["overall"], **v["categories"]} for k, v in results.items()}}
+    write_json(root / "summary.json", summary)
+    log("\n" + table)
+    log(f"wrote {root / 'table.md'}, {root / 'table.png'}, {root / 'routing.png'}")
+    return summary

@@ -1,0 +1,86 @@
+"""The toy-world recipe as data: model shape and step budgets per profile for every phase of the demo.
+
+Budgets are in optimizer steps, not seconds, so runs are reproducible on machines whose speed varies.
+Learning rates are the tiny-model ones (~1e-3..3e-3, DESIGN.md section 3), not BAR's 7B values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from barkit.errors import BarkitError
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    max_positions: int = 256
+
+
+@dataclass(frozen=True)
+class Budget:
+    steps: int
+    lr: float
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class RLBudget(Budget):
+    prompts_per_step: int = 8
+    num_generations: int = 8
+    max_new_tokens: int = 24
+
+
+@dataclass(frozen=True)
+class Recipe:
+    shape: ModelShape
+    seq_len: int
+    pretrain: Budget
+    anchor_sft: Budget
+    midtrain: Budget
+    sft: Budget
+    rl: RLBudget
+    router: Budget
+    router_fraction: float = 0.05
+    general_ratio: float = 0.3  # share of general chats mixed into each domain's SFT (BAR mixes them)
+    # Which BAR stages each domain goes through (DESIGN.md section 1).
+    domain_stages: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
+        "math": ("midtrain", "sft", "rl"), "code": ("midtrain", "sft", "rl"),
+        "tool_use": ("sft",), "safety": ("sft",)})
+    eval_max_new_tokens: int = 64
+
+
+RECIPES: dict[str, Recipe] = {
+    "quick": Recipe(
+        shape=ModelShape(hidden=96, layers=3, heads=4, kv_heads=4, intermediate=256),
+        seq_len=128,
+        pretrain=Budget(steps=240, lr=3e-3),
+        anchor_sft=Budget(steps=120, lr=2e-3),
+        midtrain=Budget(steps=40, lr=2e-3),
+        sft=Budget(steps=80, lr=2e-3),
+        rl=RLBudget(steps=12, lr=2e-4),
+        router=Budget(steps=30, lr=2e-3),
+        router_fraction=0.25,
+    ),
+    "default": Recipe(
+        shape=ModelShape(hidden=128, layers=4, heads=4, kv_heads=4, intermediate=384),
+        seq_len=128,
+        pretrain=Budget(steps=1200, lr=3e-3),
+        anchor_sft=Budget(steps=500, lr=2e-3),
+        midtrain=Budget(steps=150, lr=2e-3),
+        sft=Budget(steps=300, lr=2e-3),
+        rl=RLBudget(steps=40, lr=2e-4, prompts_per_step=16),
+        router=Budget(steps=120, lr=2e-3),
+        router_fraction=0.1,
+    ),
+}
+
+
+def get_recipe(profile: str) -> Recipe:
+    if profile not in RECIPES:
+        raise BarkitError(f"profile '{profile}': unknown; choose one of {sorted(RECIPES)}")
+    return RECIPES[profile]
