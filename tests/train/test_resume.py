@@ -24,6 +24,10 @@ def _child(cfg: dict, kill_at: int) -> None:
     train(StageConfig(**{**cfg, "rl": RLConfig(**cfg.get("rl", {}))}), on_step=on_step)
 
 
+# fork is how the child shares this process's imports (seconds saved per test); CUDA cannot be forked
+needs_fork = pytest.mark.skipif(torch.cuda.is_available(), reason="forked children cannot use CUDA")
+
+
 def _run_killed(cfg: dict, kill_at: int) -> int:
     """A forked child (a real process, imports shared with the test) that is killed mid-run."""
     child = multiprocessing.get_context("fork").Process(target=_child, args=(cfg, kill_at))
@@ -53,6 +57,7 @@ def _without_timing(rows):
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
 
+@needs_fork
 @pytest.mark.parametrize("stage", ["sft", "rl"])
 def test_sigkill_and_resume_is_bit_identical(tmp_path, moe_ckpts, data_files, run_stage, test_verifier, stage):
     model, data = moe_ckpts["olmo2"], data_files["chat" if stage == "sft" else "rl"]
@@ -74,6 +79,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path, moe_ckpts, data_files, ru
     assert not work_dir(out).exists()
 
 
+@needs_fork
 def test_resume_refuses_a_changed_config(tmp_path, moe_ckpts, data_files, run_stage):
     cfg = _config("sft", moe_ckpts["olmo2"], data_files["chat"], tmp_path / "o", steps=4)
     assert _run_killed(cfg, 4) == -signal.SIGKILL
