@@ -96,6 +96,9 @@ def test_output_directory_contents(tmp_path, moe_ckpts, data_files, run_stage):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(r["loss"] > 0 and r["tokens_per_s"] > 0 for r in rows)
+    config, parent_config = (json.loads((d / "config.json").read_text()) for d in (out, parent))
+    drift = {k for k, v in parent_config.items() if config.get(k) != v and k != "transformers_version"}
+    assert drift == set()  # use_cache, rope, token ids... exactly as the parent had them
     resolved = (out / "barkit_config.yaml").read_text()
     assert "lr: 0.01" in resolved and "schedule: linear" in resolved and "general_ratio: 0.5" in resolved
 

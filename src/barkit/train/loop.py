@@ -129,7 +129,8 @@ class LMObjective:
             sync = k == self.cfg.grad_accum - 1
             with contextlib.nullcontext() if sync else self.acc.no_sync(self.model):
                 logits = self.model(input_ids=inputs["input_ids"].to(self.acc.device),
-                                    attention_mask=_to(inputs["attention_mask"], self.acc.device)).logits
+                                    attention_mask=_to(inputs["attention_mask"], self.acc.device),
+                                    use_cache=False).logits
                 loss = token_loss_sum(logits, inputs["labels"].to(self.acc.device))
                 self.acc.backward(loss * world / targets)
             loss_sum += loss.detach()

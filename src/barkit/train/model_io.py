@@ -56,9 +56,7 @@ def inspect_model(cfg: StageConfig, explicit_trainable: bool) -> ModelInfo:
 
 
 def load_model(info: ModelInfo, device) -> torch.nn.Module:
-    model = verify.load_strict(info.reader.path, dtype=torch.float32)
-    model.config.use_cache = False  # training never reuses a KV cache; generate() turns it on itself
-    return model.to(device).train()
+    return verify.load_strict(info.reader.path, dtype=torch.float32).to(device).train()
 
 
 def load_tokenizer(path: Path):

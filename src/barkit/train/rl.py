@@ -87,7 +87,8 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
 
 def token_logps(model, input_ids, attention_mask, prompt_width: int, temperature: float) -> torch.Tensor:
     """log p(completion token) under `model` for the completion part of left-padded sequences."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask)).logits
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
+                   use_cache=False).logits
     logits = logits[:, prompt_width - 1:-1].float() / temperature
     targets = input_ids[:, prompt_width:]
     return torch.gather(F.log_softmax(logits, -1), 2, targets.unsqueeze(-1)).squeeze(-1)
