@@ -113,6 +113,23 @@ def run_variant(label, model_dir, declared, allow, data, args, out_root) -> dict
                 k: v for k, v in mem.items() if k not in ("plan", "model")}}
 
 
+def run_grpo(model_dir: Path, root: Path, args) -> dict:
+    """Seconds per GRPO step (generation + scoring + update) with BAR's rl trainable set."""
+    from barkit.train import RLConfig
+
+    gen = torch.Generator().manual_seed(1)
+    pairs = torch.randint(10, 99, (64, 2), generator=gen).tolist()
+    path = root / "rl.jsonl"
+    path.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"{a} + {b} ="}],
+                                        "verifier": "math_answer", "answer": str(a + b)}) + "\n" for a, b in pairs))
+    rl = RLConfig(prompts_per_step=16, num_generations=8, max_new_tokens=args.rl_new_tokens)
+    times: list[float] = []
+    cfg = StageConfig(stage="rl", model=str(model_dir), data=[str(path)], out=str(root / "grpo"), steps=args.rl_steps,
+                      lr=1e-4, threads=args.threads, progress=False, verify="none", rl=rl)
+    train(cfg, on_step=lambda step, row: times.append(row["step_s"]))
+    return {"step_s": statistics.median(times[1:] or times), "sequences": 16 * 8, "new_tokens": args.rl_new_tokens}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=128)
@@ -125,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3, help="steps excluded from the timing")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--rl-steps", type=int, default=4, help="GRPO steps to time (0: skip)")
+    parser.add_argument("--rl-new-tokens", type=int, default=32)
     parser.add_argument("--quick", action="store_true", help="hidden 64, 2 layers, 8 steps")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
@@ -135,10 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         models, data = make_models(root, args), make_text(root, rows=args.batch_size * (args.steps + 2) * 4)
         results = [run_variant(label, models[kind], declared, allow, data, args, root)
                    for label, kind, declared, allow in VARIANTS]
+        grpo = run_grpo(models["moe"], root, args) if args.rl_steps else None
     dense = results[0]
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     print(f"\nmodel: hidden {args.hidden}, {args.layers} layers, intermediate {args.intermediate}, vocab {args.vocab}; "
           f"batch {args.batch_size} x {args.seq_len} tokens; "
-          f"{torch.cuda.get_device_name() if torch.cuda.is_available() else f'CPU, {torch.get_num_threads()} threads'}; "
+          f"{device}; "
           f"median of {args.steps - args.warmup} steps\n")
     header = (f"{'variant':<28} {'params':>9} {'trainable':>9} {'s/step':>7} {'tok/s':>7} {'slowdown':>8} "
               f"{'FLOP ratio':>10} {'train B/trainable':>17} {'B/param (all)':>13}")
@@ -155,8 +176,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['bytes_per_param_all']:>13.1f}")
     print("\ntrain B/trainable = (gradients + AdamW moments) / trainable parameters: 12 B for whole tensors; "
           "more when only some rows of a fused expert tensor train (its gradient and moments cover every row).")
+    if grpo:
+        print(f"\nGRPO on the 2-expert model (BAR rl set): {grpo['step_s']:.2f} s/step for 16 prompts x 8 samples, "
+              f"up to {grpo['new_tokens']} new tokens (HF generate + math_answer reward + update)")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        args.json.write_text(json.dumps({"variants": results, "grpo": grpo}, indent=2) + "\n")
     return 0
 
 

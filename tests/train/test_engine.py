@@ -1,6 +1,7 @@
 """End-to-end stage runs: what changes, what must not, and what the output directory holds."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,11 +89,12 @@ def test_output_directory_contents(tmp_path, moe_ckpts, data_files, run_stage):
     assert manifest["seed"] == 5
     assert manifest["experts"] == ["anchor", "math"]
     assert manifest["parents"]["model"]["weights_sha256"] == CheckpointReader(parent).fingerprint()
-    assert set(manifest["data"]) == {str(Path_(data_files["chat"])), str(Path_(data_files["general"]))}
+    assert set(manifest["data"]) == {str(Path(data_files[k]).resolve()) for k in ("chat", "general")}
     assert manifest["trainable"]["declared"] == ["expert:1", "router:1", "embeddings", "lm_head"]
     # 2 layers x (gate_up 128x32 + down 32x64 + router 32) + embeddings and lm_head 300x32 each
     assert manifest["trainable"]["params"] == 2 * (128 * 32 + 32 * 64 + 32) + 2 * 300 * 32
-    assert manifest["weights_sha256"]["files"]["model.safetensors"]["size"] == (out / "model.safetensors").stat().st_size
+    size = (out / "model.safetensors").stat().st_size
+    assert manifest["weights_sha256"]["files"]["model.safetensors"]["size"] == size
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(r["loss"] > 0 and r["tokens_per_s"] > 0 for r in rows)
@@ -101,12 +103,6 @@ def test_output_directory_contents(tmp_path, moe_ckpts, data_files, run_stage):
     assert drift == set()  # use_cache, rope, token ids... exactly as the parent had them
     resolved = (out / "barkit_config.yaml").read_text()
     assert "lr: 0.01" in resolved and "schedule: linear" in resolved and "general_ratio: 0.5" in resolved
-
-
-def Path_(p):
-    from pathlib import Path
-
-    return Path(p).resolve()
 
 
 def test_router_stage_changes_only_router_weights(tmp_path, dense_ckpts, data_files, run_stage):

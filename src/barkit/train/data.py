@@ -164,8 +164,8 @@ def mix(domain: list, general: list, ratio: float, seed: int) -> list:
 def stratified_sample(per_file: list[list], fraction: float, min_rows: int, seed: int) -> list:
     """`fraction` of each file's examples (at least `min_rows`, at most all of them).
 
-    >>> [len(x) for x in [stratified_sample([list(range(1000))], 0.05, 16, 0), stratified_sample([[1, 2]], 0.05, 16, 0)]]
-    [50, 2]
+    >>> len(stratified_sample([list(range(1000))], 0.05, 16, 0)), len(stratified_sample([[1, 2]], 0.05, 16, 0))
+    (50, 2)
     """
     out: list = []
     for i, examples in enumerate(per_file):

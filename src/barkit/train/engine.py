@@ -132,6 +132,51 @@ def _check_sharding(acc, plan: trainable.TrainablePlan) -> None:
                           f"gathered for checkpoints){rows}; use configs/accelerate/ddp.yaml")
 
 
+def _open_work_dir(acc, cfg: StageConfig, root: Path, ident: dict) -> Path | None:
+    """Check on every rank, then (re)create on the main one; return the checkpoint to resume from."""
+    checkpointing.check(root, ident, cfg.resume, cfg.overwrite)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        checkpointing.reset(root, ident, cfg.resume)
+    acc.wait_for_everyone()
+    return checkpointing.latest(root) if cfg.resume else None
+
+
+def _model_and_plan(cfg: StageConfig, info: ModelInfo, acc) -> tuple[torch.nn.Module, trainable.TrainablePlan]:
+    raw = load_model(info, acc.device)
+    plan = trainable.build_plan(raw, cfg.trainable, info.spec, info.num_experts, cfg.stage,
+                                cfg.allow_anchor_updates)
+    trainable.apply(plan, raw)
+    _check_sharding(acc, plan)
+    _say(acc, trainable.table(plan, raw))
+    return raw, plan
+
+
+def _finish(cfg: StageConfig, info: ModelInfo, acc, raw, plan, before: str, root: Path, extra: dict) -> None:
+    """Re-check the frozen bytes and the replicas, then write the output (main process)."""
+    if trainable.frozen_fingerprint(plan, raw) != before:
+        raise BarkitError("internal error: frozen parameters changed during training")
+    digests = _rank_digests(acc, raw)
+    if len(set(digests)) != 1:
+        raise BarkitError(f"internal error: data-parallel replicas diverged ({digests})")
+    if not acc.is_main_process:
+        return
+    out = Path(cfg.out)
+    plot_curves(read_metrics(root / "metrics.jsonl"), root / "curves.png",
+                f"{cfg.stage}: {Path(cfg.model).name} -> {out.name}")
+    count, total = trainable.count(plan, raw)
+
+    def check_frozen(reloaded):
+        if trainable.frozen_fingerprint(plan, reloaded) != before:
+            raise BarkitError(f"{out}: frozen parameters differ after saving and reloading")
+
+    extra = {"trainable": {"declared": plan.declared, "full": plan.full, "partial": plan.partial,
+                           "params": count, "total_params": total},
+             "data_parallel": {"world_size": acc.num_processes, "rank_weight_sha256": digests}, **extra}
+    write_output(cfg, info, raw, root, extra, check_frozen)
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def train(cfg: StageConfig, on_step: StepCallback | None = None) -> Path:
     """Run one stage; returns the output checkpoint directory. `on_step(step, metrics)` runs after each step."""
     explicit = cfg.trainable is not None
@@ -139,70 +184,32 @@ def train(cfg: StageConfig, on_step: StepCallback | None = None) -> Path:
     cfg.validate()
     cfg.rl.validate()
     acc = make_accelerator(cfg)
-    out = Path(cfg.out)
-    if out.exists() and not cfg.overwrite:
-        raise BarkitError(f"{out}: output already exists (pass --overwrite true to replace it)")
+    if Path(cfg.out).exists() and not cfg.overwrite:
+        raise BarkitError(f"{cfg.out}: output already exists (pass --overwrite true to replace it)")
     info = inspect_model(cfg, explicit)
     tokenizer = load_tokenizer(info.reader.path)
     items, held_out = load_data(cfg, tokenizer)
     files = data_files(cfg)
-    raw = load_model(info, acc.device)
-    plan = trainable.build_plan(raw, cfg.trainable, info.spec, info.num_experts, cfg.stage,
-                                cfg.allow_anchor_updates)
-    trainable.apply(plan, raw)
-    _check_sharding(acc, plan)
-    _say(acc, trainable.table(plan, raw))
-    before = trainable.frozen_fingerprint(plan, raw)
-    frozen = trainable.FrozenRows(plan, raw)
-    steps = _steps(cfg, items)
-
-    root = checkpointing.work_dir(out)
-    ident = identity(cfg, info, files)
-    checkpointing.check(root, ident, cfg.resume, cfg.overwrite)
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        checkpointing.reset(root, ident, cfg.resume)
-    acc.wait_for_everyone()
-    ckpt = checkpointing.latest(root) if cfg.resume else None
+    raw, plan = _model_and_plan(cfg, info, acc)
+    before, frozen, steps = trainable.frozen_fingerprint(plan, raw), trainable.FrozenRows(plan, raw), _steps(cfg, items)
+    root = checkpointing.work_dir(cfg.out)
+    ckpt = _open_work_dir(acc, cfg, root, identity(cfg, info, files))
 
     torch.manual_seed(cfg.seed + acc.process_index)
-    optimizer = build_optimizer(raw, cfg)
-    model, optimizer = acc.prepare(raw, optimizer)
+    model, optimizer = acc.prepare(raw, build_optimizer(raw, cfg))
     objective = _objective(cfg, model, raw, tokenizer, items, held_out, acc, steps)
-    start, state = 0, {}
+    state = checkpointing.load(ckpt, raw, optimizer, acc) if ckpt is not None else {"step": 0}
     if ckpt is not None:
-        state = checkpointing.load(ckpt, raw, optimizer, acc)
-        start = state["step"]
-        _say(acc, f"resuming from {ckpt} (step {start} of {steps})")
-    metrics = MetricsLog(root / "metrics.jsonl", resume_step=start) if acc.is_main_process else None
-    if metrics is not None and start == 0 and cfg.stage == "rl" and held_out:
-        metrics.log({"step": 0, "eval_reward": objective.evaluate()})
-    elif start == 0 and cfg.stage == "rl" and held_out:
-        objective.evaluate()  # every rank takes part in the collective evaluation
-    loop = Loop(cfg, model, raw, optimizer, acc, frozen, steps, root, metrics, on_step, state.get("objective", {}))
-    last = loop.run(objective, start)
+        _say(acc, f"resuming from {ckpt} (step {state['step']} of {steps})")
+    metrics = MetricsLog(root / "metrics.jsonl", resume_step=state["step"]) if acc.is_main_process else None
+    if state["step"] == 0 and cfg.stage == "rl" and held_out:
+        score = objective.evaluate()  # collective: every rank takes part
+        if metrics is not None:
+            metrics.log({"step": 0, "eval_reward": score})
+    loop = Loop(cfg, model, raw, optimizer, acc, frozen, steps, root, metrics, on_step)
+    last = loop.run(objective, state["step"])
     if metrics is not None:
         metrics.close()
-
-    if trainable.frozen_fingerprint(plan, raw) != before:
-        raise BarkitError("internal error: frozen parameters changed during training")
-    digests = _rank_digests(acc, raw)
-    if len(set(digests)) != 1:
-        raise BarkitError(f"internal error: data-parallel replicas diverged ({digests})")
-    if acc.is_main_process:
-        rows = read_metrics(root / "metrics.jsonl")
-        plot_curves(rows, root / "curves.png", f"{cfg.stage}: {Path(cfg.model).name} -> {out.name}")
-        count, total = trainable.count(plan, raw)
-
-        def check_frozen(reloaded):
-            if trainable.frozen_fingerprint(plan, reloaded) != before:
-                raise BarkitError(f"{out}: frozen parameters differ after saving and reloading")
-
-        extra = {"trainable": {"declared": plan.declared, "full": plan.full, "partial": plan.partial,
-                               "params": count, "total_params": total},
-                 "data": files, "steps": steps, "final_metrics": last,
-                 "data_parallel": {"world_size": acc.num_processes, "rank_weight_sha256": digests}}
-        write_output(cfg, info, raw, root, extra, check_frozen)
-        shutil.rmtree(root, ignore_errors=True)
+    _finish(cfg, info, acc, raw, plan, before, root, {"data": files, "steps": steps, "final_metrics": last})
     acc.wait_for_everyone()
-    return out
+    return Path(cfg.out)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -47,7 +47,6 @@ class Loop:
     root: Path
     metrics: MetricsLog | None
     on_step: StepCallback | None = None
-    state: dict = field(default_factory=dict)  # objective state saved with checkpoints (e.g. RL eval rows)
 
     def update(self, lr: float) -> float:
         """Mask frozen rows, clip, step, restore frozen rows; return the gradient norm."""
@@ -89,7 +88,7 @@ class Loop:
         bar.update(1)
         if self.cfg.save_every and done % self.cfg.save_every == 0 and done < self.total_steps:
             checkpointing.save(self.root, done, self.raw_model, self.optimizer, self.accelerator,
-                               {"objective": self.state}, self.cfg.keep_checkpoints)
+                               {}, self.cfg.keep_checkpoints)
         if self.on_step is not None:
             self.on_step(done, row)
 

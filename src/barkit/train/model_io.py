@@ -91,7 +91,8 @@ def write_output(cfg: StageConfig, info: ModelInfo, model: torch.nn.Module, work
         for name in ("metrics.jsonl", "curves.png"):
             if (work / name).is_file():
                 shutil.copy2(work / name, tmp / name)
-        weights = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in sorted(tmp.glob("*.safetensors"))}
+        weights = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
+                   for p in sorted(tmp.glob("*.safetensors"))}
         experts = _experts(info, cfg)
         manifest_extra = {"arch": info.family, **({"experts": experts} if experts else {}), **extra}
         write_json(tmp / "barkit_manifest.json", build_manifest(cfg.stage, {"model": info.reader}, to_dict(cfg),
