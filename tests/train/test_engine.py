@@ -182,3 +182,10 @@ def test_existing_output_and_stale_checkpoints_are_refused(tmp_path, moe_ckpts, 
     work_dir(tmp_path / "p").mkdir()
     with pytest.raises(BarkitError, match="checkpoints of an earlier run exist"):
         run_stage(tmp_path / "p", "midtrain", moe_ckpts["olmo2"], data_files["text"], steps=1)
+
+
+def test_weight_decay_never_reaches_the_anchor(tmp_path, moe_ckpts, data_files, run_stage):
+    """AdamW's decoupled decay would shrink expert 0 (it shares a tensor with expert 1): restored each step."""
+    parent = moe_ckpts["llama"]
+    out = run_stage(tmp_path / "wd", "midtrain", parent, data_files["text"], steps=3, weight_decay=0.5)
+    _check_changes(_params(parent), _params(out), "midtrain")

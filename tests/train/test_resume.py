@@ -83,10 +83,20 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path, moe_ckpts, data_files, ru
 def test_resume_refuses_a_changed_config(tmp_path, moe_ckpts, data_files, run_stage):
     cfg = _config("sft", moe_ckpts["olmo2"], data_files["chat"], tmp_path / "o", steps=4)
     assert _run_killed(cfg, 4) == -signal.SIGKILL
-    with pytest.raises(BarkitError, match="cannot resume: 'lr' differs"):
+    with pytest.raises(BarkitError, match="cannot resume: 'lr' differs from the interrupted run"):
         run_stage(**{**cfg, "lr": 5e-3, "resume": True})
     out = run_stage(**{**cfg, "resume": True, "save_every": 0})  # execution settings may change
     assert json.loads((out / "barkit_manifest.json").read_text())["steps"] == 4
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+@needs_fork
+def test_resume_with_overwrite_discards_checkpoints_of_another_config(tmp_path, moe_ckpts, data_files, run_stage):
+    cfg = _config("sft", moe_ckpts["olmo2"], data_files["chat"], tmp_path / "o", steps=4)
+    assert _run_killed(cfg, 4) == -signal.SIGKILL
+    out = run_stage(**{**cfg, "lr": 5e-3, "resume": True, "overwrite": True})
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[0]["lr"] == 5e-3 / 2  # trained from step 0
 
 
 def test_resume_without_checkpoints_starts_fresh(tmp_path, moe_ckpts, data_files, run_stage):

@@ -42,21 +42,29 @@ def _first_difference(old: dict, new: dict) -> str | None:
     return None
 
 
-def check(root: Path, identity: dict, resume: bool, overwrite: bool) -> None:
-    """Read-only checks of the work directory (run on every rank, so all fail alike)."""
+def check(root: Path, identity: dict, resume: bool, overwrite: bool) -> bool:
+    """Read-only checks of the work directory (run on every rank, so all fail alike). Returns whether its
+    checkpoints are to be resumed; with `overwrite`, checkpoints of a different run are discarded instead
+    of refused."""
+    if not root.exists():
+        return False
+    if not resume:
+        if not overwrite:
+            raise BarkitError(f"{root}: checkpoints of an earlier run exist; pass --resume true to continue "
+                              "it or --overwrite true to start over")
+        return False
     recorded = root / IDENTITY
-    if root.exists() and not resume and not overwrite:
-        raise BarkitError(f"{root}: checkpoints of an earlier run exist; pass --resume true to continue "
-                          "it or --overwrite true to start over")
-    if root.exists() and resume and recorded.is_file():
-        key = _first_difference(json.loads(recorded.read_text()), json.loads(json.dumps(identity)))
-        if key is not None:
-            raise BarkitError(f"{root}: cannot resume: '{key}' differs from the interrupted run")
+    key = _first_difference(json.loads(recorded.read_text()), json.loads(json.dumps(identity))) \
+        if recorded.is_file() else None
+    if key is not None and not overwrite:
+        raise BarkitError(f"{root}: cannot resume: '{key}' differs from the interrupted run "
+                          "(pass --overwrite true to discard its checkpoints)")
+    return key is None
 
 
-def reset(root: Path, identity: dict, resume: bool) -> None:
-    """Main process only: start a fresh work directory (or keep it when resuming), drop torn checkpoints."""
-    if root.exists() and not resume:
+def reset(root: Path, identity: dict, keep: bool) -> None:
+    """Main process only: start a fresh work directory (or keep the resumable one), drop torn checkpoints."""
+    if root.exists() and not keep:
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob("step-*.tmp"):

@@ -134,12 +134,12 @@ def _check_sharding(acc, plan: trainable.TrainablePlan) -> None:
 
 def _open_work_dir(acc, cfg: StageConfig, root: Path, ident: dict) -> Path | None:
     """Check on every rank, then (re)create on the main one; return the checkpoint to resume from."""
-    checkpointing.check(root, ident, cfg.resume, cfg.overwrite)
+    keep = checkpointing.check(root, ident, cfg.resume, cfg.overwrite)
     acc.wait_for_everyone()
     if acc.is_main_process:
-        checkpointing.reset(root, ident, cfg.resume)
+        checkpointing.reset(root, ident, keep)
     acc.wait_for_everyone()
-    return checkpointing.latest(root) if cfg.resume else None
+    return checkpointing.latest(root) if keep else None
 
 
 def _model_and_plan(cfg: StageConfig, info: ModelInfo, acc) -> tuple[torch.nn.Module, trainable.TrainablePlan]:
