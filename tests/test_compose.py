@@ -132,6 +132,19 @@ def test_mean_of_identical_inputs_is_bit_identical(tmp_path, dtype):
     assert torch.equal(ckpt.get("model.layers.0.mlp.gate.weight")[0], src.get("model.layers.0.mlp.gate.weight")[0])
 
 
+def test_domain_saved_in_fp32_after_bf16_branching_is_cast_back(tmp_path):
+    w = _make_world(tmp_path / "w", "olmo2", torch.bfloat16)
+    d0 = CheckpointReader(w["domains"][0])
+    upcast = tmp_path / "d0-fp32"
+    shutil.copytree(d0.path, upcast)
+    save_file({k: d0.get(k).float() for k in d0.keys()}, str(upcast / "model.safetensors"))
+    out = CheckpointReader(compose(ComposeConfig(anchor=str(w["branch"]), out=str(tmp_path / "moe"),
+                                                 experts=[f"x={upcast}", f"y={w['domains'][1]}"], verify="keys")))
+    key = "model.layers.1.mlp.experts.{}.down_proj.weight"
+    assert {out.get(k).dtype for k in out.keys()} == {torch.bfloat16}
+    assert torch.equal(out.get(key.format(1)), d0.get(key.format(1)))
+
+
 def test_compose_twice_gives_byte_identical_files(tmp_path, worlds):
     first = _compose(worlds, "olmo2", tmp_path / "one", max_shard_size="20KB", verify="keys")
     second = _compose(worlds, "olmo2", tmp_path / "two", max_shard_size="20KB", verify="keys")

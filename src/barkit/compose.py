@@ -60,7 +60,7 @@ def parse_named(items: list[str], key: str, reserved: tuple[str, ...] = ()) -> l
         if not sep or not name or not path:
             raise BarkitError(f"config key '{key}': {item!r} is not NAME=CKPT")
         if not _NAME_RE.fullmatch(name):
-            raise BarkitError(f"config key '{key}': expert name {name!r} may only use letters, digits, '_.-'")
+            raise BarkitError(f"config key '{key}': name {name!r} may only use letters, digits, '_.-'")
         if name in reserved:
             raise BarkitError(f"config key '{key}': the name {name!r} is reserved for expert 0")
         if name in (n for n, _ in pairs):
@@ -75,7 +75,12 @@ def accum_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def mean_of(read: list[Callable[[], torch.Tensor]]) -> torch.Tensor:
-    """Mean of tensors read one at a time (running sum in higher precision, cast back to the first's dtype)."""
+    """Mean of tensors read one at a time (running sum in higher precision, cast back to the first's dtype).
+
+    >>> x = torch.tensor([0.1, 0.7, -3.3])
+    >>> torch.equal(mean_of([lambda: x.clone()] * 3), x)  # naive fp32 (x + x + x) / 3 is not always x
+    True
+    """
     first = read[0]()
     dtype = first.dtype
     total = first.to(accum_dtype(dtype))
@@ -246,9 +251,9 @@ def check_anchor_expert(anchor_T: torch.Tensor, moe: MoECheckpoint, name: str, r
     """Refuse a domain whose frozen expert 0 is not the anchor's FFN: it was branched from another anchor."""
     key = moe.expert_key(role, layer, 0)
     other_T = moe.reader.get(key)
-    if other_T.dtype != anchor_T.dtype:
-        raise BarkitError(f"{moe.path}: expert '{name}' is stored in {other_T.dtype}, the anchor in "
-                          f"{anchor_T.dtype}; convert one of them first")
+    if other_T.dtype != anchor_T.dtype:  # e.g. saved in fp32 after bf16 branching: compare exactly, widened
+        wide = torch.promote_types(other_T.dtype, anchor_T.dtype)
+        other_T, anchor_T = other_T.to(wide), anchor_T.to(wide)
     if not torch.equal(other_T, anchor_T):
         raise BarkitError(f"{moe.path}: expert '{name}' does not share the anchor: its expert 0 '{key}' "
                           f"differs from {anchor_path}'s anchor FFN (branched from another anchor, or expert 0 "
@@ -257,8 +262,12 @@ def check_anchor_expert(anchor_T: torch.Tensor, moe: MoECheckpoint, name: str, r
 
 def write_compose(anchor: Anchor, domains: dict[str, MoECheckpoint], shared_mode: str,
                   writer: ShardedWriter) -> None:
-    """Stream the output: shared tensors (mean or anchor's), then per layer the router and every expert."""
+    """Stream the output: shared tensors (mean or anchor's), then per layer the router and every expert.
+
+    Every tensor is written in the anchor's dtype (a domain saved in fp32 after bf16 branching is cast back).
+    """
     inputs = [anchor.reader] + [d.reader for d in domains.values()]
+    dtype = anchor.reader.get(anchor.ffn_key("down", 0)).dtype
     for key in anchor.shared_keys():
         sources = inputs if shared_mode == "mean" else inputs[:1]
         writer.add(key, mean_of([lambda r=r: r.get(key) for r in sources]))
@@ -266,7 +275,7 @@ def write_compose(anchor: Anchor, domains: dict[str, MoECheckpoint], shared_mode
     for layer in range(anchor.num_layers):
         row0 = mean_of([lambda m=m: m.router(layer)[0] for m in row0_sources])
         rows = [row0] + [d.router(layer)[1].to(row0.dtype) for d in domains.values()]
-        writer.add(anchor.spec.router_key(layer), torch.stack(rows))
+        writer.add(anchor.spec.router_key(layer), torch.stack(rows).to(dtype))
         for role in ROLES:
             anchor_T = anchor.reader.get(anchor.ffn_key(role, layer))
             for name, moe in domains.items():
@@ -274,7 +283,7 @@ def write_compose(anchor: Anchor, domains: dict[str, MoECheckpoint], shared_mode
             writer.add(anchor.spec.expert_key(role, layer, 0), anchor_T)
             del anchor_T
             for i, moe in enumerate(domains.values(), start=1):
-                writer.add(anchor.spec.expert_key(role, layer, i), moe.expert(role, layer, 1))
+                writer.add(anchor.spec.expert_key(role, layer, i), moe.expert(role, layer, 1).to(dtype))
 
 
 def write_metadata(tmp: Path, config: dict, tokenizer_src: Path, cfg, stage: str, parents: dict,
@@ -345,6 +354,7 @@ def compose(cfg: ComposeConfig) -> Path:
 
 
 def _write_replaced(src: MoECheckpoint, new: MoECheckpoint, index: int, writer: ShardedWriter) -> None:
+    dtype = src.expert("down", 0, index).dtype
     for key in src.reader.keys():
         layer = src.spec.parse_router_key(key)
         parsed = src.spec.parse_expert_key(key)
@@ -353,7 +363,7 @@ def _write_replaced(src: MoECheckpoint, new: MoECheckpoint, index: int, writer: 
             router[index] = new.router(layer)[1].to(router.dtype)
             writer.add(key, router)
         elif parsed is not None and parsed[2] == index:
-            writer.add(key, new.expert(parsed[0], parsed[1], 1))
+            writer.add(key, new.expert(parsed[0], parsed[1], 1).to(dtype))
         else:
             writer.add(key, src.reader.get(key))
 
