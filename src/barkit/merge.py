@@ -101,13 +101,13 @@ def merge_tensors(base_T: torch.Tensor, deltas: Iterable[torch.Tensor], weights:
     [1.5, 6.0]
     """
     dtype = accum_dtype(base_T.dtype)
-    weighted = (_sparsify(d.to(dtype), settings, key, i) * w for i, (d, w) in enumerate(zip(deltas, weights)))
+    sparse = (_sparsify(d.to(dtype), settings, key, i) for i, d in enumerate(deltas))
     if settings.elect_sign:
-        merged = _disjoint_mean(list(weighted))
+        merged = _disjoint_mean([delta_T * w for delta_T, w in zip(sparse, weights, strict=True)])
     else:
         merged = torch.zeros(base_T.shape, dtype=dtype)
-        for delta_T in weighted:
-            merged += delta_T
+        for delta_T, w in zip(sparse, weights, strict=True):
+            merged.add_(delta_T, alpha=w)
     return merged.add_(base_T).to(base_T.dtype)
 
 
@@ -327,9 +327,9 @@ def write_merge(general: Dense, reference: Dense, models: list[Dense], lambdas: 
                 settings: MergeSettings, writer: ShardedWriter) -> None:
     """Per key: task vectors theta_i - theta_ref are formed lazily, one model tensor at a time."""
     for key in general.keys():
-        base_T = general.get(key)
-        ref_T = reference.get(key).to(accum_dtype(base_T.dtype))
-        deltas = (view.get(key).to(ref_T.dtype).sub_(ref_T) for view in models)
+        base_T, ref_T = general.get(key), reference.get(key)
+        dtype = accum_dtype(base_T.dtype)
+        deltas = (view.get(key).to(dtype).sub_(ref_T) for view in models)
         writer.add(key, merge_tensors(base_T, deltas, lambdas, settings, key))
         del base_T, ref_T
 
