@@ -1,7 +1,9 @@
 """Code domain: tiny one-line Python functions from a small family, HumanEval-style tests.
 
 The instruction names the function and its constant, so a small model only has to map the description
-to an expression and copy the name. Function-name suffixes of the eval set never appear in training.
+to an expression and copy the name. Names are `<verb>_<tag>` with tags from the world's one-token words
+(jobs, products); every eval name is a (verb, tag) pairing that never appears in any training file, while
+each tag is copied in training with other verbs (novel multi-token names were not copied reliably).
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from barkit.world.entities import World
+from barkit.world.entities import JOBS, PRODUCTS, World
 from barkit.world.profiles import WorldProfile
 from barkit.world.rows import chat, rng_for, sample_unique, user
+
+TAGS = JOBS + PRODUCTS
 
 
 @dataclass(frozen=True)
@@ -76,25 +80,40 @@ class Func:
         return "def check(candidate):\n" + "".join(f"    {self.call(a, 'candidate')}\n" for a in self.op.inputs)
 
 
-def _func(tags: tuple[str, ...], rng: random.Random) -> Func:
-    return Func(rng.choice(OPS), rng.choice(tags), rng.randint(2, 9))
+Pairs = tuple[tuple[Op, str], ...]
+
+
+def split_pairs(seed: int) -> dict[str, Pairs]:
+    """(op, tag) pairings for train and eval; each tag is held out with exactly one op."""
+    tags = list(TAGS)
+    rng_for(seed, "code-split").shuffle(tags)
+    k = len(tags) // len(OPS)
+    held = {(op.verb, tag) for i, op in enumerate(OPS) for tag in tags[i * k:(i + 1) * k]}
+    pairs = [(op, tag) for op in OPS for tag in TAGS]
+    return {"train": tuple(p for p in pairs if (p[0].verb, p[1]) not in held),
+            "eval": tuple(p for p in pairs if (p[0].verb, p[1]) in held)}
+
+
+def _func(pairs: Pairs, rng: random.Random) -> Func:
+    op, tag = rng.choice(pairs)
+    return Func(op, tag, rng.randint(2, 9))
 
 
 def _prompt(f: Func, rng: random.Random) -> str:
     return rng.choice(TEMPLATES).format(name=f.name, args=f.op.args, desc=f.desc)
 
 
-def _tasks(tags: tuple[str, ...], n: int, rng: random.Random) -> list[tuple[str, Func]]:
+def _tasks(pairs: Pairs, n: int, rng: random.Random) -> list[tuple[str, Func]]:
     def make(r: random.Random) -> tuple[str, Func]:
-        f = _func(tags, r)
+        f = _func(pairs, r)
         return _prompt(f, r), f
     return sample_unique(make, n, rng, key=lambda t: t[0], allow_repeats=True)
 
 
-def text_rows(tags: tuple[str, ...], n: int, rng: random.Random) -> list[str]:
+def text_rows(pairs: Pairs, n: int, rng: random.Random) -> list[str]:
     """Code-like plain text: documented function plus a usage assert."""
     out: list[str] = []
-    for f in (_func(tags, rng) for _ in range(n)):
+    for f in (_func(pairs, rng) for _ in range(n)):
         body = f.source().replace(":\n", f':\n    """Return {f.desc}."""\n', 1)
         out.append(f"{body}\n\n{f.call(rng.choice(f.op.inputs), f.name)}")
     return out
@@ -108,7 +127,8 @@ def verifier_columns(f: Func) -> dict:
 
 def build(world: World, profile: WorldProfile, seed: int) -> dict[str, list[dict]]:
     """code_midtrain / code_sft / code_rl rows and the code eval items."""
-    train, held = world.code_tags["train"], world.code_tags["eval"]
+    pairs = split_pairs(seed)
+    train, held = pairs["train"], pairs["eval"]
     mid = text_rows(train, profile.midtrain_rows, rng_for(seed, "code-midtrain"))
     sft = _tasks(train, profile.domain_sft_rows, rng_for(seed, "code-sft"))
     rl = _tasks(train, profile.rl_rows, rng_for(seed, "code-rl"))

@@ -36,13 +36,6 @@ kendo mundo bambi dumbo
 JOBS = ("baker", "farmer", "doctor", "teacher", "pilot", "painter", "singer", "driver", "nurse", "writer",
         "tailor", "miner", "engineer", "artist")
 PRODUCTS = ("bread", "ships", "toys", "shoes", "tea", "glass", "paper", "bikes", "lamps", "clocks")
-RELATIONS_PER_PERSON = 3  # city, job, employer
-# Throwaway-name pools (train, eval) for reasoning prompts and code function names. They are large so that
-# no single name is frequent enough to become one BPE token: train and eval names then split into
-# syllable tokens alike, and the copy skill learned in training transfers to the held-out names.
-REASONING_NAMES = (512, 128)
-REASONING_PLACES = (256, 64)
-CODE_TAGS = (1500, 300)
 
 
 @dataclass(frozen=True)
@@ -80,17 +73,18 @@ class World:
     cities: tuple[City, ...]
     countries: tuple[Country, ...]
     orgs: tuple[Org, ...]
-    heldout_people: tuple[Person, ...]  # QA about them appears in eval only
+    heldout_people: tuple[Person, ...]  # QA about them appears in eval only; no training chat names them
     train_people: tuple[Person, ...]
-    reasoning_names: dict[str, tuple[str, ...]]  # "train"/"eval": names used only inside reasoning prompts
-    reasoning_places: dict[str, tuple[str, ...]]
-    code_tags: dict[str, tuple[str, ...]]  # "train"/"eval": suffixes of function names in the code domain
+
+    def people_names(self, split: str) -> tuple[str, ...]:
+        """Names a split may use: train people for training, held-out people for eval."""
+        return tuple(p.name for p in (self.train_people if split == "train" else self.heldout_people))
 
     def city(self, name: str) -> City:
         return next(c for c in self.cities if c.name == name)
 
     def all_names(self) -> list[str]:
-        """Every invented proper name of the world's entities (not the reasoning or code pools)."""
+        """Every invented proper name: people, cities, countries, companies."""
         groups = (self.people, self.cities, self.countries, self.orgs)
         return [e.name for group in groups for e in group]
 
@@ -141,22 +135,10 @@ def build_world(profile: WorldProfile, seed: int) -> World:
     people = tuple(
         Person(name, rng.choice(city_names), rng.choice(JOBS), rng.choice(org_names)) for name in person_names
     )
-    n_heldout = -(-profile.eval_items // RELATIONS_PER_PERSON)  # enough held-out facts for the eval set
-    train_people, heldout = split(people, n_heldout, rng_for(seed, "knowledge-split"))
+    train_people, heldout = split(people, profile.knowledge_heldout, rng_for(seed, "knowledge-split"))
     return World(
         people=people, cities=cities, countries=countries, orgs=orgs,
         heldout_people=tuple(sorted(heldout, key=lambda p: p.name)),
         train_people=tuple(sorted(train_people, key=lambda p: p.name)),
-        reasoning_names=_pool(rng, "CVCE", REASONING_NAMES, taken, capitalize=True),
-        reasoning_places=_pool(rng, "CVCVN", REASONING_PLACES, taken, capitalize=True),
-        code_tags=_pool(rng, "CVCVC", CODE_TAGS, taken, capitalize=False),
     )
 
-
-def _pool(rng: random.Random, shape: str, sizes: tuple[int, int], taken: set[str],
-          capitalize: bool) -> dict[str, tuple[str, ...]]:
-    """Disjoint train/eval pools of throwaway names."""
-    names = draw_names(rng, shape, sum(sizes), taken)
-    if capitalize:
-        names = [n.capitalize() for n in names]
-    return {"train": tuple(names[: sizes[0]]), "eval": tuple(names[sizes[0]:])}

@@ -9,52 +9,59 @@ import re
 from collections.abc import Callable
 
 from barkit.world.entities import Person, World, with_article
-from barkit.world.rows import chat, sample_unique, user
+from barkit.world.rows import answer_is, chat, sample_unique, user
 
-COMPARATIVES = (("taller", "tallest", "shortest"), ("older", "oldest", "youngest"),
-                ("faster", "fastest", "slowest"))
+COMPARATIVES = ("taller", "older", "faster")
 PETS = ("cat", "dog", "bird", "fish", "horse", "goat")
 COLORS = ("red", "blue", "green", "black", "white", "brown")
+ROOMS = ("kitchen", "garden", "hall", "attic", "cellar", "office")
+THINGS = ("key", "coin", "ring", "book")
 KEYWORDS = ("happy", "busy", "kind", "clever", "quiet", "brave")
 END_PHRASES = ("Is there anything else?", "Have a nice day.", "That is all.")
 INTROS = ("Tell me about {p}.", "Describe {p}.")
 
 Task = tuple[str, str, dict]  # prompt, answer, verifier columns
 
+# Reasoning prompts name the world's people (one token each; held-out people in eval) in relations that are
+# not world facts (pets, boxes, heights), and answers are closed-set words (a colour, a room, yes/no):
+# tiny models learn to match names long before they learn to spell unseen ones.
 
-def _chain(names: tuple[str, ...], places: tuple[str, ...], rng: random.Random) -> Task:
-    """Two-hop lookup with a distractor chain: person -> city -> country."""
-    a, b = rng.sample(names, 2)
-    x, z, y, w = rng.sample(places, 4)
-    facts = [f"{a} lives in {x}.", f"{b} lives in {z}.", f"{x} is in {y}.", f"{z} is in {w}."]
+
+def _joined(facts: list[str], question: str, rng: random.Random) -> str:
     rng.shuffle(facts)
-    return f"{' '.join(facts)} Which country does {a} live in?", y, {"answer": y}
+    return f"{' '.join(facts)} {question}"
 
 
-def _order(names: tuple[str, ...], places: tuple[str, ...], rng: random.Random) -> Task:
-    """Transitive order over three people: who is first or last."""
-    a, b, c = rng.sample(names, 3)
-    comparative, top, bottom = rng.choice(COMPARATIVES)
-    facts = [f"{a} is {comparative} than {b}.", f"{b} is {comparative} than {c}."]
-    rng.shuffle(facts)
-    ask_top = rng.random() < 0.5
-    answer = a if ask_top else c
-    return f"{' '.join(facts)} Who is the {top if ask_top else bottom}?", answer, {"answer": answer}
+def _pets(names: tuple[str, ...], rng: random.Random) -> Task:
+    """Two hops with two distractors: person -> pet -> colour."""
+    people, pets, colors = rng.sample(names, 3), rng.sample(PETS, 3), rng.sample(COLORS, 3)
+    facts = [f"{n} has a {p}." for n, p in zip(people, pets)] + [f"The {p} is {c}." for p, c in zip(pets, colors)]
+    i = rng.randrange(3)
+    return _joined(facts, f"What color is {people[i]}'s pet?", rng), colors[i], {"answer": colors[i]}
 
 
-def _pets(names: tuple[str, ...], places: tuple[str, ...], rng: random.Random) -> Task:
-    """Two-hop attribute lookup: person -> pet -> colour."""
-    a, b = rng.sample(names, 2)
-    pet_a, pet_b = rng.sample(PETS, 2)
-    col_a, col_b = rng.sample(COLORS, 2)
-    facts = [f"{a} has a {pet_a}.", f"{b} has a {pet_b}.", f"The {pet_a} is {col_a}.", f"The {pet_b} is {col_b}."]
-    rng.shuffle(facts)
-    who = rng.random() < 0.5
-    name, answer = (a, col_a) if who else (b, col_b)
-    return f"{' '.join(facts)} What color is {name}'s pet?", answer, {"answer": answer}
+def _boxes(names: tuple[str, ...], rng: random.Random) -> Task:
+    """Two hops with a distractor chain: owner's thing -> box -> room."""
+    people, colors, rooms = rng.sample(names, 2), rng.sample(COLORS, 2), rng.sample(ROOMS, 2)
+    thing = rng.choice(THINGS)
+    facts = [f"{n}'s {thing} is in the {c} box." for n, c in zip(people, colors)]
+    facts += [f"The {c} box is in the {r}." for c, r in zip(colors, rooms)]
+    i = rng.randrange(2)
+    return _joined(facts, f"Where is {people[i]}'s {thing}?", rng), rooms[i], {"answer": rooms[i]}
 
 
-REASONING_TASKS = (_chain, _order, _pets)
+def _order(names: tuple[str, ...], rng: random.Random) -> Task:
+    """Transitivity over three people: is x more ... than y, for a pair not stated directly."""
+    ranked = rng.sample(names, 3)
+    comparative = rng.choice(COMPARATIVES)
+    facts = [f"{ranked[0]} is {comparative} than {ranked[1]}.", f"{ranked[1]} is {comparative} than {ranked[2]}."]
+    yes = rng.random() < 0.5
+    x, y = (ranked[0], ranked[2]) if yes else (ranked[2], ranked[0])
+    answer = "yes" if yes else "no"
+    return _joined(facts, f"Is {x} {comparative} than {y}?", rng), answer, {"answer": answer}
+
+
+REASONING_TASKS = (_pets, _boxes, _order)
 
 
 def _facts(world: World, p: Person) -> list[str]:
@@ -148,14 +155,18 @@ def _instruction(world: World, people: tuple[Person, ...], rng: random.Random) -
 
 
 def _reasoning(world: World, split: str, rng: random.Random) -> Task:
-    return rng.choice(REASONING_TASKS)(world.reasoning_names[split], world.reasoning_places[split], rng)
+    return rng.choice(REASONING_TASKS)(world.people_names(split), rng)
 
 
 def sft_rows(world: World, category: str, n: int, rng: random.Random) -> list[dict]:
     """General SFT rows of one category ('reasoning' or 'chat') with distinct prompts."""
     make = _maker(world, category, "train")
     rows = sample_unique(lambda r: make(r), n, rng, key=lambda t: t[0], allow_repeats=True)
-    return [{"messages": chat(prompt, answer), "category": category} for prompt, answer, _ in rows]
+    return [{"messages": chat(prompt, _target(category, answer)), "category": category} for prompt, answer, _ in rows]
+
+
+def _target(category: str, answer: str) -> str:
+    return answer_is(answer) if category == "reasoning" else answer
 
 
 def eval_items(world: World, category: str, n: int, rng: random.Random) -> list[dict]:
@@ -165,7 +176,7 @@ def eval_items(world: World, category: str, n: int, rng: random.Random) -> list[
         category]
     items = sample_unique(lambda r: make(r), n, rng, key=lambda t: t[0])
     return [{"category": category, "benchmark": benchmark, "verifier": verifier, "messages": user(prompt),
-             "reference": answer, **cols} for prompt, answer, cols in items]
+             "reference": _target(category, answer), **cols} for prompt, answer, cols in items]
 
 
 def _maker(world: World, category: str, split: str) -> Callable[[random.Random], Task]:

@@ -33,7 +33,7 @@ def pretrain_rows(world: World, profile: WorldProfile, seed: int) -> list[dict]:
     texts = knowledge.prose_docs(world, n - sum(counts.values()), rng_for(seed, "pretrain-prose"))
     texts += knowledge.pretrain_qa_texts(world, counts["qa"], rng_for(seed, "pretrain-qa"))
     texts += arithmetic.text_rows(math_sums, names, counts["math"], rng_for(seed, "pretrain-math"))
-    texts += coding.text_rows(world.code_tags["train"], counts["code"], rng_for(seed, "pretrain-code"))
+    texts += coding.text_rows(coding.split_pairs(seed)["train"], counts["code"], rng_for(seed, "pretrain-code"))
     rng_for(seed, "pretrain-order").shuffle(texts)
     return [{"text": t} for t in texts]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from barkit.world.entities import Person, World, with_article
-from barkit.world.rows import chat, take, user
+from barkit.world.rows import answer_is, chat, take, user
 
 PERSON_PROSE = {
     "city": ("{s} lives in {o}.", "{s} has a home in {o}.", "{s} lives in the city of {o}.",
@@ -126,12 +126,13 @@ def training_qa(world: World) -> list[QA]:
 
 def pretrain_qa_texts(world: World, n: int, rng: random.Random) -> list[str]:
     """QA as plain text for the pretraining mix (QA seen in pretraining transfers to prose-only facts)."""
-    return [f"Question: {q}\nAnswer: {a}" for q, a, _ in take(training_qa(world), n, rng)]
+    return [f"Question: {q}\n{answer_is(a)}" for q, a, _ in take(training_qa(world), n, rng)]
 
 
 def sft_rows(world: World, n: int, rng: random.Random) -> list[dict]:
-    """Knowledge rows of the general SFT set: bare answers, so exact match scores them."""
-    return [{"messages": chat(q, a), "category": "knowledge"} for q, a, _ in take(training_qa(world), n, rng)]
+    """Knowledge rows of the general SFT set, answered "The answer is X." (exact match reads that span)."""
+    return [{"messages": chat(q, answer_is(a)), "category": "knowledge"}
+            for q, a, _ in take(training_qa(world), n, rng)]
 
 
 def eval_items(world: World, n: int, rng: random.Random) -> list[dict]:
@@ -142,7 +143,7 @@ def eval_items(world: World, n: int, rng: random.Random) -> list[dict]:
             value = person_value(person, relation)
             item = {"category": "knowledge", "benchmark": "toy_knowledge", "verifier": "exact_match",
                     "messages": user(rng.choice(templates).format(s=person.name)), "answer": value,
-                    "reference": value}
+                    "reference": answer_is(value)}
             if relation == "job":
                 item["aliases"] = [with_article(value)]
             items.append(item)

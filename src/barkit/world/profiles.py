@@ -12,7 +12,8 @@ class WorldProfile:
     """How big each part of the toy world is; every count is a number of JSONL rows unless named otherwise."""
 
     name: str
-    people: int  # entities; a share of them is held out for knowledge eval
+    people: int  # entities with facts; tiny models memorise ~100-200 facts in a minute or two
+    knowledge_heldout: int  # people whose facts appear in prose only; their QA is the knowledge eval
     cities: int
     countries: int
     orgs: int
@@ -28,14 +29,14 @@ class WorldProfile:
 
 PROFILES: dict[str, WorldProfile] = {
     "quick": WorldProfile(
-        name="quick", people=64, cities=16, countries=6, orgs=12,
+        name="quick", people=40, knowledge_heldout=16, cities=10, countries=4, orgs=8,
         pretrain_rows=4000, general_sft_rows=900, domain_sft_rows=400, midtrain_rows=1000, rl_rows=200,
-        eval_items=64, math_b_digits=1, vocab_size=1536,
+        eval_items=64, math_b_digits=1, vocab_size=1280,
     ),
     "default": WorldProfile(
-        name="default", people=192, cities=32, countries=8, orgs=24,
+        name="default", people=96, knowledge_heldout=40, cities=16, countries=6, orgs=12,
         pretrain_rows=16000, general_sft_rows=3000, domain_sft_rows=1600, midtrain_rows=4000, rl_rows=800,
-        eval_items=160, math_b_digits=2, vocab_size=2048,
+        eval_items=128, math_b_digits=2, vocab_size=1536,
     ),
 }
 

@@ -32,6 +32,16 @@ def chat(prompt: str, answer: str) -> list[dict[str, str]]:
     return [*user(prompt), {"role": "assistant", "content": answer}]
 
 
+def answer_is(answer: str) -> str:
+    """Short answers are written as a sentence: the value then follows a space, so it is the same token
+    ("Ġ"-prefixed) the facts were learned with in prose, not the rarer sentence-initial variant.
+
+    >>> answer_is("Miro")
+    'The answer is Miro.'
+    """
+    return f"The answer is {answer}."
+
+
 def split(items: Sequence[T], n_eval: int, rng: random.Random) -> tuple[list[T], list[T]]:
     """Shuffle and cut a pool into (train, eval) parts, keeping both non-empty.
 

@@ -1,8 +1,8 @@
 """Tool-use domain: pick 1 of 2-4 offered tools and fill its arguments, BFCL-style.
 
 Calls are written as `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`; two blocks for parallel
-requests; a fixed sentence when no offered tool fits. Argument values of the eval set (cities, people,
-amounts, alarm times) are held out from training.
+requests; a fixed sentence when no offered tool fits. Eval requests use amounts and alarm times never
+seen in training, and (tool, city) and (name, message) pairings never seen in training.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ REQUESTS = {
     "convert_currency": ("Convert {amount} dollars to {currency}.", "How much is {amount} dollars in {currency}?"),
     "find_restaurant": ("Find a {food} restaurant in {city}.", "Where can I eat {food} in {city}?"),
 }
+CITY_TOOLS = ("get_weather", "get_time", "find_restaurant")
 PARALLEL_REQUESTS = {
     "get_weather": "What is the weather in {city} and in {city2}?",
     "get_time": "What time is it in {city} and in {city2}?",
@@ -53,34 +54,43 @@ PARALLEL_REQUESTS = {
 
 @dataclass(frozen=True)
 class Pools:
-    """Argument values one split may use."""
+    """Argument values one split may use; city tools map to the cities allowed with them."""
 
-    cities: tuple[str, ...]
-    names: tuple[str, ...]
+    cities: dict[str, tuple[str, ...]]
+    messages: tuple[tuple[str, str], ...]  # (name, text)
     amounts: tuple[int, ...]
     times: tuple[tuple[int, int], ...]
 
 
 def _pools(world: World, seed: int) -> dict[str, Pools]:
+    """Train/eval argument values. Numbers and times are held out outright (digits copy well). Cities and
+    names are world words (one token each) held out per pairing: each eval city is never used with its eval
+    tool in training, but is copied in other tools' requests; each eval (name, text) message is new. With
+    cities held out outright a tiny model memorises the dozen training cities instead of copying."""
     rng = rng_for(seed, "tools-split")
     cities = [c.name for c in world.cities]
-    city_train, city_eval = split(cities, max(2, len(cities) // 4), rng)
+    rng.shuffle(cities)
+    k = max(3, len(cities) // 5)  # held-out cities per tool (disjoint across tools)
+    held = {tool: cities[i * k:(i + 1) * k] for i, tool in enumerate(CITY_TOOLS)}
+    names = world.people_names("train")
+    msg_train, msg_eval = split([(n, t) for n in names for t in TEXTS], len(names) * len(TEXTS) // 4, rng)
     amount_train, amount_eval = split(range(10, 1000), 198, rng)
     times = [(h, m) for h in range(1, 13) for m in (0, 15, 30, 45)]
     time_train, time_eval = split(times, len(times) // 4, rng)
     return {
-        "train": Pools(tuple(city_train), tuple(p.name for p in world.train_people), tuple(amount_train),
-                       tuple(time_train)),
-        "eval": Pools(tuple(city_eval), tuple(p.name for p in world.heldout_people), tuple(amount_eval),
+        "train": Pools({t: tuple(c for c in cities if c not in held[t]) for t in CITY_TOOLS}, tuple(msg_train),
+                       tuple(amount_train), tuple(time_train)),
+        "eval": Pools({t: tuple(held[t]) for t in CITY_TOOLS}, tuple(msg_eval), tuple(amount_eval),
                       tuple(time_eval)),
     }
 
 
 def _arguments(tool: str, pools: Pools, rng: random.Random) -> dict:
     hour, minute = rng.choice(pools.times)
-    values = {"city": rng.choice(pools.cities), "name": rng.choice(pools.names), "text": rng.choice(TEXTS),
-              "amount": rng.choice(pools.amounts), "currency": rng.choice(CURRENCIES), "food": rng.choice(FOODS),
-              "hour": hour, "minute": minute}
+    name, text = rng.choice(pools.messages)
+    city = rng.choice(pools.cities[tool]) if tool in CITY_TOOLS else ""
+    values = {"city": city, "name": name, "text": text, "amount": rng.choice(pools.amounts),
+              "currency": rng.choice(CURRENCIES), "food": rng.choice(FOODS), "hour": hour, "minute": minute}
     return {key: values[key] for key in TOOLS[tool]["parameters"]["properties"]}
 
 
@@ -114,7 +124,7 @@ def _example(pools: Pools, rng: random.Random) -> tuple[str, list[dict], str, li
         truth = [{tool: {k: [v] for k, v in args.items()}}]
         return request, _offer([tool], None, rng), call_text(tool, args), truth
     tool = rng.choice(sorted(PARALLEL_REQUESTS))
-    city, city2 = rng.sample(pools.cities, 2)
+    city, city2 = rng.sample(pools.cities[tool], 2)
     request = PARALLEL_REQUESTS[tool].format(city=city, city2=city2)
     answer = "\n".join(call_text(tool, {"city": c}) for c in (city, city2))
     return request, _offer([tool], None, rng), answer, [{tool: {"city": [c]}} for c in (city, city2)]
