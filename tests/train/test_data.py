@@ -97,3 +97,13 @@ def test_rl_prompts(tmp_path, tok):
                                                     {"role": "assistant", "content": "a"}], "verifier": "v"}])
     with pytest.raises(BarkitError, match="b.jsonl:1: 'prompt' must not end with an assistant turn"):
         data.load_rl_prompts(bad, tok, 64, {"v": ()})
+
+
+def test_collate_packed_restarts_positions_and_drops_each_first_label():
+    a, b, c = (data.Example(list(range(10, 10 + n)), list(range(10, 10 + n))) for n in (3, 4, 6))
+    batch = data.collate_packed([a, b, c], pad_id=1, width=8)
+    assert batch["attention_mask"] is None
+    assert batch["input_ids"].tolist() == [[10, 11, 12, 13, 14, 15, 1], [10, 11, 12, 13, 10, 11, 12]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 0], [0, 1, 2, 3, 0, 1, 2]]
+    ignore = data.IGNORE
+    assert batch["labels"].tolist() == [[ignore, 11, 12, 13, 14, 15, ignore], [ignore, 11, 12, 13, ignore, 11, 12]]

@@ -189,3 +189,14 @@ def test_weight_decay_never_reaches_the_anchor(tmp_path, moe_ckpts, data_files, 
     parent = moe_ckpts["llama"]
     out = run_stage(tmp_path / "wd", "midtrain", parent, data_files["text"], steps=3, weight_decay=0.5)
     _check_changes(_params(parent), _params(out), "midtrain")
+
+
+@pytest.mark.parametrize("family", ["olmo2", "llama"])
+def test_packed_chats_train_like_padded_ones(tmp_path, moe_ckpts, data_files, run_stage, family):
+    """Packing is only a speed-up: per-chat attention and positions make the loss the padded batch's."""
+    runs = {pack: run_stage(tmp_path / str(pack), "sft", moe_ckpts[family], [data_files["chat"], data_files["general"]],
+                            steps=3, pack_chats=pack) for pack in (True, False)}
+    packed, padded = ([json.loads(x) for x in (runs[p] / "metrics.jsonl").read_text().splitlines()] for p in runs)
+    assert [r["targets"] for r in packed] == [r["targets"] for r in padded]
+    assert all(abs(a["loss"] - b["loss"]) < 1e-4 * b["loss"] for a, b in zip(packed, padded))
+    assert packed[0]["tokens"] == padded[0]["tokens"]

@@ -232,3 +232,44 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor | No
         n = len(e.input_ids)
         ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(e.input_ids), torch.tensor(e.labels), 1
     return {"input_ids": ids, "labels": labels, "attention_mask": None if bool(mask.all()) else mask}
+
+
+def pack_rows(examples: list[Example], width: int) -> list[list[Example]]:
+    """First-fit-decreasing bins of examples whose lengths sum to at most `width` (order-independent).
+
+    >>> [[len(e.input_ids) for e in row] for row in pack_rows([Example([0] * n, [0] * n) for n in (3, 5, 2, 4)], 8)]
+    [[5, 3], [4, 2]]
+    """
+    rows: list[list[Example]] = []
+    free: list[int] = []
+    for example in sorted(examples, key=lambda e: -len(e.input_ids)):
+        n = len(example.input_ids)
+        slot = next((i for i, room in enumerate(free) if room >= n), None)
+        if slot is None:
+            rows.append([example])
+            free.append(width - n)
+        else:
+            rows[slot].append(example)
+            free[slot] -= n
+    return rows
+
+
+def collate_packed(examples: list[Example], pad_id: int, width: int) -> dict[str, torch.Tensor | None]:
+    """Several chats per row: position ids restart at each chat, which makes transformers build a block-
+    diagonal causal mask (no attention across chats), so the loss equals the padded batch's while padding
+    only each row's tail. A chat's first label is dropped: unpacked, position 0 is never a target either."""
+    rows = pack_rows(examples, width)
+    length = max(sum(len(e.input_ids) for e in row) for row in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
+    positions = torch.zeros((len(rows), length), dtype=torch.long)
+    for r, row in enumerate(rows):
+        start = 0
+        for e in row:
+            n = len(e.input_ids)
+            ids[r, start:start + n] = torch.tensor(e.input_ids)
+            labels[r, start + 1:start + n] = torch.tensor(e.labels[1:])
+            positions[r, start:start + n] = torch.arange(n)
+            start += n
+        positions[r, start:] = torch.arange(length - start)  # the padded tail is its own (ignored) sequence
+    return {"input_ids": ids, "labels": labels, "attention_mask": None, "position_ids": positions}

@@ -106,7 +106,7 @@ def _rank_digests(acc, model: torch.nn.Module) -> list[str]:
 
 def _objective(cfg, model, raw, tokenizer, items, held_out, acc, steps):
     if cfg.stage != "rl":
-        return LMObjective(cfg, model, items, tokenizer.pad_token_id, acc)
+        return LMObjective(cfg, model, items, tokenizer.pad_token_id, acc, cfg.pack_chats and cfg.stage in CHAT_STAGES)
     from barkit.eval.generation import stop_token_ids
     from barkit.train.rl import GRPOObjective
 

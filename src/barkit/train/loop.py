@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from barkit.train import checkpointing
-from barkit.train.data import IGNORE, Example, StepOrder, collate
+from barkit.train.data import IGNORE, Example, StepOrder, collate, collate_packed
 from barkit.train.metrics import MetricsLog
 from barkit.train.optim import lr_at, set_lr
 from barkit.train.stages import StageConfig
@@ -109,8 +109,9 @@ class LMObjective:
     """Causal LM loss (packed text, or chats with assistant-only labels), normalised per target token over
     the whole global batch so results do not depend on how it is split over processes or micro-batches."""
 
-    def __init__(self, cfg: StageConfig, model, examples: list[Example], pad_id: int, accelerator):
+    def __init__(self, cfg: StageConfig, model, examples: list[Example], pad_id: int, accelerator, pack: bool):
         self.cfg, self.model, self.examples, self.pad_id, self.acc = cfg, model, examples, pad_id, accelerator
+        self.pack = pack
         self.order = StepOrder(len(examples), cfg.batch_size, cfg.seed)
         world = accelerator.num_processes
         if cfg.batch_size % (world * cfg.grad_accum):
@@ -124,11 +125,15 @@ class LMObjective:
         world = self.acc.num_processes
         loss_sum = torch.zeros((), device=self.acc.device)
         for k in range(self.cfg.grad_accum):
-            inputs = collate(mine[k * micro:(k + 1) * micro], self.pad_id)
+            part = mine[k * micro:(k + 1) * micro]
+            inputs = collate_packed(part, self.pad_id, self.cfg.seq_len) if self.pack else collate(part, self.pad_id)
             sync = k == self.cfg.grad_accum - 1
             with contextlib.nullcontext() if sync else self.acc.no_sync(self.model):
+                # use_cache=False also matters for packing: transformers only derives the per-chat
+                # (block-diagonal) mask from restarting position ids when no cache is passed
                 logits = self.model(input_ids=inputs["input_ids"].to(self.acc.device),
                                     attention_mask=_to(inputs["attention_mask"], self.acc.device),
+                                    position_ids=_to(inputs.get("position_ids"), self.acc.device),
                                     use_cache=False).logits
                 loss = token_loss_sum(logits, inputs["labels"].to(self.acc.device))
                 self.acc.backward(loss * world / targets)

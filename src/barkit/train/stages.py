@@ -89,6 +89,8 @@ class StageConfig:
     sample_fraction: float = field(default=0.05, metadata={"help": "router: stratified share of each file"})
     min_rows_per_file: int = field(default=32, metadata={"help": "router: at least this many rows per file"})
     seq_len: int = field(default=128, metadata={"help": "tokens per sequence (packing / truncation)"})
+    pack_chats: bool = field(default=True, metadata={
+        "help": "sft/router: several chats per row, attention kept within each chat (same loss, less padding)"})
     batch_size: int = field(default=32, metadata={"help": "sequences per optimizer step, all processes"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     epochs: float | None = None
