@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "inspect": ("barkit.commands.inspect_cmd", None, "describe a checkpoint"),
     "compose": ("barkit.commands.compose_cmd", "ComposeConfig", "compose anchor + domain experts into one MoE"),
     "select": ("barkit.commands.select_cmd", "SelectConfig", "keep only some experts (opt-in/opt-out)"),
+    "route": ("barkit.commands.route_cmd", "RouteConfig", "train only the router of a composed MoE"),
+    "upgrade": ("barkit.commands.upgrade_cmd", "UpgradeConfig", "replace one expert and retrain the router"),
     "merge": ("barkit.commands.merge_cmd", "MergeConfig", "dense weight-space merging baselines"),
     "demo": ("barkit.commands.demo_cmd", "DemoConfig", "run BAR end to end on the toy world and print the table"),
     "world": ("barkit.commands.world_cmd", None, "build the embedded toy world (data, tokenizer, base, anchor)"),

@@ -29,7 +29,7 @@ class DemoConfig:
     profile: Literal["quick", "default"] = "quick"
     seed: int = 0
     domains: list[str] = field(default_factory=lambda: ["math", "code", "tool_use", "safety"])
-    eval_stages: bool = field(default=True, metadata={"help": "also evaluate each intermediate stage"})
+    eval_stages: bool = field(default=False, metadata={"help": "also evaluate each intermediate stage"})
     baselines: bool = field(default=False, metadata={"help": "add merging / CFT / retraining baselines"})
     progress: bool = True
 
@@ -100,7 +100,8 @@ def evaluate_model(steps: Steps, name: str, model: Path, world: Path, out: Path,
     from barkit.eval.harness import EvalConfig, evaluate, load_results
 
     cfg = EvalConfig(model=str(model), suite="toy", world=str(world), out=str(out), name=name,
-                     categories=categories, max_new_tokens=recipe.eval_max_new_tokens, batch_size=64)
+                     categories=categories, max_new_tokens=recipe.eval_max_new_tokens, batch_size=64,
+                     limit=recipe.eval_limit)
     steps.run(f"eval/{out.name}", out / "results.json", {"cfg": cfg}, lambda: evaluate(cfg, show_progress=False))
     return load_results(str(out))
 
@@ -109,7 +110,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     from barkit.branch import BranchConfig, branch
     from barkit.compose import ComposeConfig, compose
     from barkit.eval.report import markdown_table, plot_categories, plot_routing
-    from barkit.train import StageConfig, train
+    from barkit.route import RouteConfig, train_router
     from barkit.world.build import WorldConfig, build_world
 
     root = Path(cfg.out)
@@ -137,10 +138,10 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     router_data = [str(world / "data" / "general_sft.jsonl")] + [str(world / "data" / f"{d}_sft.jsonl")
                                                                  for d in cfg.domains]
     b = recipe.router
-    route_cfg = StageConfig(stage="router", model=str(composed), data=router_data, out=str(moe),
+    route_cfg = RouteConfig(model=str(composed), data=router_data, out=str(moe),
                             sample_fraction=recipe.router_fraction, steps=b.steps, lr=b.lr, batch_size=b.batch_size,
                             seq_len=recipe.seq_len, seed=cfg.seed, progress=cfg.progress, overwrite=True)
-    steps.run("route", moe, {"cfg": route_cfg}, lambda: train(route_cfg))
+    steps.run("route", moe, {"cfg": route_cfg}, lambda: train_router(route_cfg))
 
     evals = root / "eval"
     results = {MODEL_LABELS["anchor"]: evaluate_model(steps, MODEL_LABELS["anchor"], world / "anchor", world,
@@ -149,8 +150,9 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
         label = MODEL_LABELS.get(d, f"2x-{d}")
         results[label] = evaluate_model(steps, label, finals[d], world, evals / f"2x-{d}", recipe)
         if cfg.eval_stages:
-            for stage, path in list(stages.items())[:-1]:
-                evaluate_model(steps, f"{label} after {stage}", path, world, evals / f"2x-{d}-{stage}", recipe)
+            for stage, path in list(stages.items())[:-1]:  # own category + the general ones it must keep
+                evaluate_model(steps, f"{label} after {stage}", path, world, evals / f"2x-{d}-{stage}", recipe,
+                               [DOMAIN_CATEGORY[d], "knowledge", "reasoning", "chat"])
     results[MODEL_LABELS["composed"]] = evaluate_model(steps, MODEL_LABELS["composed"], composed, world,
                                                        evals / "bar-moe-composed", recipe)
     results[MODEL_LABELS["moe"]] = evaluate_model(steps, MODEL_LABELS["moe"], moe, world, evals / "bar-moe", recipe)

@@ -52,29 +52,32 @@ class Recipe:
         "math": ("midtrain", "sft", "rl"), "code": ("midtrain", "sft", "rl"),
         "tool_use": ("sft",), "safety": ("sft",)})
     eval_max_new_tokens: int = 64
+    eval_limit: int | None = None  # items per benchmark (None: the whole held-out suite)
 
 
 RECIPES: dict[str, Recipe] = {
     "quick": Recipe(
         shape=ModelShape(hidden=96, layers=3, heads=4, kv_heads=4, intermediate=256),
         seq_len=128,
-        pretrain=Budget(steps=240, lr=3e-3),
-        anchor_sft=Budget(steps=120, lr=2e-3),
-        midtrain=Budget(steps=40, lr=2e-3),
-        sft=Budget(steps=80, lr=2e-3),
-        rl=RLBudget(steps=12, lr=2e-4),
-        router=Budget(steps=30, lr=2e-3),
+        pretrain=Budget(steps=150, lr=3e-3),
+        anchor_sft=Budget(steps=60, lr=2e-3),
+        midtrain=Budget(steps=20, lr=2e-3),
+        sft=Budget(steps=40, lr=2e-3, batch_size=16),
+        rl=RLBudget(steps=6, lr=2e-4),
+        router=Budget(steps=20, lr=2e-3, batch_size=16),
         router_fraction=0.25,
+        eval_max_new_tokens=48,
+        eval_limit=32,
     ),
     "default": Recipe(
         shape=ModelShape(hidden=128, layers=4, heads=4, kv_heads=4, intermediate=384),
         seq_len=128,
-        pretrain=Budget(steps=1200, lr=3e-3),
-        anchor_sft=Budget(steps=500, lr=2e-3),
-        midtrain=Budget(steps=150, lr=2e-3),
-        sft=Budget(steps=300, lr=2e-3),
-        rl=RLBudget(steps=40, lr=2e-4, prompts_per_step=16),
-        router=Budget(steps=120, lr=2e-3),
+        pretrain=Budget(steps=600, lr=3e-3),
+        anchor_sft=Budget(steps=250, lr=2e-3),
+        midtrain=Budget(steps=60, lr=2e-3),
+        sft=Budget(steps=200, lr=2e-3, batch_size=16),
+        rl=RLBudget(steps=20, lr=2e-4),
+        router=Budget(steps=60, lr=2e-3, batch_size=16),
         router_fraction=0.1,
     ),
 }

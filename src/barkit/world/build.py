@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -28,8 +28,10 @@ class WorldConfig:
     progress: bool = True
 
 
-def _key(cfg: WorldConfig) -> dict:
-    return {"profile": cfg.profile, "seed": cfg.seed}
+def _key(cfg: WorldConfig, recipe: Recipe) -> dict:
+    """What the world depends on: a change to any of it rebuilds the affected phases."""
+    return {"profile": cfg.profile, "seed": cfg.seed, "shape": asdict(recipe.shape), "seq_len": recipe.seq_len,
+            "pretrain": asdict(recipe.pretrain), "anchor_sft": asdict(recipe.anchor_sft)}
 
 
 def _read_manifest(root: Path) -> dict:
@@ -109,7 +111,7 @@ def build_world(cfg: WorldConfig, log: Callable[[str], None] = print) -> Path:
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
     recipe = get_recipe(cfg.profile)
-    manifest, key = _read_manifest(root), _key(cfg)
+    manifest, key = _read_manifest(root), _key(cfg, recipe)
     stale = False
     for phase in PHASES:
         if not stale and _valid(root, phase, manifest, key):

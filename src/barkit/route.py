@@ -1,0 +1,99 @@
+"""Route: train only the router of a composed MoE, and upgrade one expert (swap it, retrain the router).
+
+Both are thin layers over the training engine's `router` stage, which keeps every non-router tensor
+bit-identical; upgrading costs one expert plus a router pass, not a retraining of everything.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from barkit.errors import BarkitError
+
+
+@dataclass
+class RouteConfig:
+    model: str = field(metadata={"help": "composed MoE checkpoint (barkit compose)"})
+    data: list[str] = field(metadata={"help": "chat JSONL files: the union of the domains' SFT data"})
+    out: str = field(metadata={"help": "output directory"})
+    sample_fraction: float = field(default=0.05, metadata={"help": "stratified share of each file (BAR: 5%)"})
+    top_k: int | None = field(default=None, metadata={"help": "experts per token (default: the model's)"})
+    steps: int | None = None
+    epochs: float | None = None
+    lr: float | None = None
+    batch_size: int = 32
+    seq_len: int = 128
+    seed: int = 0
+    save_every: int = 0
+    resume: bool = False
+    progress: bool = True
+    overwrite: bool = False
+
+
+@dataclass
+class UpgradeConfig(RouteConfig):
+    replace: list[str] = field(default_factory=list, metadata={"help": "NAME=NEW_CKPT (one or more)"})
+
+    def validate(self) -> None:
+        if not self.replace:
+            raise BarkitError("config key 'replace': give at least one NAME=NEW_CKPT")
+
+
+def _with_top_k(model: str, top_k: int | None, scratch: Path) -> str:
+    """A view of `model` whose config asks for `top_k` experts per token (weights hard-linked, not copied)."""
+    if top_k is None:
+        return model
+    config = json.loads((Path(model) / "config.json").read_text())
+    n = config.get("num_experts", config.get("num_local_experts"))
+    if not 1 <= top_k <= n:
+        raise BarkitError(f"config key 'top_k': must be between 1 and the {n} experts of {model}")
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    scratch.mkdir(parents=True)
+    for item in Path(model).iterdir():
+        if item.is_file():
+            try:
+                (scratch / item.name).hardlink_to(item)
+            except OSError:
+                shutil.copy2(item, scratch / item.name)
+    (scratch / "config.json").unlink()
+    (scratch / "config.json").write_text(json.dumps({**config, "num_experts_per_tok": top_k}, indent=2))
+    return str(scratch)
+
+
+def train_router(cfg: RouteConfig, model: str | None = None) -> Path:
+    from barkit.train import StageConfig, train
+
+    scratch = Path(cfg.out).with_name(f".{Path(cfg.out).name}.topk")
+    source = _with_top_k(model or cfg.model, cfg.top_k, scratch)
+    try:
+        return train(StageConfig(stage="router", model=source, data=list(cfg.data), out=cfg.out,
+                                 sample_fraction=cfg.sample_fraction, steps=cfg.steps, epochs=cfg.epochs, lr=cfg.lr,
+                                 batch_size=cfg.batch_size, seq_len=cfg.seq_len, seed=cfg.seed,
+                                 save_every=cfg.save_every, resume=cfg.resume, progress=cfg.progress,
+                                 overwrite=cfg.overwrite))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def upgrade(cfg: UpgradeConfig) -> Path:
+    """Swap each named expert for its new checkpoint, then retrain only the router."""
+    from barkit.compose import parse_named, replace_expert
+
+    out = Path(cfg.out)
+    if out.exists() and not cfg.overwrite:
+        raise BarkitError(f"{out}: output already exists (pass --overwrite to replace it)")
+    current = cfg.model
+    swapped = out.with_name(f".{out.name}.swapped")
+    for i, (name, ckpt) in enumerate(parse_named(cfg.replace, "replace")):
+        target = swapped.with_name(f"{swapped.name}{i}")
+        replace_expert(current, name, ckpt, target, overwrite=True)
+        current = str(target)
+    try:
+        return train_router(cfg, current)
+    finally:
+        for i in range(len(cfg.replace)):
+            shutil.rmtree(swapped.with_name(f"{swapped.name}{i}"), ignore_errors=True)
