@@ -26,7 +26,8 @@ MODEL_LABELS = {"anchor": "Anchor (dense)", "math": "2x-Math", "code": "2x-Code"
 @dataclass
 class DemoConfig:
     out: str = field(default="runs/demo", metadata={"help": "output directory"})
-    profile: Literal["quick", "default"] = "quick"
+    profile: Literal["quick", "default", "smoke"] = field(
+        default="quick", metadata={"help": "quick (~3 min), default (~15 min), smoke (tests: every path, no learning)"})
     seed: int = 0
     domains: list[str] = field(default_factory=lambda: ["math", "code", "tool_use", "safety"])
     eval_stages: bool = field(default=False, metadata={"help": "also evaluate each intermediate stage"})

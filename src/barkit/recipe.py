@@ -53,6 +53,7 @@ class Recipe:
         "tool_use": ("sft",), "safety": ("sft",)})
     eval_max_new_tokens: int = 64
     eval_limit: int | None = None  # items per benchmark (None: the whole held-out suite)
+    data_profile: str | None = None  # the toy-world data profile (default: the recipe's own name)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -81,6 +82,22 @@ RECIPES: dict[str, Recipe] = {
         router_fraction=0.1,
     ),
 }
+
+
+# "smoke" runs every code path of the demo in about a minute, for end-to-end tests; it learns nothing.
+RECIPES["smoke"] = Recipe(
+    shape=ModelShape(hidden=32, layers=2, heads=2, kv_heads=2, intermediate=64),
+    seq_len=96,
+    pretrain=Budget(steps=6, lr=3e-3, batch_size=8),
+    anchor_sft=Budget(steps=4, lr=3e-3, batch_size=8),
+    midtrain=Budget(steps=2, lr=3e-3, batch_size=8),
+    sft=Budget(steps=2, lr=3e-3, batch_size=8),
+    rl=RLBudget(steps=1, lr=2e-4, batch_size=8, prompts_per_step=2, num_generations=2, max_new_tokens=8),
+    router=Budget(steps=2, lr=3e-3, batch_size=8),
+    eval_max_new_tokens=12,
+    eval_limit=3,
+    data_profile="quick",
+)
 
 
 def get_recipe(profile: str) -> Recipe:

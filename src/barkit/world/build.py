@@ -23,7 +23,7 @@ PHASES = ("data", "tokenizer", "base", "anchor")
 @dataclass
 class WorldConfig:
     out: str = field(metadata={"help": "world directory"})
-    profile: Literal["quick", "default"] = "quick"
+    profile: Literal["quick", "default", "smoke"] = "quick"
     seed: int = 0
     progress: bool = True
 
@@ -66,7 +66,7 @@ def init_dense_model(recipe: Recipe, tokenizer_dir: Path, out: Path, seed: int) 
 def _phase_data(cfg, root, recipe, progress):
     from barkit.world.generate import generate_world
 
-    return generate_world(root / "data", cfg.profile, cfg.seed)
+    return generate_world(root / "data", recipe.data_profile or cfg.profile, cfg.seed)
 
 
 def _phase_tokenizer(cfg, root, recipe, progress):
@@ -74,7 +74,7 @@ def _phase_tokenizer(cfg, root, recipe, progress):
     from barkit.world.tokenizer import train_tokenizer
 
     with atomic_output_dir(root / "tokenizer", overwrite=True) as tmp:
-        tok = train_tokenizer(root / "data", tmp, get_profile(cfg.profile).vocab_size)
+        tok = train_tokenizer(root / "data", tmp, get_profile(recipe.data_profile or cfg.profile).vocab_size)
     return {"vocab_size": len(tok)}
 
 

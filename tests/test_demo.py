@@ -1,0 +1,58 @@
+"""End to end: the smoke-profile demo runs every phase, keeps BAR's invariants, and resumes."""
+
+import json
+
+import pytest
+import torch
+
+from barkit.arch import ROLES, spec_for_moe
+from barkit.checkpoint import CheckpointReader
+from barkit.demo import MODEL_LABELS, DemoConfig, run_demo
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    logs: list[str] = []
+    summary = run_demo(DemoConfig(out=str(out), profile="smoke", progress=False), log=logs.append)
+    return out, summary, logs
+
+
+def test_demo_writes_the_bar_table_and_plots(demo):
+    out, summary, _ = demo
+    table = (out / "table.md").read_text().splitlines()
+    assert table[0] == "| Model | Overall | Know | Reas | Chat | Math | Code | Tool | Safety |"
+    names = [line.split("|")[1].strip() for line in table[2:]]
+    assert names == [MODEL_LABELS[k] for k in ("anchor", "math", "code", "tool_use", "safety", "composed", "moe")]
+    for png in ("table.png", "routing.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    scores = summary["scores"][MODEL_LABELS["moe"]]
+    assert set(scores) == {"overall", "knowledge", "reasoning", "chat", "math", "code", "tool_use", "safety"}
+    routing = json.loads((out / "eval" / "bar-moe" / "results.json").read_text())["routing"]
+    assert routing["experts"] == ["anchor", "math", "code", "tool_use", "safety"]
+
+
+def test_demo_keeps_the_anchor_and_composes_experts_exactly(demo):
+    out, _, _ = demo
+    base = CheckpointReader(out / "bar-2x-base")
+    moe = CheckpointReader(out / "bar-moe")
+    spec = spec_for_moe(base.config["model_type"])
+    finals = {"math": "rl", "code": "rl", "tool_use": "sft", "safety": "sft"}
+    for i, (domain, stage) in enumerate(finals.items(), start=1):
+        expert = CheckpointReader(out / "experts" / domain / stage)
+        for layer in range(base.config["num_hidden_layers"]):
+            assert torch.equal(expert.get(spec.router_key(layer))[0], base.get(spec.router_key(layer))[0])
+            for role in ROLES:
+                anchor_T = base.get(spec.expert_key(role, layer, 0))
+                assert torch.equal(expert.get(spec.expert_key(role, layer, 0)), anchor_T)
+                assert torch.equal(moe.get(spec.expert_key(role, layer, 0)), anchor_T)
+                assert torch.equal(moe.get(spec.expert_key(role, layer, i)), expert.get(spec.expert_key(role, layer, 1)))
+
+
+def test_demo_rerun_skips_every_step(demo):
+    out, summary, _ = demo
+    logs: list[str] = []
+    again = run_demo(DemoConfig(out=str(out), profile="smoke", progress=False), log=logs.append)
+    assert again["step_seconds"] == {}
+    assert any("up to date" in line for line in logs)
+    assert again["table"] == summary["table"]
