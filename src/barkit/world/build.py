@@ -30,7 +30,10 @@ class WorldConfig:
 
 def _key(cfg: WorldConfig, recipe: Recipe) -> dict:
     """What the world depends on: a change to any of it rebuilds the affected phases."""
-    return {"profile": cfg.profile, "seed": cfg.seed, "shape": asdict(recipe.shape), "seq_len": recipe.seq_len,
+    from barkit.world.generate import GENERATOR_VERSION
+
+    return {"profile": cfg.profile, "seed": cfg.seed, "generator": GENERATOR_VERSION,
+            "shape": asdict(recipe.shape), "seq_len": recipe.seq_len,
             "pretrain": asdict(recipe.pretrain), "anchor_sft": asdict(recipe.anchor_sft)}
 
 
