@@ -1,0 +1,345 @@
+"""BAR's baselines in the same harness: dense merging, continued fine-tuning, retraining and BTX.
+
+Each baseline is one call on the toy world's data with the recipe's step budgets, returning
+`(checkpoint, cost)`. A cost counts the training that produced the model starting from the world's anchor
+(base for retraining), read back from the training outputs: `tokens` (summed `tokens` of metrics.jsonl;
+completion tokens for RL), `trainable_params` (largest trainable count of the runs, from the manifests),
+`token_params` (sum over runs of tokens x trainable params: the compute proxy), `wall_s` (summed optimizer
+step seconds) and `runs`. Steps go through demo's `Steps`, so every baseline resumes and skips like the demo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Callable, Literal
+
+from barkit.demo import STAGE_FILES, Steps, _stage_config
+from barkit.errors import BarkitError
+from barkit.recipe import Recipe
+
+TRAIN_STAGES = ("pretrain", "midtrain", "sft", "rl", "router")
+COST_KEYS = ("tokens", "trainable_params", "token_params", "wall_s", "runs")
+LABELS = {"merge": "Dense merge (task arithmetic)", "cft": "Continued fine-tuning", "retrain": "Retrain (dense)",
+          "btx": "BTX"}
+COST_COLUMN = "Cost (tok x param)"
+
+
+# ---------------------------------------------------------------- costs
+
+def _manifest(ckpt: Path) -> dict:
+    path = Path(ckpt) / "barkit_manifest.json"
+    if not path.is_file():
+        raise BarkitError(f"{ckpt}: no barkit_manifest.json (not a barkit checkpoint)")
+    return json.loads(path.read_text())
+
+
+def run_cost(ckpt: str | Path) -> dict:
+    """The cost of the one training run that wrote `ckpt` (tokens extrapolated when not every step was logged)."""
+    from barkit.train.metrics import read_metrics
+
+    manifest = _manifest(Path(ckpt))
+    if manifest.get("stage") not in TRAIN_STAGES or "trainable" not in manifest:
+        raise BarkitError(f"{ckpt}: stage '{manifest.get('stage')}' is not a training run")
+    rows = [r for r in read_metrics(Path(ckpt) / "metrics.jsonl") if "step_s" in r]
+    steps = int(manifest.get("steps") or len(rows))
+    scale = steps / len(rows) if rows else 0.0
+    tokens = round(sum(r.get("tokens", 0) for r in rows) * scale)
+    params = int(manifest["trainable"]["params"])
+    return {"tokens": tokens, "trainable_params": params, "token_params": float(tokens) * params,
+            "wall_s": sum(r["step_s"] for r in rows) * scale, "runs": 1}
+
+
+def add_costs(*costs: dict) -> dict:
+    """Sum of costs (trainable_params: the largest)."""
+    total = {"tokens": 0, "trainable_params": 0, "token_params": 0.0, "wall_s": 0.0, "runs": 0}
+    for cost in costs:
+        for key in COST_KEYS:
+            total[key] = max(total[key], cost[key]) if key == "trainable_params" else total[key] + cost[key]
+    return total
+
+
+def chain_cost(ckpt: str | Path, stop: str | Path) -> dict:
+    """Cost of the training runs from `stop` (excluded) to `ckpt`, following each manifest's parent model."""
+    stop, path, costs = Path(stop).resolve(), Path(ckpt).resolve(), []
+    while path != stop:
+        manifest = _manifest(path)
+        if manifest.get("stage") not in TRAIN_STAGES:
+            raise BarkitError(f"{ckpt}: its lineage reaches {path} (stage '{manifest.get('stage')}') before {stop}")
+        costs.append(run_cost(path))
+        path = Path(manifest["parents"]["model"]["path"]).resolve()
+    return add_costs(*costs)
+
+
+def _chain_steps(ckpt: Path, stop: Path) -> int:
+    """Optimizer steps along the lineage (the Merge-to-Learn lambda heuristic's unit)."""
+    total, path = 0, Path(ckpt).resolve()
+    while path != Path(stop).resolve():
+        manifest = _manifest(path)
+        total += int(manifest.get("steps") or 0)
+        path = Path(manifest["parents"]["model"]["path"]).resolve()
+    return total
+
+
+def bar_cost(bar_moe: str | Path, finals: dict[str, Path], bar_base: str | Path) -> dict:
+    """BAR from the anchor: every domain expert's stages plus the router run."""
+    return add_costs(*(chain_cost(p, bar_base) for p in finals.values()), run_cost(bar_moe))
+
+
+# ---------------------------------------------------------------- shared helpers
+
+def _steps(steps: Steps | None, out: Path, log: Callable[[str], None]) -> Steps:
+    return steps if steps is not None else Steps(Path(out), log)
+
+
+def _domains(recipe: Recipe, domains: list[str] | None) -> list[str]:
+    chosen = list(domains) if domains is not None else list(recipe.domain_stages)
+    unknown = [d for d in chosen if d not in recipe.domain_stages]
+    if unknown or not chosen:
+        raise BarkitError(f"domains: {unknown or 'none given'}; the recipe has {list(recipe.domain_stages)}")
+    return chosen
+
+
+def _data(world: Path, name: str) -> Path:
+    path = Path(world) / "data" / name
+    if not path.is_file():
+        raise BarkitError(f"{path}: data file not found (build the world first)")
+    return path
+
+
+def _train_step(steps: Steps, name: str, cfg) -> Path:
+    from barkit.train import train
+
+    return steps.run(name, Path(cfg.out), {"cfg": cfg, "parent": cfg.model}, lambda: train(cfg))
+
+
+def _dense_chain(steps: Steps, name: str, world: Path, start: Path, domain: str, recipe: Recipe, out: Path,
+                 seed: int, progress: bool, threads: int | None) -> Path:
+    """One domain's BAR stages (same data, budgets and general-data mixing as its expert) on a dense model,
+    all parameters trainable."""
+    model = start
+    for stage in recipe.domain_stages[domain]:
+        data = _data(world, STAGE_FILES[stage].format(domain=domain))
+        cfg = _stage_config(recipe, stage, domain, model, data, out / stage, seed, progress,
+                            _data(world, "general_sft.jsonl"))
+        cfg = dataclasses.replace(cfg, trainable=["all"], expert_name=None, threads=threads)
+        model = _train_step(steps, f"{name}/{stage}", cfg)
+    return model
+
+
+# ---------------------------------------------------------------- baselines
+
+def dense_merge(world: str | Path, bar_base: str | Path, finals: dict[str, Path], recipe: Recipe, out: str | Path,
+                *, lambdas: Literal["steps", "equal"] | dict[str, float] = "steps", steps: Steps | None = None,
+                log: Callable[[str], None] = print) -> tuple[Path, dict]:
+    """Merge-to-Learn: task-arithmetic merge of the folded (dense) BAR experts into the dense anchor.
+
+    Task vectors are relative to BAR-2x-Base folded through expert 1 (base FFN, anchor's shared tensors), the
+    model every expert started from. lambda: each expert's share of training steps (anchor SFT included), 1
+    each ("equal"), or given per domain. Cost: the experts' training (no new training; `runs` counts theirs).
+    """
+    from barkit.merge import MergeConfig, fold_expert, merge
+
+    world, bar_base, out = Path(world), Path(bar_base), Path(out) / "merge"
+    steps = _steps(steps, out.parent, log)
+    folded = {}
+    for name, src in {"pretrained": bar_base, **finals}.items():
+        folded[name] = steps.run(f"baselines/merge/fold-{name}", out / "folded" / name, {"moe": str(src)},
+                                 lambda s=src, o=out / "folded" / name: fold_expert(s, o, 1, overwrite=True))
+    weights = _lambdas(lambdas, world, bar_base, finals)
+    cfg = MergeConfig(method="task_arithmetic", general=str(world / "anchor"), pretrained=str(folded["pretrained"]),
+                      models=[f"{d}={folded[d]}:{weights[d]!r}" for d in finals], out=str(out / "model"),
+                      overwrite=True)
+    model = steps.run("baselines/merge/merge", out / "model", {"cfg": cfg}, lambda: merge(cfg))
+    return model, add_costs(*(chain_cost(p, bar_base) for p in finals.values()))
+
+
+def _lambdas(lambdas, world: Path, bar_base: Path, finals: dict[str, Path]) -> dict[str, float]:
+    if isinstance(lambdas, dict):
+        missing = sorted(set(finals) - set(lambdas))
+        if missing:
+            raise BarkitError(f"lambdas: no value for domain '{missing[0]}'")
+        return {d: float(lambdas[d]) for d in finals}
+    if lambdas == "equal":
+        return {d: 1.0 for d in finals}
+    counts = {d: _chain_steps(p, bar_base) for d, p in finals.items()}
+    total = sum(counts.values()) + int(_manifest(world / "anchor").get("steps") or 0)
+    return {d: c / total for d, c in counts.items()}
+
+
+def continued_finetuning(world: str | Path, recipe: Recipe, out: str | Path, *, domains: list[str] | None = None,
+                         seed: int = 0, progress: bool = False, threads: int | None = None,
+                         steps: Steps | None = None, log: Callable[[str], None] = print) -> tuple[Path, dict]:
+    """The dense anchor fine-tuned on each domain in turn (every stage, all parameters): it can forget."""
+    world, out = Path(world), Path(out) / "cft"
+    steps = _steps(steps, out.parent, log)
+    model = world / "anchor"
+    for i, domain in enumerate(_domains(recipe, domains)):
+        model = _dense_chain(steps, f"baselines/cft/{i}-{domain}", world, model, domain, recipe,
+                             out / f"{i}-{domain}", seed, progress, threads)
+    return model, chain_cost(model, world / "anchor")
+
+
+def retrain_steps(recipe: Recipe, domains: list[str]) -> tuple[int, int]:
+    """(midtrain steps, SFT steps at the anchor's batch size) for retraining on `domains`: the experts' and the
+    anchor's budgets in examples, so retraining sees as many examples as BAR's SFT runs did in total.
+
+    >>> from barkit.recipe import get_recipe
+    >>> retrain_steps(get_recipe("quick"), ["math", "code", "tool_use", "safety"])  # (60*32 + 4*40*16) / 32
+    (40, 140)
+    """
+    stages = [s for d in domains for s in recipe.domain_stages[d]]
+    examples = recipe.anchor_sft.steps * recipe.anchor_sft.batch_size
+    examples += stages.count("sft") * recipe.sft.steps * recipe.sft.batch_size
+    return stages.count("midtrain") * recipe.midtrain.steps, math.ceil(examples / recipe.anchor_sft.batch_size)
+
+
+def retrain(world: str | Path, recipe: Recipe, out: str | Path, *, domains: list[str] | None = None,
+            midtrain: bool = True, seed: int = 0, progress: bool = False, threads: int | None = None,
+            steps: Steps | None = None, log: Callable[[str], None] = print) -> tuple[Path, dict]:
+    """The base post-trained again on everything: midtraining on the union of the domains' midtraining text
+    (optional), then one SFT run on the union of general and all domain SFT chats (dense, all parameters)."""
+    from barkit.train import StageConfig
+
+    world, out = Path(world), Path(out) / "retrain"
+    steps, chosen = _steps(steps, out.parent, log), _domains(recipe, domains)
+    mid_steps, sft_steps = retrain_steps(recipe, chosen)
+    common = dict(trainable=["all"], seq_len=recipe.seq_len, seed=seed, progress=progress, threads=threads,
+                  overwrite=True, resume=True, schedule="cosine", warmup_ratio=0.05)
+    model = world / "base"
+    mid_data = [str(_data(world, f"{d}_midtrain.jsonl")) for d in chosen if "midtrain" in recipe.domain_stages[d]]
+    if midtrain and mid_data:
+        b = recipe.midtrain
+        cfg = StageConfig(stage="midtrain", model=str(model), data=mid_data, out=str(out / "midtrain"),
+                          steps=mid_steps, lr=b.lr, batch_size=b.batch_size, save_every=max(25, mid_steps // 4),
+                          **common)
+        model = _train_step(steps, "baselines/retrain/midtrain", cfg)
+    sft_data = [str(_data(world, "general_sft.jsonl"))]
+    sft_data += [str(_data(world, f"{d}_sft.jsonl")) for d in chosen if "sft" in recipe.domain_stages[d]]
+    b = recipe.anchor_sft
+    cfg = StageConfig(stage="sft", model=str(model), data=sft_data, out=str(out / "sft"), steps=sft_steps, lr=b.lr,
+                      batch_size=b.batch_size, save_every=max(25, sft_steps // 4), **common)
+    model = _train_step(steps, "baselines/retrain/sft", cfg)
+    return model, chain_cost(model, world / "base")
+
+
+def btx(world: str | Path, recipe: Recipe, out: str | Path, *, domains: list[str] | None = None,
+        freeze_anchor: bool = False, seed: int = 0, progress: bool = False, threads: int | None = None,
+        steps: Steps | None = None, log: Callable[[str], None] = print) -> tuple[Path, dict]:
+    """Branch-Train-MiX: dense copies of the anchor trained per domain (all parameters, the experts' stages),
+    their FFNs mixed into an (N+1)-expert MoE (anchor FFN = expert 0), every other tensor averaged over the
+    anchor and the domain models, router random; then the whole MoE fine-tuned on the union of the SFT data
+    for the router's budget (`freeze_anchor` keeps expert 0 and router row 0 fixed)."""
+    from barkit.compose import ComposeConfig, compose
+    from barkit.train import StageConfig
+
+    world, out = Path(world), Path(out) / "btx"
+    steps, chosen = _steps(steps, out.parent, log), _domains(recipe, domains)
+    dense = {d: _dense_chain(steps, f"baselines/btx/dense/{d}", world, world / "anchor", d, recipe,
+                             out / "dense" / d, seed, progress, threads) for d in chosen}
+    parts = {d: _btx_part(steps, world / "anchor", dense[d], out / "parts" / d, seed + i)
+             for i, d in enumerate(chosen, start=1)}
+    compose_cfg = ComposeConfig(anchor=str(world / "anchor"), experts=[f"{d}={p}" for d, p in parts.items()],
+                                out=str(out / "composed"), shared="mean", overwrite=True)
+    composed = steps.run("baselines/btx/compose", out / "composed", {"cfg": compose_cfg},
+                         lambda: compose(compose_cfg))
+    n = len(chosen)
+    trainable = ([f"expert:{i}" for i in range(1, n + 1)] + [f"router:{i}" for i in range(1, n + 1)]
+                 + ["embeddings", "lm_head", "attention", "norms"]) if freeze_anchor else ["all"]
+    b = recipe.router
+    data = [str(_data(world, "general_sft.jsonl"))] + [str(_data(world, f"{d}_sft.jsonl")) for d in chosen]
+    cfg = StageConfig(stage="sft", model=str(composed), data=data, out=str(out / "model"), trainable=trainable,
+                      allow_anchor_updates=not freeze_anchor, steps=b.steps, lr=b.lr, batch_size=b.batch_size,
+                      seq_len=recipe.seq_len, seed=seed, progress=progress, threads=threads, overwrite=True,
+                      resume=True, schedule="cosine", warmup_ratio=0.05, save_every=max(25, b.steps // 4))
+    model = _train_step(steps, "baselines/btx/finetune", cfg)
+    return model, add_costs(*(chain_cost(p, world / "anchor") for p in dense.values()), run_cost(model))
+
+
+def _btx_part(steps: Steps, anchor: Path, dense: Path, out: Path, seed: int) -> Path:
+    """A 2-expert checkpoint compose accepts: expert 0 = the anchor's FFN, expert 1 = the domain model's FFN,
+    shared tensors = the domain model's (so compose's shared=mean averages the domain models).
+
+    Built from public operations: branch(domain, anchor) puts the anchor FFN in expert 1 next to the domain's
+    shared tensors; folding that expert gives a dense (anchor FFN, domain shared) model; branching it with the
+    domain model as base gives the layout compose wants.
+    """
+    from barkit.branch import BranchConfig, branch
+    from barkit.merge import fold_expert
+
+    swap = BranchConfig(anchor=str(dense), base=str(anchor), out=str(out / "swap"), seed=seed, overwrite=True)
+    steps.run(f"baselines/btx/parts/{out.name}/swap", out / "swap", {"cfg": swap}, lambda: branch(swap))
+    steps.run(f"baselines/btx/parts/{out.name}/fold", out / "mixed", {"moe": swap.out},
+              lambda: fold_expert(out / "swap", out / "mixed", 1, overwrite=True))
+    final = BranchConfig(anchor=str(out / "mixed"), base=str(dense), out=str(out / "2x"), seed=seed, overwrite=True)
+    return steps.run(f"baselines/btx/parts/{out.name}/2x", out / "2x", {"cfg": final}, lambda: branch(final))
+
+
+# ---------------------------------------------------------------- scenario, table, plot
+
+def add_domain_scenario(expert_costs: dict[str, dict], router_cost: dict, retrain_cost: dict, recipe: Recipe,
+                        like: str | None = None) -> dict:
+    """Cumulative token x param cost of adding one more domain (budgeted like domain `like`, default the last):
+    BAR trains one expert and the router again; retraining runs everything again with one more domain (its
+    cost scaled by its budget in steps, per phase run on the same dense model)."""
+    domains = list(expert_costs)
+    like = like or domains[-1]
+    if like not in expert_costs:
+        raise BarkitError(f"like: '{like}' is not one of the measured domains {domains}")
+    bar_now = add_costs(*expert_costs.values(), router_cost)["token_params"]
+    extended = [*domains, like]
+    mid_now, sft_now = retrain_steps(recipe, domains)
+    mid_new, sft_new = retrain_steps(recipe, extended)
+    scale = (mid_new + sft_new) / (mid_now + sft_now)
+    bar_new = expert_costs[like]["token_params"] + router_cost["token_params"]
+    return {"domains": domains, "new_domain_like": like, "bar": {"now": bar_now, "after": bar_now + bar_new},
+            "retrain": {"now": retrain_cost["token_params"],
+                        "after": retrain_cost["token_params"] * (1 + scale)}}
+
+
+def cost_columns(costs: dict[str, dict]) -> dict[str, dict[str, str]]:
+    """`markdown_table(..., extra_columns=...)` cells: tokens x trainable parameters per model."""
+    return {label: {COST_COLUMN: f"{c['token_params']:.2e}"} for label, c in costs.items()}
+
+
+def plot_score_vs_cost(results: dict[str, dict], costs: dict[str, dict], path: str | Path,
+                       title: str = "Overall score vs training cost") -> Path:
+    """Overall score against tokens x trainable params (log scale) for every model that has a cost."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(label, costs[label]["token_params"], results[label]["overall"]) for label in results
+              if label in costs and results[label].get("overall") is not None]
+    if not points:
+        raise BarkitError("plot_score_vs_cost: no model has both a score and a cost")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, x, y in points:
+        ax.scatter([max(x, 1.0)], [y])
+        ax.annotate(label, (max(x, 1.0), y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training cost: tokens x trainable parameters (from the anchor)")
+    ax.set_ylabel("overall score")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def run_baselines(steps: Steps, root: Path, world: Path, bar_base: Path, finals: dict[str, Path], recipe: Recipe,
+                  seed: int = 0, progress: bool = False, threads: int | None = None) -> dict[str, tuple[Path, dict]]:
+    """All four baselines under `root/baselines`, keyed by their table labels (the demo's `--baselines`)."""
+    out, domains = Path(root) / "baselines", list(finals)
+    kw = dict(seed=seed, progress=progress, threads=threads, steps=steps, domains=domains)
+    return {LABELS["merge"]: dense_merge(world, bar_base, finals, recipe, out, steps=steps),
+            LABELS["cft"]: continued_finetuning(world, recipe, out, **kw),
+            LABELS["retrain"]: retrain(world, recipe, out, **kw),
+            LABELS["btx"]: btx(world, recipe, out, **kw)}
