@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from barkit.checkpoint import write_json
-from barkit.recipe import Recipe, get_recipe
+from barkit.recipe import Recipe, get_recipe, stage_budget
 
 STAGE_FILES = {"midtrain": "{domain}_midtrain.jsonl", "sft": "{domain}_sft.jsonl", "rl": "{domain}_rl.jsonl"}
 DOMAIN_CATEGORY = {"math": "math", "code": "code", "tool_use": "tool_use", "safety": "safety"}
@@ -59,18 +59,31 @@ class Steps:
         return output
 
 
+def heldout_rl_prompts(world: Path, domain: str, out: Path, limit: int = 64) -> Path:
+    """The domain's held-out eval items as RL prompts, so the RL curve is measured on unseen prompts."""
+    rows = []
+    for line in (world / "data" / "eval" / f"{DOMAIN_CATEGORY[domain]}.jsonl").read_text().splitlines()[:limit]:
+        item = json.loads(line)
+        rows.append({"prompt": item.pop("messages"), **{k: v for k, v in item.items()
+                                                          if k not in ("id", "category", "benchmark")}})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    return out
+
+
 def _stage_config(recipe: Recipe, stage: str, domain: str, model: Path, data: Path, out: Path, seed: int,
-                  progress: bool, general: Path):
+                  progress: bool, general: Path, heldout: Path | None = None):
     from barkit.train import RLConfig, StageConfig
 
-    budget = getattr(recipe, stage)
+    budget = stage_budget(recipe, domain, stage)
     extra: dict = {}
     if stage == "sft":
         extra = dict(general_data=[str(general)], general_ratio=recipe.general_ratio)
     if stage == "rl":
-        rl = recipe.rl
+        rl = budget
         extra = dict(rl=RLConfig(prompts_per_step=rl.prompts_per_step, num_generations=rl.num_generations,
-                                 max_new_tokens=rl.max_new_tokens, eval_data=str(data), eval_max_prompts=64),
+                                 max_new_tokens=rl.max_new_tokens, eval_data=str(heldout or data),
+                                 eval_max_prompts=64),
                      schedule="constant", warmup_ratio=0.0)
     elif stage in ("midtrain", "sft"):
         extra.update(schedule="cosine", warmup_ratio=0.05)
@@ -89,8 +102,9 @@ def train_expert(steps: Steps, root: Path, world: Path, bar_base: Path, domain: 
     for stage in recipe.domain_stages[domain]:
         data = world / "data" / STAGE_FILES[stage].format(domain=domain)
         out = root / "experts" / domain / stage
+        heldout = heldout_rl_prompts(world, domain, root / "rl_heldout" / f"{domain}.jsonl") if stage == "rl" else None
         cfg = _stage_config(recipe, stage, domain, model, data, out, seed, progress,
-                            world / "data" / "general_sft.jsonl")
+                            world / "data" / "general_sft.jsonl", heldout)
         steps.run(f"experts/{domain}/{stage}", out, {"cfg": cfg, "parent": str(model)}, lambda c=cfg: train(c))
         outputs[stage] = model = out
     return outputs

@@ -6,6 +6,7 @@ Learning rates are the tiny-model ones (~1e-3..3e-3, DESIGN.md section 3), not B
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from barkit.errors import BarkitError
@@ -51,6 +52,8 @@ class Recipe:
     domain_stages: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
         "math": ("midtrain", "sft", "rl"), "code": ("midtrain", "sft", "rl"),
         "tool_use": ("sft",), "safety": ("sft",)})
+    # Math is the slowest skill to learn (DESIGN.md section 3): it gets more steps in every stage.
+    domain_step_scale: dict[str, float] = field(default_factory=lambda: {"math": 2.0})
     eval_max_new_tokens: int = 64
     eval_limit: int | None = None  # items per benchmark (None: the whole held-out suite)
     data_profile: str | None = None  # the toy-world data profile (default: the recipe's own name)
@@ -98,6 +101,13 @@ RECIPES["smoke"] = Recipe(
     eval_limit=3,
     data_profile="quick",
 )
+
+
+def stage_budget(recipe: Recipe, domain: str, stage: str) -> Budget:
+    """The stage's budget, with the domain's step multiplier applied."""
+    budget = getattr(recipe, stage)
+    scale = recipe.domain_step_scale.get(domain, 1.0)
+    return dataclasses.replace(budget, steps=max(1, round(budget.steps * scale)))
 
 
 def get_recipe(profile: str) -> Recipe:
