@@ -40,6 +40,10 @@ def bar(tmp_path_factory):
                 btx_frozen=frozen, out=out)
 
 
+def _manifest(path) -> dict:
+    return json.loads((path / "barkit_manifest.json").read_text())
+
+
 def _all(path) -> dict[str, torch.Tensor]:
     reader = CheckpointReader(path)
     return {k: reader.get(k) for k in reader.keys()}
@@ -57,8 +61,10 @@ def test_every_baseline_loads_with_transformers_and_has_a_positive_cost(bar):
 
 def test_dense_merge_lambdas_follow_the_step_share_and_zero_lambdas_give_the_anchor(bar):
     manifest = json.loads((bar["runs"]["merge"][0] / "barkit_manifest.json").read_text())
-    # math trained 2 + 2 + 1 steps, safety 2, the anchor's SFT 4 (smoke recipe)
-    assert manifest["lambdas"] == {"math": 5 / 11, "safety": 2 / 11}
+    trained = {d: sum(_manifest(p)["steps"] for p in (bar["root"] / "experts" / d).iterdir()) for d in DOMAINS}
+    total = sum(trained.values()) + _manifest(bar["world"] / "anchor")["steps"]
+    assert trained["safety"] == 2 and trained["math"] >= 5  # smoke: safety sft; math midtrain + sft + rl
+    assert manifest["lambdas"] == {d: trained[d] / total for d in DOMAINS}
     path, cost = dense_merge(bar["world"], bar["bar_base"], bar["finals"], bar["recipe"], bar["root"] / "zero",
                              lambdas={"math": 0.0, "safety": 0.0}, steps=bar["steps"])
     anchor, merged = _all(bar["world"] / "anchor"), _all(path)
@@ -93,9 +99,12 @@ def test_continued_finetuning_trains_every_parameter_through_every_stage(bar):
 
 def test_retrain_starts_from_the_base_with_the_summed_budget(bar):
     path, cost = bar["runs"]["retrain"]
-    assert retrain_steps(bar["recipe"], DOMAINS) == (2, 8)  # (4*8 + 2*2*8) / 8 SFT steps
-    manifest = json.loads((path / "barkit_manifest.json").read_text())
-    assert manifest["steps"] == 8 and manifest["trainable"]["declared"] == ["all"]
+    experts = {d: _manifest(bar["root"] / "experts" / d / "sft") for d in DOMAINS}
+    examples = 4 * 8 + sum(m["steps"] * m["config"]["batch_size"] for m in experts.values())  # anchor SFT: 4 x 8
+    mid_steps = _manifest(bar["root"] / "experts" / "math" / "midtrain")["steps"]
+    assert retrain_steps(bar["recipe"], DOMAINS) == (mid_steps, examples // 8)
+    manifest = _manifest(path)
+    assert manifest["steps"] == examples // 8 and manifest["trainable"]["declared"] == ["all"]
     assert cost["runs"] == 2 and cost["trainable_params"] == manifest["trainable"]["total_params"]
     mid = json.loads((bar["out"] / "retrain" / "midtrain" / "barkit_manifest.json").read_text())
     assert mid["parents"]["model"]["path"] == str((bar["world"] / "base").resolve())
@@ -136,14 +145,15 @@ def test_bar_cost_and_lineage_errors(bar):
 def test_add_domain_scenario_is_linear_for_bar_and_repeats_retraining():
     recipe = get_recipe("smoke")
     unit = {"tokens": 1, "trainable_params": 1, "wall_s": 1.0, "runs": 1}
-    experts = {"math": {**unit, "token_params": 10.0}, "safety": {**unit, "token_params": 4.0}}
+    experts = {"tool_use": {**unit, "token_params": 10.0}, "safety": {**unit, "token_params": 4.0}}
     router = {**unit, "token_params": 1.0}
     out = add_domain_scenario(experts, router, {**unit, "token_params": 100.0}, recipe)
     assert out["bar"] == {"now": 15.0, "after": 20.0}
-    # retraining on math, safety and one more safety-like domain: (2 + 10) / (2 + 8) of the first run again
-    assert out["retrain"] == {"now": 100.0, "after": pytest.approx(220.0)}
+    # retraining on tool use, safety and one more safety-like domain: SFT steps (4*8 + 3*2*8) / (4*8 + 2*2*8)
+    # = 10 / 8 of the first run again
+    assert out["retrain"] == {"now": 100.0, "after": pytest.approx(225.0)}
     with pytest.raises(BarkitError, match="like"):
-        add_domain_scenario(experts, router, router, recipe, like="code")
+        add_domain_scenario(experts, router, router, recipe, like="math")
 
 
 def test_plot_and_cost_columns(tmp_path):
@@ -153,3 +163,17 @@ def test_plot_and_cost_columns(tmp_path):
     assert cost_columns(costs) == {"A": {COST_COLUMN: "2.50e+09"}, "B": {COST_COLUMN: "0.00e+00"}}
     with pytest.raises(BarkitError):
         plot_score_vs_cost(results, {}, tmp_path / "q.png")
+
+
+def test_run_baseline_config_writes_the_cost_next_to_the_model(bar, tmp_path):
+    from barkit.baselines import BaselineConfig, run_baseline
+
+    cfg = BaselineConfig(method="retrain", world=str(bar["world"]), out=str(tmp_path), profile="smoke",
+                         domains=["safety"], midtrain=False, threads=1, progress=False)
+    path, cost = run_baseline(cfg, log=lambda _: None)
+    assert path == tmp_path / "retrain" / "sft" and cost["runs"] == 1
+    manifest = json.loads((path / "barkit_manifest.json").read_text())
+    assert manifest["steps"] == 6  # (4*8 + 2*8) / 8
+    assert json.loads((tmp_path / "retrain" / "cost.json").read_text()) == {"model": str(path), **cost}
+    with pytest.raises(BarkitError, match="bar_base"):
+        run_baseline(BaselineConfig(method="merge", world=str(bar["world"]), out=str(tmp_path)))

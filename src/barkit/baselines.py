@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -182,18 +183,29 @@ def continued_finetuning(world: str | Path, recipe: Recipe, out: str | Path, *, 
     return model, chain_cost(model, world / "anchor")
 
 
+def _budget(recipe: Recipe, domain: str, stage: str) -> tuple[int, int]:
+    """(steps, batch size) a domain's expert trains `stage` with: the demo's own stage config decides."""
+    cfg = _stage_config(recipe, stage, domain, Path("."), Path("."), Path("."), 0, False, Path("."))
+    return int(cfg.steps), int(cfg.batch_size)
+
+
 def retrain_steps(recipe: Recipe, domains: list[str]) -> tuple[int, int]:
     """(midtrain steps, SFT steps at the anchor's batch size) for retraining on `domains`: the experts' and the
-    anchor's budgets in examples, so retraining sees as many examples as BAR's SFT runs did in total.
+    anchor's budgets in examples, so retraining sees as many examples as BAR's runs did in total.
 
     >>> from barkit.recipe import get_recipe
-    >>> retrain_steps(get_recipe("quick"), ["math", "code", "tool_use", "safety"])  # (60*32 + 4*40*16) / 32
-    (40, 140)
+    >>> retrain_steps(get_recipe("quick"), ["tool_use", "safety"])  # (60*32 + 2*40*16) / 32
+    (0, 100)
     """
-    stages = [s for d in domains for s in recipe.domain_stages[d]]
-    examples = recipe.anchor_sft.steps * recipe.anchor_sft.batch_size
-    examples += stages.count("sft") * recipe.sft.steps * recipe.sft.batch_size
-    return stages.count("midtrain") * recipe.midtrain.steps, math.ceil(examples / recipe.anchor_sft.batch_size)
+    mid_steps, examples = 0, recipe.anchor_sft.steps * recipe.anchor_sft.batch_size
+    for domain in domains:
+        stages = recipe.domain_stages[domain]
+        if "midtrain" in stages:
+            mid_steps += _budget(recipe, domain, "midtrain")[0]
+        if "sft" in stages:
+            steps, batch = _budget(recipe, domain, "sft")
+            examples += steps * batch
+    return mid_steps, math.ceil(examples / recipe.anchor_sft.batch_size)
 
 
 def retrain(world: str | Path, recipe: Recipe, out: str | Path, *, domains: list[str] | None = None,
@@ -336,10 +348,53 @@ def plot_score_vs_cost(results: dict[str, dict], costs: dict[str, dict], path: s
 
 def run_baselines(steps: Steps, root: Path, world: Path, bar_base: Path, finals: dict[str, Path], recipe: Recipe,
                   seed: int = 0, progress: bool = False, threads: int | None = None) -> dict[str, tuple[Path, dict]]:
-    """All four baselines under `root/baselines`, keyed by their table labels (the demo's `--baselines`)."""
+    """All four baselines under `root/baselines`, keyed like `LABELS` (the demo's `--baselines`)."""
     out, domains = Path(root) / "baselines", list(finals)
     kw = dict(seed=seed, progress=progress, threads=threads, steps=steps, domains=domains)
-    return {LABELS["merge"]: dense_merge(world, bar_base, finals, recipe, out, steps=steps),
-            LABELS["cft"]: continued_finetuning(world, recipe, out, **kw),
-            LABELS["retrain"]: retrain(world, recipe, out, **kw),
-            LABELS["btx"]: btx(world, recipe, out, **kw)}
+    return {"merge": dense_merge(world, bar_base, finals, recipe, out, steps=steps),
+            "cft": continued_finetuning(world, recipe, out, **kw),
+            "retrain": retrain(world, recipe, out, **kw),
+            "btx": btx(world, recipe, out, **kw)}
+
+
+@dataclass
+class BaselineConfig:
+    method: Literal["merge", "cft", "retrain", "btx"] = field(metadata={"help": "which baseline to train"})
+    world: str = field(metadata={"help": "toy world directory (data/, base/, anchor/)"})
+    out: str = field(metadata={"help": "output root (the baseline writes OUT/METHOD/...)"})
+    profile: Literal["quick", "default", "smoke"] = field(default="quick", metadata={"help": "recipe budgets"})
+    domains: list[str] | None = field(default=None, metadata={"help": "domains, in order (default: all)"})
+    bar_base: str | None = field(default=None, metadata={"help": "merge: the BAR-2x-Base checkpoint"})
+    experts: list[str] = field(default_factory=list, metadata={"help": "merge: final experts as NAME=CKPT"})
+    lambdas: Literal["steps", "equal"] = field(default="steps", metadata={"help": "merge: lambda heuristic"})
+    midtrain: bool = field(default=True, metadata={"help": "retrain: midtrain on the domains' text first"})
+    freeze_anchor: bool = field(default=False, metadata={"help": "btx: keep expert 0 and router row 0 fixed"})
+    seed: int = 0
+    threads: int | None = None
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.method == "merge" and (not self.bar_base or not self.experts):
+            raise BarkitError("config keys 'bar_base', 'experts': required for method merge")
+
+
+def run_baseline(cfg: BaselineConfig, log: Callable[[str], None] = print) -> tuple[Path, dict]:
+    """`barkit baseline`: one baseline; writes OUT/METHOD/cost.json next to the model and returns both."""
+    from barkit.checkpoint import write_json
+    from barkit.compose import parse_named
+    from barkit.recipe import get_recipe
+
+    cfg.validate()
+    recipe, world, out = get_recipe(cfg.profile), Path(cfg.world), Path(cfg.out)
+    kw = dict(domains=cfg.domains, seed=cfg.seed, progress=cfg.progress, threads=cfg.threads, log=log)
+    if cfg.method == "merge":
+        finals = {name: Path(p) for name, p in parse_named(cfg.experts, "experts")}
+        path, cost = dense_merge(world, Path(cfg.bar_base), finals, recipe, out, lambdas=cfg.lambdas, log=log)
+    elif cfg.method == "cft":
+        path, cost = continued_finetuning(world, recipe, out, **kw)
+    elif cfg.method == "retrain":
+        path, cost = retrain(world, recipe, out, midtrain=cfg.midtrain, **kw)
+    else:
+        path, cost = btx(world, recipe, out, freeze_anchor=cfg.freeze_anchor, **kw)
+    write_json(out / cfg.method / "cost.json", {"model": str(path), **cost})
+    return path, cost
