@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "merge": ("barkit.commands.merge_cmd", "MergeConfig", "dense weight-space merging baselines"),
     "demo": ("barkit.commands.demo_cmd", "DemoConfig", "run BAR end to end on the toy world and print the table"),
     "world": ("barkit.commands.world_cmd", None, "build the embedded toy world (data, tokenizer, base, anchor)"),
+    "baseline": ("barkit.commands.baseline_cmd", "BaselineConfig", "train one baseline (merge, cft, retrain, btx)"),
     "eval": ("barkit.commands.eval_cmd", "EvalConfig", "evaluate a model per category (or --compare results)"),
     "score": ("barkit.commands.score_cmd", "ScoreConfig", "score completions produced elsewhere"),
     "generate": ("barkit.commands.generate_cmd", "GenerateConfig", "generate a reply with expert attribution"),

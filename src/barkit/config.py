@@ -89,10 +89,11 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     if unknown:
         raise BarkitError(f"unknown config key '{prefix}{unknown[0]}' (known: {', '.join(sorted(names))})")
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
-    try:
-        obj = cls(**kwargs)
-    except TypeError as exc:  # a required field is missing
-        raise BarkitError(f"config {prefix or cls.__name__}: {exc}") from None
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise BarkitError(f"config key '{prefix}{missing[0]}': a value is required")
+    obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if validate is not None:
         validate()

@@ -121,6 +121,27 @@ def evaluate_model(steps: Steps, name: str, model: Path, world: Path, out: Path,
     return load_results(str(out))
 
 
+def run_baseline_rows(cfg: DemoConfig, steps: Steps, root: Path, world: Path, bar_base: Path,
+                      finals: dict[str, Path], moe: Path, recipe: Recipe, results: dict) -> tuple[dict, dict]:
+    """Train and evaluate the baselines; add their rows to `results`; return (costs per row, add-a-domain)."""
+    from barkit.baselines import (LABELS, add_costs, add_domain_scenario, bar_cost, chain_cost,
+                                  plot_score_vs_cost, run_baselines, run_cost)
+
+    costs: dict = {}
+    evals = root / "eval"
+    for key, (path, cost) in run_baselines(steps, root, world, bar_base, finals, recipe, cfg.seed,
+                                           cfg.progress).items():
+        results[LABELS[key]] = evaluate_model(steps, LABELS[key], path, world, evals / f"baseline-{key}", recipe)
+        costs[LABELS[key]] = cost
+    expert_costs = {d: chain_cost(p, bar_base) for d, p in finals.items()}
+    costs.update({MODEL_LABELS.get(d, f"2x-{d}"): c for d, c in expert_costs.items()})
+    costs[MODEL_LABELS["composed"]] = add_costs(*expert_costs.values())
+    costs[MODEL_LABELS["moe"]] = bar_cost(moe, finals, bar_base)
+    plot_score_vs_cost(results, costs, root / "score_vs_cost.png",
+                       title=f"Score vs training cost on the toy world ({cfg.profile} profile)")
+    return costs, add_domain_scenario(expert_costs, run_cost(moe), costs[LABELS["retrain"]], recipe)
+
+
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     from barkit.branch import BranchConfig, branch
     from barkit.compose import ComposeConfig, compose
@@ -172,7 +193,11 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
                                                        evals / "bar-moe-composed", recipe)
     results[MODEL_LABELS["moe"]] = evaluate_model(steps, MODEL_LABELS["moe"], moe, world, evals / "bar-moe", recipe)
 
-    table = markdown_table(results)
+    costs, add_domain = (run_baseline_rows(cfg, steps, root, world, bar_base, finals, moe, recipe, results)
+                         if cfg.baselines else ({}, None))
+    from barkit.baselines import cost_columns
+
+    table = markdown_table(results, cost_columns(costs) if costs else None)
     (root / "table.md").write_text(table)
     plot_categories(results, root / "table.png", title=f"BAR on the toy world ({cfg.profile} profile)")
     routing = results[MODEL_LABELS["moe"]].get("routing")
@@ -181,7 +206,8 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
                      title="BAR-5x: routing share per evaluation category")
     summary = {"profile": cfg.profile, "seed": cfg.seed, "table": table, "wall_s": time.perf_counter() - start,
                "step_seconds": steps.timings,
-               "scores": {k: {"overall": v["overall"], **v["categories"]} for k, v in results.items()}}
+               "scores": {k: {"overall": v["overall"], **v["categories"]} for k, v in results.items()},
+               **({"costs": costs, "add_domain": add_domain} if costs else {})}
     write_json(root / "summary.json", summary)
     log("\n" + table)
     log(f"wrote {root / 'table.md'}, {root / 'table.png'}, {root / 'routing.png'}")
