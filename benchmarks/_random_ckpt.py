@@ -126,7 +126,8 @@ def barkit_cmd(*args: str) -> list[str]:
 
 
 def measure(cmd: list[str], poll_s: float = 0.02) -> dict:
-    """Run `cmd`: wall and CPU (user + sys) time, peak RSS (VmHWM: anonymous + mapped file pages), and polled peak anonymous RSS."""
+    """Run `cmd`: wall and CPU (user + sys) time, peak RSS (VmHWM: anonymous + mapped file pages), polled peak
+    anonymous RSS."""
     subprocess.run(["sync"], check=True)  # start with no dirty pages from earlier steps
     load = os.getloadavg()[0]
     start = time.perf_counter()
@@ -147,7 +148,8 @@ def measure(cmd: list[str], poll_s: float = 0.02) -> dict:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}): {err[-2000:]}")
     reported = [int(line.split()[1]) for line in err.splitlines() if line.startswith("VMHWM_KB")]
     hwm = max([peak["VmHWM"], *reported])
-    return {"load": load, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_mb": hwm / 1024, "peak_anon_mb": peak["RssAnon"] / 1024,
+    return {"load": load, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_mb": hwm / 1024,
+            "peak_anon_mb": peak["RssAnon"] / 1024,
             "peak_file_mb": peak["RssFile"] / 1024}
 
 
@@ -170,7 +172,8 @@ def remove(*paths: Path) -> None:
 
 def dd_cmd(src: Path, dst: Path) -> list[str]:
     """Copy a directory through userspace read/write (as barkit must), unlike cp's in-kernel copy_file_range."""
-    script = f'mkdir -p "{dst}" && for f in "{src}"/*; do dd if="$f" of="{dst}/$(basename "$f")" bs=16M status=none; done'
+    script = (f'mkdir -p "{dst}" && for f in "{src}"/*; do '
+              f'dd if="$f" of="{dst}/$(basename "$f")" bs=16M status=none; done')
     return ["sh", "-c", script]
 
 

@@ -3,8 +3,9 @@
     python benchmarks/bench_branch.py [--workdir /tmp/barkit-bench-branch] [--repeats 2]
 
 Prints wall and CPU time relative to copying a directory of the bytes branch writes, with `cp -r` (an in-kernel
-copy_file_range) and with `dd` (userspace read/write, as barkit must); runs rotate which goes first. Then peak RSS relative to the largest single tensor for several output shard sizes
-(`ShardedWriter` buffers one shard in memory). Takes ~6 minutes on an idle 2-core machine and ~15 GB of disk.
+copy_file_range) and with `dd` (userspace read/write, as barkit must); runs rotate which goes first. Then peak
+RSS relative to the largest single tensor for several output shard sizes (`ShardedWriter` buffers one shard in
+memory). Takes ~6 minutes on an idle 2-core machine and ~15 GB of disk.
 """
 
 from __future__ import annotations

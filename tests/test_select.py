@@ -74,7 +74,8 @@ def test_select_keeps_exactly_the_kept_experts(tmp_path, composed, family):
         assert torch.equal(out.get(spec.router_key(layer)), src.get(spec.router_key(layer))[kept])
         for role in ROLES:
             for new, old in enumerate(kept):
-                assert torch.equal(out.get(spec.expert_key(role, layer, new)), src.get(spec.expert_key(role, layer, old)))
+                assert torch.equal(out.get(spec.expert_key(role, layer, new)),
+                                   src.get(spec.expert_key(role, layer, old)))
             excluded = src.get(spec.expert_key(role, layer, 2))
             assert not any(torch.equal(out.get(spec.expert_key(role, layer, e)), excluded) for e in range(3))
     assert out.config["barkit_expert_names"] == ["anchor", "x0", "x2"]

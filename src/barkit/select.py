@@ -198,8 +198,9 @@ class ExpertMask:
 def mask_experts(model, drop_indices: list[int], top_k: int | None = None) -> ExpertMask:
     """Route as if the experts in `drop_indices` were absent (their router logits at -inf).
 
-    Use as `with mask_experts(model, [2]): ...`, or keep the handle and call `remove()`. `top_k` defaults to the model's, clamped to the
-    experts that remain. Works on FlexOlmo and Mixtral models loaded with transformers.
+    Use as `with mask_experts(model, [2]): ...`, or keep the handle and call `remove()`.
+    `top_k` defaults to the model's, clamped to the experts that remain. Works on FlexOlmo and Mixtral models
+    loaded with transformers.
     """
     drop = sorted(set(drop_indices))
     if not drop:
