@@ -37,7 +37,7 @@ class BranchConfig:
     seed: int = 0
     top_k: int | None = field(default=None, metadata={"help": "experts per token (default: all)"})
     norm_topk_prob: bool = False
-    max_shard_size: str = "5GB"
+    max_shard_size: str = "1GB"
     verify: Literal["auto", "full", "keys", "none"] = field(
         default="auto", metadata={"help": "auto: load back with transformers when small enough, else keys"})
     overwrite: bool = False

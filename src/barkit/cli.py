@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "inspect": ("barkit.commands.inspect_cmd", None, "describe a checkpoint"),
     "compose": ("barkit.commands.compose_cmd", "ComposeConfig", "compose anchor + domain experts into one MoE"),
     "select": ("barkit.commands.select_cmd", "SelectConfig", "keep only some experts (opt-in/opt-out)"),
+    "fold": ("barkit.commands.merge_cmd", "FoldConfig", "write the dense version of one expert of an MoE"),
     "route": ("barkit.commands.route_cmd", "RouteConfig", "train only the router of a composed MoE"),
     "upgrade": ("barkit.commands.upgrade_cmd", "UpgradeConfig", "replace one expert and retrain the router"),
     "merge": ("barkit.commands.merge_cmd", "MergeConfig", "dense weight-space merging baselines"),

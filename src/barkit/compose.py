@@ -39,7 +39,7 @@ class ComposeConfig:
         "help": "shared (non-FFN) tensors: mean over all inputs, or the anchor's"})
     top_k: int | None = field(default=None, metadata={"help": "experts per token (default: all)"})
     norm_topk_prob: bool = False
-    max_shard_size: str = "5GB"
+    max_shard_size: str = "1GB"
     verify: VerifyMode = field(default="auto", metadata={
         "help": "auto: load back with transformers when small enough, else keys"})
     overwrite: bool = False
@@ -369,7 +369,7 @@ def _write_replaced(src: MoECheckpoint, new: MoECheckpoint, index: int, writer: 
 
 
 def replace_expert(model_dir: str | Path, name: str, new_ckpt: str | Path, out: str | Path, *,
-                   max_shard_size: str = "5GB", verify_mode: VerifyMode = "auto", overwrite: bool = False) -> Path:
+                   max_shard_size: str = "1GB", verify_mode: VerifyMode = "auto", overwrite: bool = False) -> Path:
     """Swap expert `name`'s FFN and router row for `new_ckpt`'s expert 1 / row 1; all else bit-identical.
 
     The router should be retrained afterwards (the other rows were trained against the old expert).

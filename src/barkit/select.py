@@ -31,7 +31,7 @@ class SelectConfig:
     drop_anchor: bool = False
     top_k: int | None = field(default=None, metadata={
         "help": "experts per token (default: the source's, clamped to the kept count)"})
-    max_shard_size: str = "5GB"
+    max_shard_size: str = "1GB"
     verify: VerifyMode = "auto"
     overwrite: bool = False
 

@@ -112,7 +112,7 @@ class StageConfig:
     threads: int | None = field(default=None, metadata={"help": "torch threads per process (default: cores)"})
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     progress: bool = True
-    max_shard_size: str = "5GB"
+    max_shard_size: str = "1GB"
     verify: Literal["auto", "full", "none"] = "auto"
     overwrite: bool = False
     rl: RLConfig = field(default_factory=RLConfig)
