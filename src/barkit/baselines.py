@@ -193,8 +193,10 @@ def retrain_steps(recipe: Recipe, domains: list[str]) -> tuple[int, int]:
     """(midtrain steps, SFT steps at the anchor's batch size) for retraining on `domains`: the experts' and the
     anchor's budgets in examples, so retraining sees as many examples as BAR's runs did in total.
 
-    >>> from barkit.recipe import get_recipe
-    >>> retrain_steps(get_recipe("quick"), ["tool_use", "safety"])  # (60*32 + 2*40*16) / 32
+    >>> from dataclasses import replace
+    >>> from barkit.recipe import Budget, get_recipe
+    >>> recipe = replace(get_recipe("quick"), anchor_sft=Budget(60, 2e-3, 32), sft=Budget(40, 2e-3, 16))
+    >>> retrain_steps(recipe, ["tool_use", "safety"])  # (60*32 + 2*40*16) / 32
     (0, 100)
     """
     mid_steps, examples = 0, recipe.anchor_sft.steps * recipe.anchor_sft.batch_size
