@@ -20,7 +20,6 @@ from typing import Iterator
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 import barkit
 from barkit.errors import BarkitError
@@ -169,6 +168,11 @@ def combine_hashes(per_file: dict[str, str]) -> str:
     return h.hexdigest()
 
 
+_ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+              torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2"}
+
+
 def parse_size(size: str | int) -> int:
     """'5GB' -> bytes (HF's max_shard_size convention, decimal units)."""
     if isinstance(size, int):
@@ -195,6 +199,7 @@ class ShardedWriter:
         self._pending_bytes = 0
         self._shards: list[tuple[str, list[str]]] = []
         self.file_hashes: dict[str, dict] = {}
+        self._hashes: dict[str, dict] = {}
         self.total_size = 0
 
     def add(self, key: str, tensor: torch.Tensor) -> None:
@@ -208,9 +213,29 @@ class ShardedWriter:
         self.total_size += size
 
     def _flush(self) -> None:
+        """Write one safetensors file, hashing the bytes as they go out (no re-read to hash it)."""
         name = f"shard-{len(self._shards):05d}.tmp"
-        save_file(self._pending, str(self.out_dir / name), metadata=self.metadata)
-        self._shards.append((name, sorted(self._pending)))
+        keys = sorted(self._pending)
+        header: dict = {"__metadata__": self.metadata}
+        offset = 0
+        for key in keys:
+            t = self._pending[key]
+            size = t.numel() * t.element_size()
+            header[key] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+            offset += size
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # safetensors pads the header to 8-byte alignment
+        digest = hashlib.sha256()
+        with open(self.out_dir / name, "wb") as fh:
+            for block in (struct.pack("<Q", len(raw)), raw):
+                fh.write(block)
+                digest.update(block)
+            for key in keys:
+                data = memoryview(self._pending[key].reshape(-1).view(torch.uint8).numpy())
+                fh.write(data)
+                digest.update(data)
+        self._shards.append((name, keys))
+        self._hashes[name] = {"sha256": digest.hexdigest(), "size": 8 + len(raw) + offset}
         self._pending, self._pending_bytes = {}, 0
 
     def close(self) -> dict[str, str]:
@@ -222,8 +247,7 @@ class ShardedWriter:
         for i, (tmp_name, keys) in enumerate(self._shards):
             final = SINGLE_NAME if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
             os.replace(self.out_dir / tmp_name, self.out_dir / final)
-            path = self.out_dir / final
-            self.file_hashes[final] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+            self.file_hashes[final] = self._hashes[tmp_name]
             weight_map.update({k: final for k in keys})
         if n > 1:
             index = {"metadata": {"total_size": self.total_size}, "weight_map": dict(sorted(weight_map.items()))}
