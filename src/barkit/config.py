@@ -154,6 +154,9 @@ def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
+_FLAG_SUFFIX = "__flag"
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -173,8 +176,9 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, positional: tupl
         if get_origin(inner) is Literal:
             help_text += f" (one of {', '.join(map(str, get_args(inner)))})"
         nargs = "+" if get_origin(inner) in (list, tuple) else None
-        if f.name in positional:
+        if f.name in positional:  # positional, and also accepted as --flag
             parser.add_argument(f.name, nargs="?", default=None, help=help_text)
+            parser.add_argument(_flag(f.name), dest=f"{f.name}{_FLAG_SUFFIX}", default=None, help=argparse.SUPPRESS)
         else:
             parser.add_argument(_flag(f.name), dest=f.name, default=None, nargs=nargs, metavar=f.name.upper(),
                                 help=help_text)
@@ -187,5 +191,12 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, positional: tupl
 def config_from_args(cls: type, args: argparse.Namespace) -> Any:
     """Resolve a config from parsed CLI args built by `add_config_args`."""
     names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    given = vars(args)
+    values = {k: v for k, v in given.items() if k in names and v is not None}
+    for name in names:
+        flagged = given.get(f"{name}{_FLAG_SUFFIX}")
+        if flagged is not None:
+            if name in values and values[name] != flagged:
+                raise BarkitError(f"config key '{name}': given twice ({values[name]!r} and {flagged!r})")
+            values[name] = flagged
     return load_config(cls, args.config_file, values, args.overrides)

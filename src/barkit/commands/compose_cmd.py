@@ -2,7 +2,7 @@
 
 from barkit.compose import ComposeConfig, compose
 
-POSITIONAL: tuple[str, ...] = ()
+POSITIONAL = ("anchor",)
 
 
 def run(cfg: ComposeConfig) -> None:

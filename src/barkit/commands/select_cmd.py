@@ -2,7 +2,7 @@
 
 from barkit.select import SelectConfig, select
 
-POSITIONAL: tuple[str, ...] = ()
+POSITIONAL = ("model",)
 
 
 def run(cfg: SelectConfig) -> None:
