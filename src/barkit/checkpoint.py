@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from safetensors import safe_open
 
 import barkit
 from barkit.errors import BarkitError
@@ -33,7 +32,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def _check_safetensors_file(path: Path) -> dict:
-    """Validate a safetensors file's header against its size; return the header (tensor name -> info)."""
+    """Validate a safetensors file's header against its size; return the header (tensor name -> info),
+    with the byte offset where tensor data starts under the key `__data_start__`."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -50,6 +50,7 @@ def _check_safetensors_file(path: Path) -> dict:
     if 8 + header_len + end != size:
         raise BarkitError(f"{path}: truncated or corrupt safetensors file "
                           f"(expected {8 + header_len + end} bytes, found {size})")
+    header["__data_start__"] = 8 + header_len
     return header
 
 
@@ -72,6 +73,7 @@ class CheckpointReader:
         self.key_to_file = self._read_index()
         self._headers: dict[str, dict] = {}
         self._handles: dict[str, object] = {}
+        self._data_start: dict[str, int] = {}
 
     def _read_index(self) -> dict[str, str]:
         index_path = self.path / INDEX_NAME
@@ -87,7 +89,7 @@ class CheckpointReader:
         single = self.path / SINGLE_NAME
         if single.is_file():
             header = _check_safetensors_file(single)
-            return {k: SINGLE_NAME for k in header if k != "__metadata__"}
+            return {k: SINGLE_NAME for k in header if k not in ("__metadata__", "__data_start__")}
         if any(self.path.glob("*.bin")) or any(self.path.glob("*.pt")):
             raise BarkitError(f"{self.path}: only pickle weights found; barkit reads safetensors only "
                               "(convert with transformers' save_pretrained(safe_serialization=True))")
@@ -106,6 +108,7 @@ class CheckpointReader:
     def _header(self, name: str) -> dict:
         if name not in self._headers:
             self._headers[name] = _check_safetensors_file(self.path / name)
+            self._data_start[name] = self._headers[name]["__data_start__"]
         return self._headers[name]
 
     def shape(self, key: str) -> list[int]:
@@ -116,20 +119,23 @@ class CheckpointReader:
         return end - start
 
     def get(self, key: str) -> torch.Tensor:
-        """Read one tensor (a copy, so it outlives the file handle)."""
+        """Read one tensor straight into fresh memory (`readinto`: no mmap pages held, no second copy)."""
         if key not in self.key_to_file:
             raise BarkitError(f"{self.path}: tensor '{key}' not found")
         name = self.key_to_file[key]
-        self._header(name)
+        info = self._header(name)[key]
+        dtype = _TORCH_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise BarkitError(f"{self.path / name}: tensor '{key}' has unsupported dtype {info['dtype']}")
+        start, end = info["data_offsets"]
+        buf = torch.empty(end - start, dtype=torch.uint8)
         if name not in self._handles:
-            try:
-                self._handles[name] = safe_open(str(self.path / name), framework="pt")
-            except Exception as exc:  # safetensors raises its own error types
-                raise BarkitError(f"{self.path / name}: cannot open safetensors ({exc})") from None
-        try:
-            return self._handles[name].get_tensor(key).clone()
-        except Exception as exc:
-            raise BarkitError(f"{self.path / name}: cannot read tensor '{key}' ({exc})") from None
+            self._handles[name] = open(self.path / name, "rb")
+        fh = self._handles[name]
+        fh.seek(self._data_start[name] + start)
+        if end > start and fh.readinto(memoryview(buf.numpy())) != end - start:
+            raise BarkitError(f"{self.path / name}: truncated while reading tensor '{key}'")
+        return buf.view(dtype).reshape(info["shape"])
 
     def manifest(self) -> dict | None:
         path = self.path / MANIFEST_NAME
@@ -171,6 +177,9 @@ def combine_hashes(per_file: dict[str, str]) -> str:
 _ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
               torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
               torch.bool: "BOOL", torch.float8_e4m3fn: "F8_E4M3", torch.float8_e5m2: "F8_E5M2"}
+
+
+_TORCH_DTYPES = {name: dtype for dtype, name in _ST_DTYPES.items()}
 
 
 def parse_size(size: str | int) -> int:
