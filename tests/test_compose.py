@@ -15,7 +15,7 @@ from barkit.cli import main
 from barkit.compose import ComposeConfig, compose, replace_expert
 from barkit.errors import BarkitError
 from barkit.select import mask_experts
-from barkit.tiny import make_dense_checkpoint
+from barkit.tiny import make_dense_checkpoint, save_like
 
 FAMILIES = ("olmo2", "llama")
 
@@ -33,11 +33,7 @@ def fake_train(src_dir: Path, out: Path, seed: int, touch_expert0: bool = False)
         elif parsed is None or parsed[2] == 1 or (touch_expert0 and parsed[1] == 1 and parsed[0] == "up"):
             t = t + (torch.randn(t.shape, generator=gen) * 0.01).to(t.dtype)
         tensors[key] = t.contiguous()
-    out.mkdir(parents=True)
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(src_dir / name, out / name)
-    return out
+    return save_like(src_dir, tensors, out)
 
 
 def _make_world(root: Path, family: str, dtype=torch.float32) -> dict:

@@ -1,10 +1,8 @@
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from barkit import verify
 from barkit.arch import ROLES, spec_for_moe
@@ -14,7 +12,7 @@ from barkit.cli import main
 from barkit.compose import ComposeConfig, compose
 from barkit.errors import BarkitError
 from barkit.select import SelectConfig, load_selected, mask_experts, select
-from barkit.tiny import make_dense_checkpoint
+from barkit.tiny import make_dense_checkpoint, save_like
 
 FAMILIES = ("olmo2", "llama")
 NAMES = ["anchor", "x0", "x1", "x2"]
@@ -33,11 +31,7 @@ def _domain(src_dir: Path, out: Path, seed: int) -> Path:
         elif parsed is not None and parsed[2] == 1:
             t = t + torch.randn(t.shape, generator=gen) * 0.05
         tensors[key] = t.contiguous()
-    out.mkdir()
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(src_dir / name, out / name)
-    return out
+    return save_like(src_dir, tensors, out)
 
 
 @pytest.fixture(scope="module")

@@ -68,3 +68,17 @@ def make_dense_checkpoint(path: str | Path, family: str = "olmo2", seed: int = 0
     model.to(dtype).save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return Path(path)
+
+
+def save_like(src_dir: str | Path, tensors: dict[str, torch.Tensor], out: str | Path) -> Path:
+    """Write `tensors` as a checkpoint with `src_dir`'s config and tokenizer (a stand-in for a trained model)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True)
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(Path(src_dir) / name, out / name)
+    return out
