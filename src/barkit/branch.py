@@ -132,7 +132,7 @@ def write_branch(anchor: CheckpointReader, base: CheckpointReader, spec: ArchSpe
 
 
 def verify_branch(out: Path, cfg: BranchConfig, anchor: CheckpointReader, spec: ArchSpec, expected: set[str],
-                  moe_config: dict) -> None:
+                  moe_config: dict, dtype: torch.dtype) -> None:
     """Keys exactly as expected; loaded back, the MoE with expert 1 := expert 0 reproduces the anchor's logits."""
     verify.check_key_set(out, expected)
     if not verify.should_load(out, cfg.verify):
@@ -147,7 +147,7 @@ def verify_branch(out: Path, cfg: BranchConfig, anchor: CheckpointReader, spec: 
     if moe.config.num_experts_per_tok < NUM_BRANCH_EXPERTS and not cfg.norm_topk_prob:
         return  # top-1 without renormalisation scales the FFN output: no exact reference exists
     diff = verify.max_logit_diff(moe, dense, moe_config["vocab_size"])
-    tol = 1e-4 if anchor.get(anchor.keys()[0]).dtype == torch.float32 else 5e-2
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
     if diff > tol:
         raise BarkitError(f"{out}: logits check failed: MoE differs from the anchor by {diff:.3g} (> {tol})")
 
@@ -178,5 +178,5 @@ def branch(cfg: BranchConfig) -> Path:
         extra = {"experts": ["anchor", "trainable"], "arch": spec.name}
         write_json(tmp / "barkit_manifest.json",
                    build_manifest("branch", parents, to_dict(cfg), cfg.seed, writer.file_hashes, extra))
-        verify_branch(tmp, cfg, anchor, spec, expected, moe_config)
+        verify_branch(tmp, cfg, anchor, spec, expected, moe_config, dtype)
     return Path(cfg.out)

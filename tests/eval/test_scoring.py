@@ -1,5 +1,3 @@
-import json
-
 import pytest
 
 from barkit.eval.report import markdown_table
