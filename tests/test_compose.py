@@ -87,6 +87,19 @@ def test_compose_tensors_are_as_specified(tmp_path, worlds, family):
     assert (out.path / "tokenizer.json").is_file() and (out.path / "barkit_config.yaml").is_file()
 
 
+def test_shared_sum_adds_every_domains_change(tmp_path, worlds):
+    """shared=sum: anchor + sum_i (domain_i - anchor) per shared tensor; experts and router as in mean mode."""
+    w = worlds["olmo2"]
+    out = CheckpointReader(_compose(worlds, "olmo2", tmp_path / "moe", shared="sum", verify="keys"))
+    br, doms = CheckpointReader(w["branch"]), [CheckpointReader(d) for d in w["domains"]]
+    for key in ("model.embed_tokens.weight", "model.norm.weight", "model.layers.0.self_attn.k_proj.weight"):
+        base = br.get(key).double()
+        expected = (base + sum(d.get(key).double() - base for d in doms)).float()
+        torch.testing.assert_close(out.get(key), expected, rtol=0, atol=1e-6)
+    key = "model.layers.1.mlp.experts.2.up_proj.weight"
+    assert torch.equal(out.get(key), doms[1].get("model.layers.1.mlp.experts.1.up_proj.weight"))
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_shared_anchor_routed_to_expert0_reproduces_the_anchor(tmp_path, worlds, family):
     w = worlds[family]

@@ -247,3 +247,28 @@ def test_merge_errors(tmp_path, ckpts, dense_ckpts, capsys):
         err = capsys.readouterr().err.strip()
         assert code == 1 and len(err.splitlines()) == 1 and needle in err, err
         assert not (tmp_path / "out").exists()
+
+
+def test_trained_steps_follow_the_manifest_chain(tmp_path):
+    """An expert trained midtrain -> sft -> rl from a branch counts all three stages; the branch and the
+    pretrained base count 0; a fold passes its parent's count through (the engine writes `steps`)."""
+    import json
+
+    from barkit.merge import trained_steps
+
+    def write(name, manifest):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "barkit_manifest.json").write_text(json.dumps(manifest))
+        return {"path": str(d)}
+
+    base = write("base", {"stage": "pretrain", "steps": 600, "parents": {}})
+    branch = write("branch", {"stage": "branch", "parents": {"anchor": base, "base": base}})
+    mid = write("mid", {"stage": "midtrain", "steps": 60, "parents": {"model": branch}})
+    sft = write("sft", {"stage": "sft", "steps": 400, "parents": {"model": mid}})
+    rl = {"stage": "rl", "steps": 20, "parents": {"model": sft}}
+    assert trained_steps(rl) == 480
+    assert trained_steps({"stage": "fold", "parents": {"moe": write("rl", rl)}}) == 480
+    assert trained_steps({"stage": "sft", "steps": 250, "parents": {"model": base}}) == 250
+    assert trained_steps({"stage": "rl", "steps": 5, "parents": {"model": {"path": str(tmp_path / "gone")}}}) == 5
+    assert trained_steps(None) is None

@@ -35,8 +35,9 @@ class ComposeConfig:
     anchor: str = field(metadata={"help": "the branch checkpoint (BAR-2x-Base) or the dense anchor"})
     experts: list[str] = field(metadata={"help": "domain checkpoints as NAME=CKPT (comma-separated)"})
     out: str = field(metadata={"help": "output directory"})
-    shared: Literal["mean", "anchor"] = field(default="mean", metadata={
-        "help": "shared (non-FFN) tensors: mean over all inputs, or the anchor's"})
+    shared: Literal["mean", "anchor", "sum"] = field(default="mean", metadata={
+        "help": "shared (non-FFN) tensors: mean over all inputs (BAR), the anchor's, or sum: the anchor plus "
+                "every domain's change to it (task arithmetic; keeps each domain's shared update whole)"})
     top_k: int | None = field(default=None, metadata={"help": "experts per token (default: all)"})
     norm_topk_prob: bool = False
     max_shard_size: str = "1GB"
@@ -88,6 +89,22 @@ def mean_of(read: list[Callable[[], torch.Tensor]]) -> torch.Tensor:
     for reader in read[1:]:
         total.add_(reader())
     return total.div_(len(read)).to(dtype)
+
+
+def delta_sum_of(base: Callable[[], torch.Tensor], read: list[Callable[[], torch.Tensor]]) -> torch.Tensor:
+    """base + sum_i (x_i - base), read one tensor at a time: task arithmetic with lambda = 1 per input.
+
+    >>> b, x, y = torch.tensor([1.0, 2.0]), torch.tensor([1.5, 2.0]), torch.tensor([1.0, 1.0])
+    >>> delta_sum_of(lambda: b, [lambda: x, lambda: y]).tolist()
+    [1.5, 1.0]
+    """
+    first = base()
+    dtype = first.dtype
+    total = first.to(accum_dtype(dtype)).mul_(1 - len(read))
+    del first
+    for reader in read:
+        total.add_(reader())
+    return total.to(dtype)
 
 
 def expert_names(reader: CheckpointReader, count: int) -> list[str]:
@@ -269,8 +286,11 @@ def write_compose(anchor: Anchor, domains: dict[str, MoECheckpoint], shared_mode
     inputs = [anchor.reader] + [d.reader for d in domains.values()]
     dtype = anchor.reader.get(anchor.ffn_key("down", 0)).dtype
     for key in anchor.shared_keys():
-        sources = inputs if shared_mode == "mean" else inputs[:1]
-        writer.add(key, mean_of([lambda r=r: r.get(key) for r in sources]))
+        reads = [lambda r=r: r.get(key) for r in inputs]
+        if shared_mode == "sum":
+            writer.add(key, delta_sum_of(reads[0], reads[1:]))
+        else:
+            writer.add(key, mean_of(reads if shared_mode == "mean" else reads[:1]))
     row0_sources = ([anchor.moe] if anchor.moe else []) + list(domains.values())
     for layer in range(anchor.num_layers):
         row0 = mean_of([lambda m=m: m.router(layer)[0] for m in row0_sources])

@@ -90,7 +90,7 @@ def _stage_config(recipe: Recipe, stage: str, domain: str, model: Path, data: Pa
     return StageConfig(stage=stage, model=str(model), data=[str(data)], out=str(out), expert_name=domain,
                        steps=budget.steps, lr=budget.lr, batch_size=budget.batch_size, seq_len=recipe.seq_len,
                        seed=seed, progress=progress, overwrite=True, save_every=max(25, budget.steps // 4),
-                       resume=True, **extra)
+                       resume=True, shared_lr_scale=recipe.shared_lr_scale, **extra)
 
 
 def train_expert(steps: Steps, root: Path, world: Path, bar_base: Path, domain: str, recipe: Recipe, seed: int,

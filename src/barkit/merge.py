@@ -16,6 +16,7 @@ all N task vectors of one tensor at once.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 
 from barkit import verify
 from barkit.arch import ROLES, ArchSpec, spec_for_dense
-from barkit.checkpoint import CheckpointReader, ShardedWriter, atomic_output_dir
+from barkit.checkpoint import MANIFEST_NAME, CheckpointReader, ShardedWriter, atomic_output_dir
 from barkit.compose import (MoECheckpoint, VerifyMode, accum_dtype, is_dense, open_moe, parse_named,
                             verify_loads, write_metadata)
 from barkit.errors import BarkitError
@@ -285,9 +286,34 @@ def settings_for(cfg: MergeConfig) -> MergeSettings:
                 cfg.method, MergeSettings(seed=cfg.seed))
 
 
+POST_TRAINING_STAGES = ("midtrain", "sft", "rl", "router")
+PASS_THROUGH_STAGES = ("fold", "select", "compose")  # weight surgery: steps come from the parents
+
+
+def trained_steps(manifest: dict | None, depth: int = 0) -> int | None:
+    """Optimizer steps of post-training behind a checkpoint: its own stage's steps plus its parents', following
+    the manifests' parent paths back to the pretrained model (pretraining and branching count 0), so a
+    three-stage expert counts midtrain + sft + rl. None when no manifest says anything.
+
+    >>> trained_steps({"stage": "sft", "steps": 40, "parents": {}})
+    40
+    """
+    if not manifest or depth > 32:
+        return None
+    stage = manifest.get("stage")
+    own = manifest.get("steps", manifest.get(STEPS_KEY))
+    if stage not in POST_TRAINING_STAGES + PASS_THROUGH_STAGES:
+        return 0 if stage else (int(own) if isinstance(own, (int, float)) else None)
+    total = int(own) if stage in POST_TRAINING_STAGES and isinstance(own, (int, float)) else 0
+    for parent in (manifest.get("parents") or {}).values():
+        path = Path(parent.get("path", "")) / MANIFEST_NAME if isinstance(parent, dict) else None
+        if path is not None and path.is_file():
+            total += trained_steps(json.loads(path.read_text()), depth + 1) or 0
+    return total
+
+
 def _steps(view: Dense) -> int | None:
-    value = (view.manifest() or {}).get(STEPS_KEY)
-    return int(value) if isinstance(value, (int, float)) and value >= 0 else None
+    return trained_steps(view.manifest())
 
 
 def resolve_lambdas(cfg: MergeConfig, general: Dense, models: list[tuple[str, Dense, float | None]]) -> list[float]:

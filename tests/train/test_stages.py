@@ -45,3 +45,26 @@ def test_load_config_from_yaml_with_sections(tmp_path):
 def test_bad_values(values, needle):
     with pytest.raises(BarkitError, match=needle.replace("(", r"\(")):
         load_config(StageConfig, values={**REQUIRED, **values})
+
+
+def test_shared_lr_scale_groups_shared_tensors_apart_from_experts_and_router(moe_ckpts):
+    """Expert FFNs and the router keep the stage lr; every other trainable tensor gets lr * shared_lr_scale."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from barkit.arch import spec_for_moe
+    from barkit.train.optim import build_optimizer, set_lr
+
+    model = AutoModelForCausalLM.from_pretrained(str(moe_ckpts["olmo2"]), dtype=torch.float32)
+    spec = spec_for_moe(model.config.model_type)
+    cfg = StageConfig("rl", "m", ["d"], "o", lr=1e-3, shared_lr_scale=0.1).resolve()
+    optimizer = build_optimizer(model, cfg, spec)
+    set_lr(optimizer, 2e-3)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    names = dict(model.named_parameters())
+    assert len(lr_of) == len(names)  # every trainable tensor is in exactly one group
+    for name, param in names.items():
+        expert_side = "mlp.experts" in name or "mlp.gate" in name
+        assert lr_of[id(param)] == pytest.approx(2e-3 if expert_side else 2e-4), name
+    dense = build_optimizer(model, cfg, None)  # dense models have no expert side: all tensors are shared
+    assert {g["lr_scale"] for g in dense.param_groups} == {0.1}

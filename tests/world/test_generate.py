@@ -12,7 +12,7 @@ import pytest
 
 from barkit.errors import BarkitError
 from barkit.eval.verifiers import get_verifier
-from barkit.world import PROFILES, generate_world
+from barkit.world import GENERATOR_VERSION, PROFILES, generate_world
 from barkit.world import general
 from barkit.world.coding import OPS, Func
 from barkit.world.entities import build_world
@@ -25,7 +25,7 @@ TRAIN_FILES = ("pretrain.jsonl", "general_sft.jsonl", "math_midtrain.jsonl", "co
                "code_rl.jsonl")
 CATEGORIES = ("knowledge", "reasoning", "chat", "math", "code", "tool_use", "safety")
 EXPECTED_ROWS = {
-    "pretrain.jsonl": 4000, "general_sft.jsonl": 900, "math_midtrain.jsonl": 1000, "code_midtrain.jsonl": 1000,
+    "pretrain.jsonl": 4000, "general_sft.jsonl": 990, "math_midtrain.jsonl": 1000, "code_midtrain.jsonl": 1000,
     "math_sft.jsonl": 400, "code_sft.jsonl": 400, "tool_use_sft.jsonl": 400, "safety_sft.jsonl": 400,
     "math_rl.jsonl": 200, "code_rl.jsonl": 200, **{f"eval/{c}.jsonl": 64 for c in CATEGORIES},
     "eval/knowledge.jsonl": 48,  # 16 held-out people x 3 relations
@@ -79,7 +79,7 @@ def test_manifest_and_summary_describe_the_files(tmp_path: Path, worlds: dict) -
     summary = generate_world(tmp_path / "w", "quick", 0)
     manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
     assert manifest["files"] == summary
-    assert (manifest["profile"], manifest["seed"], manifest["generator_version"]) == ("quick", 0, "1")
+    assert (manifest["profile"], manifest["seed"], manifest["generator_version"]) == ("quick", 0, GENERATOR_VERSION)
     assert manifest["profile_params"]["eval_items"] == 64
     assert summary == json.loads((worlds["a"] / "manifest.json").read_text())["files"]
     assert {name: s["rows"] for name, s in summary.items()} == EXPECTED_ROWS
@@ -93,10 +93,14 @@ def test_other_seed_changes_eval_not_counts(worlds: dict) -> None:
         assert user_texts(a) != user_texts(b), c
 
 
-def test_general_sft_has_three_even_categories_and_no_domain_data(worlds: dict) -> None:
+def test_general_sft_has_three_even_categories_a_copy_task_and_no_domain_data(worlds: dict) -> None:
     rows = read(worlds["a"] / "general_sft.jsonl")
-    assert sorted({r["category"] for r in rows}) == ["chat", "knowledge", "reasoning"]
+    assert sorted({r["category"] for r in rows}) == ["chat", "copy", "knowledge", "reasoning"]
     assert [sum(r["category"] == c for r in rows) for c in ("chat", "knowledge", "reasoning")] == [300, 300, 300]
+    for row in rows:
+        if row["category"] == "copy":  # the answer is the prompt's list, verbatim
+            prompt, answer = (m["content"] for m in row["messages"])
+            assert prompt.endswith(answer)
     text = json.dumps(rows)
     for marker in ("<tool_call>", "def ", " + ", " - ", *REFUSALS):
         assert marker not in text, marker

@@ -196,7 +196,7 @@ def train(cfg: StageConfig, on_step: StepCallback | None = None) -> Path:
     ckpt = _open_work_dir(acc, cfg, root, identity(cfg, info, files))
 
     torch.manual_seed(cfg.seed + acc.process_index)
-    model, optimizer = acc.prepare(raw, build_optimizer(raw, cfg))
+    model, optimizer = acc.prepare(raw, build_optimizer(raw, cfg, info.spec))
     objective = _objective(cfg, model, raw, tokenizer, items, held_out, acc, steps)
     state = checkpointing.load(ckpt, raw, optimizer, acc) if ckpt is not None else {"step": 0}
     if ckpt is not None:

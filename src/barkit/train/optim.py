@@ -5,10 +5,12 @@ A stateless schedule means a resumed run needs no scheduler state: the step numb
 
 from __future__ import annotations
 
+import fnmatch
 import math
 
 import torch
 
+from barkit.arch import ArchSpec
 from barkit.train.stages import StageConfig
 
 
@@ -38,16 +40,32 @@ def lr_at(step: int, total: int, cfg: StageConfig) -> float:
     return floor + (cfg.lr - floor) * (1 - progress)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: StageConfig) -> torch.optim.AdamW:
-    """Weight decay on matrices only (not norms or 1-d tensors), as is usual for transformers."""
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for _, p in trainable if p.dim() >= 2]
-    no_decay = [p for _, p in trainable if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.adam_betas),
-                             eps=cfg.adam_eps)
+def expert_side_globs(spec: ArchSpec | None) -> list[str]:
+    """In-memory names of the expert FFNs and the router: what `shared_lr_scale` does not scale."""
+    if spec is None:
+        return []
+    return [t.format(layer="*") for t in (spec.fused_gate_up, spec.fused_down, spec.memory_router)]
+
+
+def build_optimizer(model: torch.nn.Module, cfg: StageConfig, spec: ArchSpec | None = None) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not norms or 1-d tensors), as is usual for transformers.
+
+    Trainable shared tensors (everything but expert FFNs and the router) get `lr * shared_lr_scale`:
+    a small scale pushes a domain's skill into its own expert, so that averaging the shared tensors of
+    several domains at compose time erases less of it.
+    """
+    expert_side = expert_side_globs(spec)
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        scale = 1.0 if any(fnmatch.fnmatchcase(name, g) for g in expert_side) else cfg.shared_lr_scale
+        groups.setdefault((param.dim() >= 2, scale), []).append(param)
+    param_groups = [{"params": params, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_scale": scale}
+                    for (decay, scale), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], -kv[0][1]))]
+    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -100,6 +100,9 @@ class StageConfig:
     warmup_ratio: float | None = None
     warmup_steps: int | None = field(default=None, metadata={"help": "overrides warmup_ratio"})
     min_lr_ratio: float = 0.0
+    shared_lr_scale: float = field(default=1.0, metadata={
+        "help": "lr multiplier for trainable shared tensors (not expert FFNs or the router); < 1 keeps a "
+                "domain's skill in its expert, so composing (which averages shared tensors) loses less"})
     weight_decay: float = 0.0
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     adam_eps: float = 1e-8
@@ -133,6 +136,8 @@ class StageConfig:
             raise BarkitError("config key 'epochs': must be > 0")
         if self.lr is not None and self.lr <= 0:
             raise BarkitError("config key 'lr': must be > 0")
+        if not 0 < self.shared_lr_scale <= 1:
+            raise BarkitError("config key 'shared_lr_scale': must be in (0, 1]")
         if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
             raise BarkitError("config key 'warmup_ratio': must be in [0, 1)")
         if self.warmup_steps is not None and self.warmup_steps < 0:

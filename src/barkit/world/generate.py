@@ -13,19 +13,21 @@ from dataclasses import asdict
 from pathlib import Path
 
 from barkit.errors import BarkitError
-from barkit.world import arithmetic, coding, general, knowledge, safety, tools
+from barkit.world import arithmetic, coding, copying, general, knowledge, safety, tools
 from barkit.world.entities import World, build_world
 from barkit.world.files import jsonl_bytes, replace_dir, sha256
 from barkit.world.profiles import WorldProfile, get_profile
 from barkit.world.rows import rng_for
 
-GENERATOR_VERSION = "1"
-PRETRAIN_SHARES = {"qa": 0.10, "math": 0.06, "code": 0.06}  # the rest is prose about the entities
+GENERATOR_VERSION = "2"  # 2: copy/recall texts in pretraining and a repeat task in the general SFT
+PRETRAIN_SHARES = {"qa": 0.10, "math": 0.06, "code": 0.06, "copy": 0.12}  # the rest is prose about the entities
+COPY_SFT_SHARE = 0.1  # of the general SFT rows, on top of the three even categories
 EVAL_CATEGORIES = ("knowledge", "reasoning", "chat", "math", "code", "tool_use", "safety")
 
 
 def pretrain_rows(world: World, profile: WorldProfile, seed: int) -> list[dict]:
-    """Mostly prose; some plain-text QA, arithmetic and code so the base sees every domain a little."""
+    """Mostly prose; some plain-text QA, arithmetic and code so the base sees every domain a little, and
+    copy/recall texts so it learns to repeat what its context says (see `copying`)."""
     n = profile.pretrain_rows
     counts = {part: round(share * n) for part, share in PRETRAIN_SHARES.items()}
     math_sums, _ = arithmetic.split_sums(profile, seed)
@@ -34,16 +36,18 @@ def pretrain_rows(world: World, profile: WorldProfile, seed: int) -> list[dict]:
     texts += knowledge.pretrain_qa_texts(world, counts["qa"], rng_for(seed, "pretrain-qa"))
     texts += arithmetic.text_rows(math_sums, names, counts["math"], rng_for(seed, "pretrain-math"))
     texts += coding.text_rows(coding.split_pairs(seed)["train"], counts["code"], rng_for(seed, "pretrain-code"))
+    texts += copying.pretrain_texts(world, counts["copy"], rng_for(seed, "pretrain-copy"))
     rng_for(seed, "pretrain-order").shuffle(texts)
     return [{"text": t} for t in texts]
 
 
 def general_sft_rows(world: World, profile: WorldProfile, seed: int) -> list[dict]:
-    """The anchor's post-training mix: knowledge QA, reasoning, instruction following; no domain data."""
+    """The anchor's post-training mix: knowledge QA, reasoning, instruction following, repeating; no domain data."""
     n = profile.general_sft_rows // 3
     rows = knowledge.sft_rows(world, n, rng_for(seed, "sft-knowledge"))
     rows += general.sft_rows(world, "reasoning", n, rng_for(seed, "sft-reasoning"))
     rows += general.sft_rows(world, "chat", profile.general_sft_rows - 2 * n, rng_for(seed, "sft-chat"))
+    rows += copying.sft_rows(world, round(COPY_SFT_SHARE * profile.general_sft_rows), rng_for(seed, "sft-copy"))
     rng_for(seed, "sft-order").shuffle(rows)
     return rows
 

@@ -36,7 +36,7 @@ PROFILES: dict[str, WorldProfile] = {
     "default": WorldProfile(
         name="default", people=96, knowledge_heldout=40, cities=16, countries=6, orgs=12,
         pretrain_rows=16000, general_sft_rows=3000, domain_sft_rows=1600, midtrain_rows=4000, rl_rows=800,
-        eval_items=128, math_b_digits=2, vocab_size=1536,
+        eval_items=128, math_b_digits=1, vocab_size=1536,
     ),
 }
 
