@@ -12,3 +12,12 @@ def dense_ckpts(tmp_path_factory):
     return {family: (make_dense_checkpoint(root / f"{family}-anchor", family, seed=0),
                      make_dense_checkpoint(root / f"{family}-base", family, seed=1))
             for family in ("olmo2", "llama")}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_hash_cache(tmp_path_factory):
+    """Tests never read or write the user's ~/.cache/barkit hash cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BARKIT_HASH_CACHE", str(tmp_path_factory.mktemp("hash-cache") / "sha256.json"))
+    yield
+    mp.undo()

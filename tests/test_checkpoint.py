@@ -54,3 +54,36 @@ def test_atomic_overwrite_replaces_only_on_success(tmp_path):
     with atomic_output_dir(target, overwrite=True) as tmp:
         (tmp / "new").write_text("2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"] and (target / "new").exists()
+
+
+def test_input_hashes_are_cached_by_file_identity(tmp_path, monkeypatch):
+    """A parent's sha256 is computed once; a changed file (size or mtime) is hashed again; 'off' disables."""
+    import os
+
+    from barkit import checkpoint
+    from barkit.checkpoint import cached_sha256_file, sha256_file
+
+    cache = tmp_path / "cache.json"
+    monkeypatch.setenv("BARKIT_HASH_CACHE", str(cache))
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"a" * 1000)
+    assert cached_sha256_file(f) == sha256_file(f) and cache.is_file()
+    calls = []
+    monkeypatch.setattr(checkpoint, "sha256_file", lambda p: calls.append(p) or "fresh")
+    assert cached_sha256_file(f) != "fresh" and calls == []  # served from the cache
+    f.write_bytes(b"b" * 1000)
+    os.utime(f, ns=(1, 1))
+    assert cached_sha256_file(f) == "fresh" and len(calls) == 1  # same size, new mtime: re-hashed
+    monkeypatch.setenv("BARKIT_HASH_CACHE", "off")
+    assert cached_sha256_file(f) == "fresh" and len(calls) == 2
+
+
+def test_reader_hashes_in_background_and_reuses_the_result(tmp_path):
+    from barkit.checkpoint import CheckpointReader, sha256_file
+    from barkit.tiny import make_dense_checkpoint
+
+    ckpt = make_dense_checkpoint(tmp_path / "d", "olmo2", seed=0)
+    reader = CheckpointReader(ckpt).hash_in_background()
+    hashes = reader.weights_sha256()
+    assert hashes == {name: sha256_file(ckpt / name) for name in reader.weight_files}
+    assert reader.weights_sha256() == hashes and reader.weights_sha256() is not hashes  # a copy each time

@@ -157,6 +157,8 @@ def branch(cfg: BranchConfig) -> Path:
     base = CheckpointReader(cfg.base) if cfg.base else anchor
     spec = spec_for_dense(anchor.config.get("model_type"), str(anchor.path / "config.json"))
     check_compatible(anchor, base, spec)
+    for parent in {id(anchor): anchor, id(base): base}.values():
+        parent.hash_in_background()  # provenance hashes overlap the copy below
     num_layers, hidden = anchor.config["num_hidden_layers"], anchor.config["hidden_size"]
     missing = sorted(spec.dense_ffn_keys(num_layers) - set(anchor.keys()))
     if missing:

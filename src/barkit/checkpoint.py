@@ -15,6 +15,8 @@ import shutil
 import struct
 import sys
 import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -74,6 +76,7 @@ class CheckpointReader:
         self._headers: dict[str, dict] = {}
         self._handles: dict[str, object] = {}
         self._data_start: dict[str, int] = {}
+        self._hashes: Future | None = None
 
     def _read_index(self) -> dict[str, str]:
         index_path = self.path / INDEX_NAME
@@ -141,8 +144,18 @@ class CheckpointReader:
         path = self.path / MANIFEST_NAME
         return json.loads(path.read_text()) if path.is_file() else None
 
+    def hash_in_background(self) -> "CheckpointReader":
+        """Start hashing the weight files on a worker thread (hashlib releases the GIL), so a job's provenance
+        hashing overlaps its reading and writing instead of following it. `weights_sha256` joins it."""
+        if self._hashes is None:
+            self._hashes = _hash_pool().submit(self._compute_weights_sha256)
+        return self
+
     def weights_sha256(self) -> dict[str, str]:
-        """sha256 per weight file; reuses the hashes recorded in a barkit manifest when the files match."""
+        """sha256 per weight file; reuses the hashes in a barkit manifest or the hash cache when files match."""
+        return dict(self.hash_in_background()._hashes.result())
+
+    def _compute_weights_sha256(self) -> dict[str, str]:
         manifest = self.manifest()
         recorded = (manifest or {}).get("weights_sha256", {}).get("files", {})
         out = {}
@@ -151,7 +164,7 @@ class CheckpointReader:
             if name in recorded and recorded[name].get("size") == path.stat().st_size:
                 out[name] = recorded[name]["sha256"]
             else:
-                out[name] = sha256_file(path)
+                out[name] = cached_sha256_file(path)
         return out
 
     def fingerprint(self) -> str:
@@ -165,6 +178,62 @@ def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+_POOL: list[ThreadPoolExecutor] = []
+_CACHE_LOCK = threading.Lock()
+
+
+def _hash_pool() -> ThreadPoolExecutor:
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="barkit-sha256"))
+    return _POOL[0]
+
+
+def hash_cache_path() -> Path:
+    """Where input-file hashes are remembered: $BARKIT_HASH_CACHE, else ~/.cache/barkit/sha256.json."""
+    env = os.environ.get("BARKIT_HASH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "barkit" / "sha256.json"
+
+
+def _stat_key(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "dev": st.st_dev}
+
+
+def cached_sha256_file(path: Path) -> str:
+    """sha256 of an input file, remembered by (path, size, mtime, inode) the way git's index remembers
+    file hashes: re-using the same anchor or base for many jobs hashes its gigabytes once, not every time.
+    Set BARKIT_HASH_CACHE=off to always hash."""
+    cache_file = hash_cache_path()
+    if str(cache_file) == "off":
+        return sha256_file(path)
+    key, stat = str(Path(path).resolve()), _stat_key(Path(path))
+    with _CACHE_LOCK:
+        cache = _read_cache(cache_file)
+    entry = cache.get(key)
+    if entry and entry.get("stat") == stat:
+        return entry["sha256"]
+    digest = sha256_file(path)
+    with _CACHE_LOCK:
+        cache = _read_cache(cache_file)
+        cache[key] = {"stat": stat, "sha256": digest}
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cache, sort_keys=True))
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass  # a read-only home only costs re-hashing next time
+    return digest
+
+
+def _read_cache(cache_file: Path) -> dict:
+    try:
+        data = json.loads(cache_file.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def combine_hashes(per_file: dict[str, str]) -> str:

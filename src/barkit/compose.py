@@ -355,6 +355,9 @@ def compose(cfg: ComposeConfig) -> Path:
     anchor = open_anchor(cfg.anchor)
     domains = {name: open_domain(path, name) for name, path in pairs}
     check_same_architecture(anchor, domains)
+    parents = {ANCHOR: anchor.reader, **{n: m.reader for n, m in domains.items()}}
+    for parent in parents.values():
+        parent.hash_in_background()  # provenance hashes overlap the streaming below
     names = [ANCHOR] + list(domains)
     config = anchor.moe_config(names, cfg.top_k or len(names), cfg.norm_topk_prob)
     expected = anchor.spec.moe_keys(set(anchor.shared_keys()), anchor.num_layers, len(names))
@@ -366,7 +369,6 @@ def compose(cfg: ComposeConfig) -> Path:
         writer = ShardedWriter(tmp, cfg.max_shard_size)
         write_compose(anchor, domains, cfg.shared, writer)
         writer.close()
-        parents = {ANCHOR: anchor.reader, **{n: m.reader for n, m in domains.items()}}
         write_metadata(tmp, config, anchor.reader.path, cfg, "compose", parents, writer,
                        {"experts": names, "arch": anchor.spec.name})
         _verify_compose(tmp, cfg, anchor, expected)

@@ -369,14 +369,16 @@ def merge(cfg: MergeConfig) -> Path:
     check_mergeable(general, {**({"pretrained": pretrained} if pretrained else {}),
                               **{name: view for name, view, _ in models}})
     lambdas = resolve_lambdas(cfg, general, models)
+    parents = {"general": _reader(general),
+               **({"pretrained": _reader(pretrained)} if pretrained else {}),
+               **{name: _reader(view) for name, view, _ in models}}
+    for parent in parents.values():
+        parent.hash_in_background()  # provenance hashes overlap the streaming below
     with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
         writer = ShardedWriter(tmp, cfg.max_shard_size)
         write_merge(general, pretrained or general, [view for _, view, _ in models], lambdas, settings_for(cfg),
                     writer)
         writer.close()
-        parents = {"general": _reader(general),
-                   **({"pretrained": _reader(pretrained)} if pretrained else {}),
-                   **{name: _reader(view) for name, view, _ in models}}
         extra = {"method": cfg.method, "lambdas": dict(zip([n for n, _, _ in models], lambdas))}
         write_metadata(tmp, general.config, general.path, cfg, "merge", parents, writer, extra)
         verify_loads(tmp, cfg.verify, set(general.keys()), general.config, _dense_spec(general))
