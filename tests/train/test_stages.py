@@ -66,5 +66,5 @@ def test_shared_lr_scale_groups_shared_tensors_apart_from_experts_and_router(moe
     for name, param in names.items():
         expert_side = "mlp.experts" in name or "mlp.gate" in name
         assert lr_of[id(param)] == pytest.approx(2e-3 if expert_side else 2e-4), name
-    dense = build_optimizer(model, cfg, None)  # dense models have no expert side: all tensors are shared
-    assert {g["lr_scale"] for g in dense.param_groups} == {0.1}
+    dense = build_optimizer(model, cfg, None)  # dense models (no expert side): the full lr everywhere
+    assert {g["lr_scale"] for g in dense.param_groups} == {1.0}

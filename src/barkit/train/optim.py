@@ -52,14 +52,16 @@ def build_optimizer(model: torch.nn.Module, cfg: StageConfig, spec: ArchSpec | N
 
     Trainable shared tensors (everything but expert FFNs and the router) get `lr * shared_lr_scale`:
     a small scale pushes a domain's skill into its own expert, so that averaging the shared tensors of
-    several domains at compose time erases less of it.
+    several domains at compose time erases less of it. Dense models have no expert side: no scaling (so a
+    recipe's scale leaves dense baselines at the full lr).
     """
     expert_side = expert_side_globs(spec)
+    shared_scale = cfg.shared_lr_scale if spec is not None else 1.0
     groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        scale = 1.0 if any(fnmatch.fnmatchcase(name, g) for g in expert_side) else cfg.shared_lr_scale
+        scale = 1.0 if any(fnmatch.fnmatchcase(name, g) for g in expert_side) else shared_scale
         groups.setdefault((param.dim() >= 2, scale), []).append(param)
     param_groups = [{"params": params, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_scale": scale}
                     for (decay, scale), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], -kv[0][1]))]
