@@ -71,3 +71,14 @@ def test_dry_run_prints_resolved_config(tmp_path, capsys):
 def test_branch_config_validation():
     with pytest.raises(BarkitError, match="'prompts': required for router_init=hidden"):
         load_config(BranchConfig, None, {"anchor": "a", "out": "b", "router_init": "hidden"})
+
+
+def test_every_command_prints_help(capsys):
+    """`barkit CMD --help` works for every command (a bare % in a field's help once broke route/upgrade)."""
+    from barkit.cli import COMMANDS, main
+
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0, name
+        assert "usage: barkit" in capsys.readouterr().out, name

@@ -172,7 +172,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, positional: tupl
         inner, _ = _unwrap_optional(hints[f.name])
         if dataclasses.is_dataclass(inner):
             continue
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help strings
         if get_origin(inner) is Literal:
             help_text += f" (one of {', '.join(map(str, get_args(inner)))})"
         nargs = "+" if get_origin(inner) in (list, tuple) else None
