@@ -7,6 +7,7 @@ a re-run skips each step whose output exists and whose plan is unchanged, so a c
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -32,6 +33,8 @@ class DemoConfig:
     domains: list[str] = field(default_factory=lambda: ["math", "code", "tool_use", "safety"])
     eval_stages: bool = field(default=False, metadata={"help": "also evaluate each intermediate stage"})
     baselines: bool = field(default=False, metadata={"help": "add merging / CFT / retraining baselines"})
+    shared_lr_scale: float | None = field(default=None, metadata={
+        "help": "lr multiplier for shared tensors in the domain stages (default: the recipe's)"})
     progress: bool = True
 
 
@@ -151,6 +154,8 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
 
     root = Path(cfg.out)
     recipe = get_recipe(cfg.profile)
+    if cfg.shared_lr_scale is not None:
+        recipe = dataclasses.replace(recipe, shared_lr_scale=cfg.shared_lr_scale)
     steps = Steps(root, log)
     start = time.perf_counter()
     world_cfg = WorldConfig(out=str(root / "world"), profile=cfg.profile, seed=cfg.seed, progress=cfg.progress)
