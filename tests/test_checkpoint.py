@@ -87,3 +87,22 @@ def test_reader_hashes_in_background_and_reuses_the_result(tmp_path):
     hashes = reader.weights_sha256()
     assert hashes == {name: sha256_file(ckpt / name) for name in reader.weight_files}
     assert reader.weights_sha256() == hashes and reader.weights_sha256() is not hashes  # a copy each time
+
+
+def test_hashing_works_in_a_forked_child(tmp_path):
+    """The hash pool is per process: a child forked after the parent hashed must not wait for the parent's
+    worker threads (this once hung the SIGKILL/resume tests)."""
+    import multiprocessing
+
+    from barkit.checkpoint import CheckpointReader
+    from barkit.tiny import make_dense_checkpoint
+
+    ckpt = make_dense_checkpoint(tmp_path / "d", "olmo2", seed=0)
+    expected = CheckpointReader(ckpt).weights_sha256()  # starts the parent's pool threads
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=lambda: queue.put(CheckpointReader(ckpt).weights_sha256()))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0, "forked child hung or failed while hashing"
+    assert queue.get(timeout=5) == expected

@@ -190,6 +190,17 @@ def _hash_pool() -> ThreadPoolExecutor:
     return _POOL[0]
 
 
+def _reset_after_fork() -> None:
+    """A forked child has none of the parent's worker threads (a submit would wait forever) and may inherit
+    the cache lock held: give it its own pool and lock."""
+    global _CACHE_LOCK
+    _POOL.clear()
+    _CACHE_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 def hash_cache_path() -> Path:
     """Where input-file hashes are remembered: $BARKIT_HASH_CACHE, else ~/.cache/barkit/sha256.json."""
     env = os.environ.get("BARKIT_HASH_CACHE")
