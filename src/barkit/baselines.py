@@ -74,16 +74,6 @@ def chain_cost(ckpt: str | Path, stop: str | Path) -> dict:
     return add_costs(*costs)
 
 
-def _chain_steps(ckpt: Path, stop: Path) -> int:
-    """Optimizer steps along the lineage (the Merge-to-Learn lambda heuristic's unit)."""
-    total, path = 0, Path(ckpt).resolve()
-    while path != Path(stop).resolve():
-        manifest = _manifest(path)
-        total += int(manifest.get("steps") or 0)
-        path = Path(manifest["parents"]["model"]["path"]).resolve()
-    return total
-
-
 def bar_cost(bar_moe: str | Path, finals: dict[str, Path], bar_base: str | Path) -> dict:
     """BAR from the anchor: every domain expert's stages plus the router run."""
     return add_costs(*(chain_cost(p, bar_base) for p in finals.values()), run_cost(bar_moe))
@@ -149,25 +139,21 @@ def dense_merge(world: str | Path, bar_base: str | Path, finals: dict[str, Path]
     for name, src in {"pretrained": bar_base, **finals}.items():
         folded[name] = steps.run(f"baselines/merge/fold-{name}", out / "folded" / name, {"moe": str(src)},
                                  lambda s=src, o=out / "folded" / name: fold_expert(s, o, 1, overwrite=True))
-    weights = _lambdas(lambdas, world, bar_base, finals)
+    weights = _lambdas(lambdas, finals)  # None: merge's steps heuristic reads the manifests' lineage
     cfg = MergeConfig(method="task_arithmetic", general=str(world / "anchor"), pretrained=str(folded["pretrained"]),
-                      models=[f"{d}={folded[d]}:{weights[d]!r}" for d in finals], out=str(out / "model"),
-                      overwrite=True)
+                      models=[f"{d}={folded[d]}" + (f":{weights[d]!r}" if weights else "") for d in finals],
+                      out=str(out / "model"), lambda_heuristic="steps", overwrite=True)
     model = steps.run("baselines/merge/merge", out / "model", {"cfg": cfg}, lambda: merge(cfg))
     return model, add_costs(*(chain_cost(p, bar_base) for p in finals.values()))
 
 
-def _lambdas(lambdas, world: Path, bar_base: Path, finals: dict[str, Path]) -> dict[str, float]:
+def _lambdas(lambdas, finals: dict[str, Path]) -> dict[str, float] | None:
     if isinstance(lambdas, dict):
         missing = sorted(set(finals) - set(lambdas))
         if missing:
             raise BarkitError(f"lambdas: no value for domain '{missing[0]}'")
         return {d: float(lambdas[d]) for d in finals}
-    if lambdas == "equal":
-        return {d: 1.0 for d in finals}
-    counts = {d: _chain_steps(p, bar_base) for d, p in finals.items()}
-    total = sum(counts.values()) + int(_manifest(world / "anchor").get("steps") or 0)
-    return {d: c / total for d, c in counts.items()}
+    return {d: 1.0 for d in finals} if lambdas == "equal" else None
 
 
 def continued_finetuning(world: str | Path, recipe: Recipe, out: str | Path, *, domains: list[str] | None = None,

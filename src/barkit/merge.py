@@ -303,8 +303,8 @@ def trained_steps(manifest: dict | None, depth: int = 0) -> int | None:
     stage = manifest.get("stage")
     own = manifest.get("steps", manifest.get(STEPS_KEY))
     if stage not in POST_TRAINING_STAGES + PASS_THROUGH_STAGES:
-        return 0 if stage else (int(own) if isinstance(own, (int, float)) else None)
-    total = int(own) if stage in POST_TRAINING_STAGES and isinstance(own, (int, float)) else 0
+        return 0 if stage else (int(own) if isinstance(own, (int, float)) and own >= 0 else None)
+    total = int(own) if stage in POST_TRAINING_STAGES and isinstance(own, (int, float)) and own >= 0 else 0
     for parent in (manifest.get("parents") or {}).values():
         path = Path(parent.get("path", "")) / MANIFEST_NAME if isinstance(parent, dict) else None
         if path is not None and path.is_file():

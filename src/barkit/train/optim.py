@@ -12,6 +12,7 @@ import torch
 
 from barkit.arch import ArchSpec
 from barkit.train.stages import StageConfig
+from barkit.train.trainable import memory_templates
 
 
 def warmup_steps(cfg: StageConfig, total: int) -> int:
@@ -24,6 +25,7 @@ def lr_at(step: int, total: int, cfg: StageConfig) -> float:
     """Linear warmup from lr/warmup (never 0), then cosine / linear decay towards min_lr_ratio * lr.
 
     >>> from barkit.train.stages import StageConfig
+from barkit.train.trainable import memory_templates
     >>> cfg = StageConfig("sft", "m", ["d"], "o", lr=1.0, schedule="linear", warmup_steps=2).resolve()
     >>> [round(lr_at(s, 6, cfg), 3) for s in range(6)]
     [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
@@ -40,13 +42,6 @@ def lr_at(step: int, total: int, cfg: StageConfig) -> float:
     return floor + (cfg.lr - floor) * (1 - progress)
 
 
-def expert_side_globs(spec: ArchSpec | None) -> list[str]:
-    """In-memory names of the expert FFNs and the router: what `shared_lr_scale` does not scale."""
-    if spec is None:
-        return []
-    return [t.format(layer="*") for t in (spec.fused_gate_up, spec.fused_down, spec.memory_router)]
-
-
 def build_optimizer(model: torch.nn.Module, cfg: StageConfig, spec: ArchSpec | None = None) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (not norms or 1-d tensors), as is usual for transformers.
 
@@ -55,7 +50,7 @@ def build_optimizer(model: torch.nn.Module, cfg: StageConfig, spec: ArchSpec | N
     several domains at compose time erases less of it. Dense models have no expert side: no scaling (so a
     recipe's scale leaves dense baselines at the full lr).
     """
-    expert_side = expert_side_globs(spec)
+    expert_side = list(memory_templates(spec).values()) if spec is not None else []  # expert FFNs, router
     shared_scale = cfg.shared_lr_scale if spec is not None else 1.0
     groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():

@@ -48,7 +48,7 @@ class TrainablePlan:
         return sorted([*self.full, *self.partial])
 
 
-def _memory_templates(spec: ArchSpec) -> dict[str, str]:
+def memory_templates(spec: ArchSpec) -> dict[str, str]:
     star = {"layer": "*"}
     return {"gate_up": spec.fused_gate_up.format(**star), "down": spec.fused_down.format(**star),
             "router": spec.memory_router.format(**star)}
@@ -70,7 +70,7 @@ def expand_entry(entry: str, spec: ArchSpec | None, num_experts: int, tied: bool
     if entry in ("router", "experts") or match:
         if spec is None:
             raise BarkitError(f"config key 'trainable': '{entry}' needs a mixture-of-experts model")
-        names = _memory_templates(spec)
+        names = memory_templates(spec)
         if entry == "router":
             return [Selector(names["router"], None, entry)]
         if entry == "experts":
@@ -92,7 +92,7 @@ def protected_rows(spec: ArchSpec | None, stage: str) -> list[Selector]:
     """The anchor: expert 0 (and router row 0, except in router training, which retrains every row)."""
     if spec is None or stage == "pretrain":
         return []
-    names = _memory_templates(spec)
+    names = memory_templates(spec)
     keep = [Selector(names["gate_up"], (0,), "expert:0"), Selector(names["down"], (0,), "expert:0")]
     if stage != "router":
         keep.append(Selector(names["router"], (0,), "router:0"))
