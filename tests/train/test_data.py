@@ -107,3 +107,13 @@ def test_collate_packed_restarts_positions_and_drops_each_first_label():
     assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 0], [0, 1, 2, 3, 0, 1, 2]]
     ignore = data.IGNORE
     assert batch["labels"].tolist() == [[ignore, 11, 12, 13, 14, 15, ignore], [ignore, 11, 12, 13, ignore, 11, 12]]
+
+
+def test_route_targets_follow_each_example_in_padded_and_packed_batches():
+    from barkit.train.data import IGNORE, Example, collate, collate_packed, with_route
+
+    general, domain = with_route([Example([5, 6], [5, 6])], 0), with_route([Example([7, 8, 9], [7, 8, 9])], 1)
+    assert collate(general + domain, pad_id=0)["route_targets"].tolist() == [[0, 0, IGNORE], [1, 1, 1]]
+    packed = collate_packed(domain + general + [Example([4], [4])], pad_id=0, width=8)
+    assert packed["route_targets"].tolist() == [[1, 1, 1, 0, 0, IGNORE]]  # the unrouted example gets no target
+    assert collate([Example([1, 2], [1, 2])], pad_id=0)["route_targets"] is None

@@ -200,3 +200,44 @@ def test_packed_chats_train_like_padded_ones(tmp_path, moe_ckpts, data_files, ru
     assert [r["targets"] for r in packed] == [r["targets"] for r in padded]
     assert all(abs(a["loss"] - b["loss"]) < 1e-4 * b["loss"] for a, b in zip(packed, padded))
     assert packed[0]["tokens"] == padded[0]["tokens"]
+
+
+def _route_probabilities(path, data_file):
+    """Mean router probability of expert 1 over every layer and token of each chat in `data_file`."""
+    from barkit.train.data import tokenize_chats
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+    examples, _ = tokenize_chats(data_file, tokenizer, 32)
+    with torch.no_grad():
+        probs = [torch.cat([layer.softmax(-1)[:, 1] for layer in model(
+            input_ids=torch.tensor([e.input_ids]), output_router_logits=True).router_logits]).mean()
+            for e in examples]
+    return float(torch.stack(probs).mean())
+
+
+def test_route_supervision_sends_domain_tokens_to_the_expert_and_general_ones_to_the_anchor(
+        tmp_path, moe_ckpts, data_files, run_stage):
+    """With the router loss, router row 1 learns to take the domain's chats and leave general chats to the
+    anchor (expert 0), whose weights stay bit-identical; the loss is logged and falls."""
+    parent = moe_ckpts["olmo2"]
+    common = dict(general_data=[data_files["general"]], general_ratio=0.5, steps=12, lr=3e-2, seed=3)
+    out = run_stage(tmp_path / "routed", "sft", parent, data_files["chat"], route_supervision=1.0, **common)
+    _check_changes(_params(parent), _params(out), "sft")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["route_loss"] < 0.5 * rows[0]["route_loss"]
+    domain, general = _route_probabilities(out, data_files["chat"]), _route_probabilities(out, data_files["general"])
+    assert domain > 0.8 and general < 0.2, (domain, general)
+    plain = run_stage(tmp_path / "plain", "sft", parent, data_files["chat"], **common)
+    assert "route_loss" not in json.loads((plain / "metrics.jsonl").read_text().splitlines()[-1])
+    assert _route_probabilities(plain, data_files["general"]) > 0.3  # without the loss nothing sends general away
+
+
+def test_route_supervision_needs_an_moe_and_a_midtrain_or_sft_stage(tmp_path, dense_ckpts, moe_ckpts, data_files,
+                                                                   run_stage):
+    with pytest.raises(BarkitError, match="needs a mixture-of-experts model"):
+        run_stage(tmp_path / "d", "sft", dense_ckpts["olmo2"][0], data_files["chat"], trainable=["all"],
+                  route_supervision=1.0)
+    with pytest.raises(BarkitError, match="only midtrain and sft"):
+        run_stage(tmp_path / "r", "rl", moe_ckpts["olmo2"], data_files["rl"], route_supervision=1.0)

@@ -28,6 +28,7 @@ class Example:
 
     input_ids: list[int]
     labels: list[int]
+    route_to: int | None = None  # expert every token should be routed to (route supervision); None: no target
 
     @property
     def num_targets(self) -> int:
@@ -161,6 +162,22 @@ def mix(domain: list, general: list, ratio: float, seed: int) -> list:
     return list(domain) + take(general, n_general, seed)
 
 
+def with_route(examples: list[Example], expert: int) -> list[Example]:
+    """Copies of `examples` whose tokens are labelled for route supervision (see LMObjective)."""
+    return [Example(e.input_ids, e.labels, expert) for e in examples]
+
+
+def _route_targets(examples: list[Example], width: int) -> torch.Tensor | None:
+    """[rows, width] expert targets (IGNORE where none), rows laid out like collate(): one example per row."""
+    if all(e.route_to is None for e in examples):
+        return None
+    out = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    for i, e in enumerate(examples):
+        if e.route_to is not None:
+            out[i, :len(e.input_ids)] = e.route_to
+    return out
+
+
 def stratified_sample(per_file: list[list], fraction: float, min_rows: int, seed: int) -> list:
     """`fraction` of each file's examples (at least `min_rows`, at most all of them).
 
@@ -231,7 +248,8 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor | No
     for i, e in enumerate(examples):
         n = len(e.input_ids)
         ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(e.input_ids), torch.tensor(e.labels), 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": None if bool(mask.all()) else mask}
+    return {"input_ids": ids, "labels": labels, "attention_mask": None if bool(mask.all()) else mask,
+            "route_targets": _route_targets(examples, width)}
 
 
 def pack_rows(examples: list[Example], width: int) -> list[list[Example]]:
@@ -263,6 +281,7 @@ def collate_packed(examples: list[Example], pad_id: int, width: int) -> dict[str
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
     positions = torch.zeros((len(rows), length), dtype=torch.long)
+    routes = torch.full((len(rows), length), IGNORE, dtype=torch.long)
     for r, row in enumerate(rows):
         start = 0
         for e in row:
@@ -270,6 +289,10 @@ def collate_packed(examples: list[Example], pad_id: int, width: int) -> dict[str
             ids[r, start:start + n] = torch.tensor(e.input_ids)
             labels[r, start + 1:start + n] = torch.tensor(e.labels[1:])
             positions[r, start:start + n] = torch.arange(n)
+            if e.route_to is not None:
+                routes[r, start:start + n] = e.route_to
             start += n
         positions[r, start:] = torch.arange(length - start)  # the padded tail is its own (ignored) sequence
-    return {"input_ids": ids, "labels": labels, "attention_mask": None, "position_ids": positions}
+    supervised = any(e.route_to is not None for e in examples)
+    return {"input_ids": ids, "labels": labels, "attention_mask": None, "position_ids": positions,
+            "route_targets": routes if supervised else None}

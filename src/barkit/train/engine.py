@@ -50,14 +50,18 @@ def _say(acc, text: str) -> None:
 
 def load_data(cfg: StageConfig, tokenizer) -> tuple[list, list]:
     """(training items, held-out RL prompts); text is packed, chats masked, mixtures and samples drawn."""
+    routed = cfg.route_supervision > 0  # domain tokens -> expert 1, general tokens -> the anchor (expert 0)
     if cfg.stage in TEXT_STAGES:
-        return data.pack_text(cfg.data, tokenizer, cfg.seq_len), []
+        examples = data.pack_text(cfg.data, tokenizer, cfg.seq_len)
+        return (data.with_route(examples, 1) if routed else examples), []
     if cfg.stage in CHAT_STAGES:
         per_file = [data.tokenize_chats(p, tokenizer, cfg.seq_len)[0] for p in cfg.data]
         if cfg.stage == "router":
             return data.stratified_sample(per_file, cfg.sample_fraction, cfg.min_rows_per_file, cfg.seed), []
         general = [e for p in cfg.general_data for e in data.tokenize_chats(p, tokenizer, cfg.seq_len)[0]]
         domain = [e for examples in per_file for e in examples]
+        if routed:
+            general, domain = data.with_route(general, 0), data.with_route(domain, 1)
         return data.mix(domain, general, cfg.general_ratio or 0.0, cfg.seed), []
     from barkit.eval.verifiers import VERIFIER_COLUMNS
 
@@ -187,6 +191,8 @@ def train(cfg: StageConfig, on_step: StepCallback | None = None) -> Path:
     if Path(cfg.out).exists() and not cfg.overwrite:
         raise BarkitError(f"{cfg.out}: output already exists (pass --overwrite true to replace it)")
     info = inspect_model(cfg, explicit)
+    if cfg.route_supervision > 0 and info.spec is None:
+        raise BarkitError(f"{cfg.model}: config key 'route_supervision' needs a mixture-of-experts model")
     tokenizer = load_tokenizer(info.reader.path)
     items, held_out = load_data(cfg, tokenizer)
     files = data_files(cfg)

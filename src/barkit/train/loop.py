@@ -124,6 +124,10 @@ class LMObjective:
         micro = len(mine) // self.cfg.grad_accum
         world = self.acc.num_processes
         loss_sum = torch.zeros((), device=self.acc.device)
+        route_sum = torch.zeros((), device=self.acc.device)
+        weight = self.cfg.route_supervision
+        routed = sum(len(e.input_ids) for e in batch if e.route_to is not None) if weight > 0 else 0
+        layers = 1
         for k in range(self.cfg.grad_accum):
             part = mine[k * micro:(k + 1) * micro]
             inputs = collate_packed(part, self.pad_id, self.cfg.seq_len) if self.pack else collate(part, self.pad_id)
@@ -131,17 +135,40 @@ class LMObjective:
             with contextlib.nullcontext() if sync else self.acc.no_sync(self.model):
                 # use_cache=False also matters for packing: transformers only derives the per-chat
                 # (block-diagonal) mask from restarting position ids when no cache is passed
-                logits = self.model(input_ids=inputs["input_ids"].to(self.acc.device),
-                                    attention_mask=_to(inputs["attention_mask"], self.acc.device),
-                                    position_ids=_to(inputs.get("position_ids"), self.acc.device),
-                                    use_cache=False).logits
-                loss = token_loss_sum(logits, inputs["labels"].to(self.acc.device))
-                self.acc.backward(loss * world / targets)
+                out = self.model(input_ids=inputs["input_ids"].to(self.acc.device),
+                                 attention_mask=_to(inputs["attention_mask"], self.acc.device),
+                                 position_ids=_to(inputs.get("position_ids"), self.acc.device),
+                                 use_cache=False, **({"output_router_logits": True} if routed else {}))
+                loss = token_loss_sum(out.logits, inputs["labels"].to(self.acc.device))
+                objective = loss * world / targets
+                if routed:
+                    layers = len(out.router_logits)
+                    route = route_loss_sum(out.router_logits, inputs["route_targets"].to(self.acc.device))
+                    objective = objective + weight * route * world / (routed * layers)
+                    route_sum += route.detach()
+                self.acc.backward(objective)
             loss_sum += loss.detach()
         grad_norm = update()
         total = self.acc.reduce(loss_sum, "sum") if world > 1 else loss_sum
-        return {"loss": float(total) / targets, "grad_norm": grad_norm, "targets": targets,
-                "tokens": sum(len(e.input_ids) for e in batch)}
+        row = {"loss": float(total) / targets, "grad_norm": grad_norm, "targets": targets,
+               "tokens": sum(len(e.input_ids) for e in batch)}
+        if routed:
+            route_total = self.acc.reduce(route_sum, "sum") if world > 1 else route_sum
+            row["route_loss"] = float(route_total) / (routed * layers)
+        return row
+
+
+def route_loss_sum(router_logits: tuple[torch.Tensor, ...], targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every layer's router (fp32 softmax over experts) against each token's target expert,
+    summed over layers and supervised tokens (IGNORE targets are skipped).
+
+    >>> logits = (torch.tensor([[0.0, 0.0], [5.0, 0.0]]),)
+    >>> round(float(route_loss_sum(logits, torch.tensor([[1, -100]]))), 4)  # ln 2 for the first token only
+    0.6931
+    """
+    flat = targets.reshape(-1)
+    return sum(F.cross_entropy(layer.float(), flat, ignore_index=IGNORE, reduction="sum")
+               for layer in router_logits)
 
 
 def _to(tensor: torch.Tensor | None, device) -> torch.Tensor | None:

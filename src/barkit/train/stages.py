@@ -100,6 +100,10 @@ class StageConfig:
     warmup_ratio: float | None = None
     warmup_steps: int | None = field(default=None, metadata={"help": "overrides warmup_ratio"})
     min_lr_ratio: float = 0.0
+    route_supervision: float = field(default=0.0, metadata={
+        "help": "weight of a router loss that sends domain tokens to expert 1 and general-data tokens to the "
+                "anchor (midtrain/sft of a 2-expert model); teaches router rows to specialise, so composed "
+                "experts do not all fire on every token (0 = off, BAR)"})
     shared_lr_scale: float = field(default=1.0, metadata={
         "help": "lr multiplier for trainable shared tensors (not expert FFNs or the router); < 1 keeps a "
                 "domain's skill in its expert, so composing (which averages shared tensors) loses less"})
@@ -136,6 +140,10 @@ class StageConfig:
             raise BarkitError("config key 'epochs': must be > 0")
         if self.lr is not None and self.lr <= 0:
             raise BarkitError("config key 'lr': must be > 0")
+        if self.route_supervision < 0:
+            raise BarkitError("config key 'route_supervision': must be >= 0")
+        if self.route_supervision > 0 and self.stage not in ("midtrain", "sft"):
+            raise BarkitError(f"config key 'route_supervision': only midtrain and sft take it, not {self.stage}")
         if not 0 < self.shared_lr_scale <= 1:
             raise BarkitError("config key 'shared_lr_scale': must be in (0, 1]")
         if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
