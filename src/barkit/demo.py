@@ -35,6 +35,9 @@ class DemoConfig:
     baselines: bool = field(default=False, metadata={"help": "add merging / CFT / retraining baselines"})
     shared_lr_scale: float | None = field(default=None, metadata={
         "help": "lr multiplier for shared tensors in the domain stages (default: the recipe's)"})
+    route_supervision: float | None = field(default=None, metadata={
+        "help": "router loss weight in midtrain/sft: domain tokens to the expert, general ones to the anchor "
+                "(default: the recipe's)"})
     progress: bool = True
 
 
@@ -93,7 +96,8 @@ def _stage_config(recipe: Recipe, stage: str, domain: str, model: Path, data: Pa
     return StageConfig(stage=stage, model=str(model), data=[str(data)], out=str(out), expert_name=domain,
                        steps=budget.steps, lr=budget.lr, batch_size=budget.batch_size, seq_len=recipe.seq_len,
                        seed=seed, progress=progress, overwrite=True, save_every=max(25, budget.steps // 4),
-                       resume=True, shared_lr_scale=recipe.shared_lr_scale, **extra)
+                       resume=True, shared_lr_scale=recipe.shared_lr_scale,
+                       route_supervision=recipe.route_supervision if stage in ("midtrain", "sft") else 0.0, **extra)
 
 
 def train_expert(steps: Steps, root: Path, world: Path, bar_base: Path, domain: str, recipe: Recipe, seed: int,
@@ -154,8 +158,8 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
 
     root = Path(cfg.out)
     recipe = get_recipe(cfg.profile)
-    if cfg.shared_lr_scale is not None:
-        recipe = dataclasses.replace(recipe, shared_lr_scale=cfg.shared_lr_scale)
+    overrides = {k: getattr(cfg, k) for k in ("shared_lr_scale", "route_supervision") if getattr(cfg, k) is not None}
+    recipe = dataclasses.replace(recipe, **overrides)
     steps = Steps(root, log)
     start = time.perf_counter()
     world_cfg = WorldConfig(out=str(root / "world"), profile=cfg.profile, seed=cfg.seed, progress=cfg.progress)

@@ -53,6 +53,9 @@ class Recipe:
     # lm_head by ~70%. Measured on the default world: 0.1 keeps code (96.9) and safety (94.5) but the tool
     # expert no longer learns its call format (6.2 vs 78.9 at 1.0), and composition fails either way; so 1.0.
     shared_lr_scale: float = 1.0
+    # Router loss weight in the domain stages that take it (midtrain, sft): domain tokens -> expert 1, general
+    # tokens -> the anchor (StageConfig.route_supervision). 0 is BAR as published.
+    route_supervision: float = 0.0
     # Which BAR stages each domain goes through (DESIGN.md section 1).
     domain_stages: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
         "math": ("midtrain", "sft", "rl"), "code": ("midtrain", "sft", "rl"),
