@@ -25,7 +25,6 @@ def lr_at(step: int, total: int, cfg: StageConfig) -> float:
     """Linear warmup from lr/warmup (never 0), then cosine / linear decay towards min_lr_ratio * lr.
 
     >>> from barkit.train.stages import StageConfig
-from barkit.train.trainable import memory_templates
     >>> cfg = StageConfig("sft", "m", ["d"], "o", lr=1.0, schedule="linear", warmup_steps=2).resolve()
     >>> [round(lr_at(s, 6, cfg), 3) for s in range(6)]
     [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
