@@ -100,6 +100,22 @@ def test_shared_sum_adds_every_domains_change(tmp_path, worlds):
     assert torch.equal(out.get(key), doms[1].get("model.layers.1.mlp.experts.1.up_proj.weight"))
 
 
+def test_shared_ties_keeps_lone_changes_whole_and_averages_agreeing_ones(tmp_path, worlds):
+    """shared=ties: per entry, anchor + mean of the domain changes that agree with the sign of their sum."""
+    w = worlds["olmo2"]
+    out = CheckpointReader(_compose(worlds, "olmo2", tmp_path / "moe", shared="ties", verify="keys"))
+    br, doms = CheckpointReader(w["branch"]), [CheckpointReader(d) for d in w["domains"]]
+    for key in ("model.embed_tokens.weight", "lm_head.weight", "model.layers.0.self_attn.k_proj.weight"):
+        base = br.get(key).double()
+        deltas = torch.stack([d.get(key).double() - base for d in doms])
+        agree = (torch.sign(deltas) == torch.sign(deltas.sum(0))) & (deltas != 0)
+        expected = base + (deltas * agree).sum(0) / agree.sum(0).clamp_min(1)
+        torch.testing.assert_close(out.get(key), expected.float(), rtol=0, atol=1e-6)
+        assert not torch.equal(out.get(key), br.get(key))
+    key = "model.layers.1.mlp.experts.2.up_proj.weight"
+    assert torch.equal(out.get(key), doms[1].get("model.layers.1.mlp.experts.1.up_proj.weight"))
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_shared_anchor_routed_to_expert0_reproduces_the_anchor(tmp_path, worlds, family):
     w = worlds[family]

@@ -35,9 +35,11 @@ class ComposeConfig:
     anchor: str = field(metadata={"help": "the branch checkpoint (BAR-2x-Base) or the dense anchor"})
     experts: list[str] = field(metadata={"help": "domain checkpoints as NAME=CKPT (comma-separated)"})
     out: str = field(metadata={"help": "output directory"})
-    shared: Literal["mean", "anchor", "sum"] = field(default="mean", metadata={
-        "help": "shared (non-FFN) tensors: mean over all inputs (BAR), the anchor's, or sum: the anchor plus "
-                "every domain's change to it (task arithmetic; keeps each domain's shared update whole)"})
+    shared: Literal["mean", "anchor", "sum", "ties"] = field(default="mean", metadata={
+        "help": "shared (non-FFN) tensors: mean over all inputs (BAR), the anchor's, sum: the anchor plus "
+                "every domain's change to it (task arithmetic), or ties: the anchor plus, per entry, the mean "
+                "of the domain changes that agree with the elected sign (TIES without trimming; holds one "
+                "tensor per domain in memory)"})
     top_k: int | None = field(default=None, metadata={"help": "experts per token (default: all)"})
     norm_topk_prob: bool = False
     max_shard_size: str = "1GB"
@@ -105,6 +107,23 @@ def delta_sum_of(base: Callable[[], torch.Tensor], read: list[Callable[[], torch
     for reader in read:
         total.add_(reader())
     return total.to(dtype)
+
+
+def ties_of(base: Callable[[], torch.Tensor], read: list[Callable[[], torch.Tensor]]) -> torch.Tensor:
+    """base + per entry the mean of the changes (x_i - base) whose sign agrees with the sign of their sum.
+
+    Unlike `mean_of`, a change made by one domain only is kept whole instead of divided by N + 1; unlike
+    `delta_sum_of`, changes several domains made alike are not added up N times.
+
+    >>> b = torch.tensor([0.0, 0.0, 1.0])
+    >>> ties_of(lambda: b, [lambda: torch.tensor([2.0, 1.0, 1.0]), lambda: torch.tensor([0.0, 3.0, 0.0])]).tolist()
+    [2.0, 2.0, 0.0]
+    """
+    from barkit.merge import MergeSettings, merge_tensors  # merge builds on compose: import here, not above
+
+    base_T = base()
+    deltas = [reader().to(accum_dtype(base_T.dtype)) - base_T for reader in read]
+    return merge_tensors(base_T, deltas, [1.0] * len(deltas), MergeSettings(elect_sign=True))
 
 
 def expert_names(reader: CheckpointReader, count: int) -> list[str]:
@@ -289,6 +308,8 @@ def write_compose(anchor: Anchor, domains: dict[str, MoECheckpoint], shared_mode
         reads = [lambda r=r: r.get(key) for r in inputs]
         if shared_mode == "sum":
             writer.add(key, delta_sum_of(reads[0], reads[1:]))
+        elif shared_mode == "ties":
+            writer.add(key, ties_of(reads[0], reads[1:]))
         else:
             writer.add(key, mean_of(reads if shared_mode == "mean" else reads[:1]))
     row0_sources = ([anchor.moe] if anchor.moe else []) + list(domains.values())

@@ -38,6 +38,8 @@ class DemoConfig:
     route_supervision: float | None = field(default=None, metadata={
         "help": "router loss weight in midtrain/sft: domain tokens to the expert, general ones to the anchor "
                 "(default: the recipe's)"})
+    compose_shared: Literal["mean", "anchor", "sum", "ties"] | None = field(default=None, metadata={
+        "help": "how compose merges shared tensors (see barkit compose --help; default: the recipe's)"})
     progress: bool = True
 
 
@@ -158,7 +160,8 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
 
     root = Path(cfg.out)
     recipe = get_recipe(cfg.profile)
-    overrides = {k: getattr(cfg, k) for k in ("shared_lr_scale", "route_supervision") if getattr(cfg, k) is not None}
+    overrides = {k: getattr(cfg, k) for k in ("shared_lr_scale", "route_supervision", "compose_shared")
+                 if getattr(cfg, k) is not None}
     recipe = dataclasses.replace(recipe, **overrides)
     steps = Steps(root, log)
     start = time.perf_counter()
@@ -176,7 +179,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
 
     composed = root / "bar-moe-composed"
     compose_cfg = ComposeConfig(anchor=str(bar_base), experts=[f"{d}={p}" for d, p in finals.items()],
-                                out=str(composed), overwrite=True)
+                                out=str(composed), shared=recipe.compose_shared, overwrite=True)
     steps.run("compose", composed, {"cfg": compose_cfg}, lambda: compose(compose_cfg))
 
     moe = root / "bar-moe"

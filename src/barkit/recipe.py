@@ -56,6 +56,8 @@ class Recipe:
     # Router loss weight in the domain stages that take it (midtrain, sft): domain tokens -> expert 1, general
     # tokens -> the anchor (StageConfig.route_supervision). 0 is BAR as published.
     route_supervision: float = 0.0
+    # How compose merges the shared tensors (ComposeConfig.shared): "mean" is BAR as published.
+    compose_shared: str = "mean"
     # Which BAR stages each domain goes through (DESIGN.md section 1).
     domain_stages: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
         "math": ("midtrain", "sft", "rl"), "code": ("midtrain", "sft", "rl"),
