@@ -29,6 +29,38 @@ def test_sharded_writer_round_trips_and_names_shards_like_hf(tmp_path):
         assert torch.equal(reader.get(k), v)
 
 
+def test_sharded_writer_hashes_match_the_files_across_chunks(tmp_path, monkeypatch):
+    """Shards are written and hashed in pieces on worker threads; the recorded sha256 is the file's."""
+    import hashlib
+
+    monkeypatch.setattr(ShardedWriter, "CHUNK", 96)  # several pieces per tensor, one not a multiple of 96
+    tensors = {f"t{i}": torch.arange(100, dtype=torch.float32) * i for i in range(5)}
+    with atomic_output_dir(tmp_path / "ck") as tmp:
+        writer = ShardedWriter(tmp, 900)
+        for k, v in tensors.items():
+            writer.add(k, v)
+        writer.close()
+        hashes = writer.file_hashes
+        (tmp / "config.json").write_text("{}")
+    assert len(hashes) == 3
+    for name, info in hashes.items():
+        data = (tmp_path / "ck" / name).read_bytes()
+        assert info == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    reader = CheckpointReader(tmp_path / "ck")
+    assert all(torch.equal(reader.get(k), v) for k, v in tensors.items())
+
+
+def test_a_failed_background_write_raises_in_the_caller(tmp_path):
+    out = tmp_path / "gone"
+    out.mkdir()
+    writer = ShardedWriter(out, 500)
+    writer.add("a", torch.ones(100))
+    out.rmdir()  # the shard's file cannot be created
+    writer.add("b", torch.ones(100))  # flushes "a" in the background
+    with pytest.raises(FileNotFoundError):
+        writer.close()
+
+
 def test_single_shard_is_model_safetensors(tmp_path):
     out = _write(tmp_path, {"a": torch.ones(3)}, "5GB")
     assert [p.name for p in out.iterdir() if p.suffix == ".safetensors"] == ["model.safetensors"]

@@ -276,9 +276,13 @@ def parse_size(size: str | int) -> int:
 class ShardedWriter:
     """Streams tensors into HF-named safetensors shards, flushing each shard as soon as it is full.
 
-    A shard is assembled in memory before it is written, so peak memory is about one shard: the 1GB default
-    keeps it bounded (5GB shards made branch of a 1.3B model hold 4 GB).
+    A full shard is written and hashed on a worker thread while the caller assembles the next one (file
+    writes and hashlib release the GIL), so reading, writing and hashing overlap. At most one shard is in
+    flight, so peak memory is about two shards: the 1GB default keeps it bounded (5GB shards made branch of
+    a 1.3B model hold 4 GB).
     """
+
+    CHUNK = 64 << 20  # write and hash in pieces, so hashing piece i overlaps writing it
 
     def __init__(self, out_dir: Path, max_shard_size: str | int = "1GB", metadata: dict | None = None):
         self.out_dir = Path(out_dir)
@@ -290,6 +294,9 @@ class ShardedWriter:
         self.file_hashes: dict[str, dict] = {}
         self._hashes: dict[str, dict] = {}
         self.total_size = 0
+        self._writer: ThreadPoolExecutor | None = None  # started on the first flush
+        self._hasher: ThreadPoolExecutor | None = None
+        self._in_flight: Future | None = None
 
     def add(self, key: str, tensor: torch.Tensor) -> None:
         if key in self._pending or any(key in keys for _, keys in self._shards):
@@ -302,35 +309,60 @@ class ShardedWriter:
         self.total_size += size
 
     def _flush(self) -> None:
-        """Write one safetensors file, hashing the bytes as they go out (no re-read to hash it)."""
+        """Hand the pending shard to the worker thread, after the previous one is on disk."""
         name = f"shard-{len(self._shards):05d}.tmp"
         keys = sorted(self._pending)
+        self._shards.append((name, keys))
+        pending, self._pending, self._pending_bytes = self._pending, {}, 0
+        self._wait()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="barkit-write")
+            self._hasher = ThreadPoolExecutor(1, thread_name_prefix="barkit-hash")
+        self._in_flight = self._writer.submit(self._write_shard, name, keys, pending)
+
+    def _wait(self) -> None:
+        if self._in_flight is not None:
+            future, self._in_flight = self._in_flight, None
+            future.result()  # re-raises a failed write here, in the caller's thread
+
+    def _write_shard(self, name: str, keys: list[str], tensors: dict[str, torch.Tensor]) -> None:
+        """Write one safetensors file, hashing the bytes as they go out (no re-read to hash it)."""
         header: dict = {"__metadata__": self.metadata}
         offset = 0
         for key in keys:
-            t = self._pending[key]
+            t = tensors[key]
             size = t.numel() * t.element_size()
             header[key] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
             offset += size
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)  # safetensors pads the header to 8-byte alignment
         digest = hashlib.sha256()
+        hashing: Future | None = None
         with open(self.out_dir / name, "wb") as fh:
-            for block in (struct.pack("<Q", len(raw)), raw):
-                fh.write(block)
-                digest.update(block)
+            pieces = [struct.pack("<Q", len(raw)), raw]
             for key in keys:
-                data = memoryview(self._pending[key].reshape(-1).view(torch.uint8).numpy())
-                fh.write(data)
-                digest.update(data)
-        self._shards.append((name, keys))
+                data = memoryview(tensors[key].reshape(-1).view(torch.uint8).numpy())
+                pieces.extend(data[i:i + self.CHUNK] for i in range(0, len(data), self.CHUNK))
+            for piece in pieces:
+                if hashing is not None:
+                    hashing.result()  # sha256 is sequential: piece i-1 is in before piece i
+                hashing = self._hasher.submit(digest.update, piece)
+                fh.write(piece)
+            if hashing is not None:
+                hashing.result()
         self._hashes[name] = {"sha256": digest.hexdigest(), "size": 8 + len(raw) + offset}
-        self._pending, self._pending_bytes = {}, 0
 
     def close(self) -> dict[str, str]:
         """Write the last shard, give shards their HF names, write the index; return key -> file."""
-        if self._pending or not self._shards:
-            self._flush()
+        try:
+            if self._pending or not self._shards:
+                self._flush()
+            self._wait()
+        finally:
+            for pool in (self._writer, self._hasher):
+                if pool is not None:
+                    pool.shutdown(wait=True)
+            self._writer = self._hasher = None
         n = len(self._shards)
         weight_map = {}
         for i, (tmp_name, keys) in enumerate(self._shards):
