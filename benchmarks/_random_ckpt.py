@@ -125,10 +125,29 @@ def barkit_cmd(*args: str) -> list[str]:
     return [sys.executable, "-c", _WRAPPER, *args]
 
 
+# Bytes of memory a throwaway process touches before every timed run (see `prefault`); 0 turns it off.
+PREFAULT_BYTES = int(float(os.environ.get("BARKIT_BENCH_PREFAULT_GB", "12")) * 2**30)
+
+
+def prefault(nbytes: int = PREFAULT_BYTES) -> None:
+    """Touch `nbytes` of fresh memory in a throwaway process, then free it.
+
+    On these VMs the first touch of a guest page the host has taken back costs ~1-4 s/GB (measured: 14 GB in
+    58 s, refilling it 2 s), and freed pages are taken back within seconds. Every output byte lands in such
+    pages (page cache), so without this a run's wall time depended on what ran before it, not on the tool.
+    12 GB covers a 1.3B branch: 4.2 GB of output page cache plus up to 2 GB of shards in flight (with 6 GB
+    branch took 13 s, with 12 GB 6.3 s; cp and dd need only their output's pages).
+    """
+    if nbytes > 0:
+        subprocess.run([sys.executable, "-c", f"b = bytearray({nbytes}); b[::4096] = b'x' * len(b[::4096])"],
+                       check=True)
+
+
 def measure(cmd: list[str], poll_s: float = 0.02) -> dict:
     """Run `cmd`: wall and CPU (user + sys) time, peak RSS (VmHWM: anonymous + mapped file pages), polled peak
     anonymous RSS."""
     subprocess.run(["sync"], check=True)  # start with no dirty pages from earlier steps
+    prefault()
     load = os.getloadavg()[0]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -1,5 +1,6 @@
 """Baselines on one smoke world with two BAR experts (math: midtrain+sft+rl, safety: sft), built once."""
 
+import dataclasses
 import json
 
 import pytest
@@ -23,7 +24,8 @@ def bar(tmp_path_factory):
     from barkit.world.build import WorldConfig, build_world
 
     root = tmp_path_factory.mktemp("baselines")
-    recipe = get_recipe("smoke")
+    # route supervision on: BAR's experts take it, the dense baselines' chains must drop it (no router)
+    recipe = dataclasses.replace(get_recipe("smoke"), route_supervision=1.0)
     steps = Steps(root, lambda _: None)
     world = build_world(WorldConfig(out=str(root / "world"), profile="smoke", progress=False), log=lambda _: None)
     bar_base = branch(BranchConfig(anchor=str(world / "anchor"), base=str(world / "base"), out=str(root / "base2x")))

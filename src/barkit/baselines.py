@@ -115,7 +115,8 @@ def _dense_chain(steps: Steps, name: str, world: Path, start: Path, domain: str,
         data = _data(world, STAGE_FILES[stage].format(domain=domain))
         cfg = _stage_config(recipe, stage, domain, model, data, out / stage, seed, progress,
                             _data(world, "general_sft.jsonl"))
-        cfg = dataclasses.replace(cfg, trainable=["all"], expert_name=None, threads=threads)
+        # a dense model has no router to supervise (the recipe's route_supervision is for BAR's experts)
+        cfg = dataclasses.replace(cfg, trainable=["all"], expert_name=None, threads=threads, route_supervision=0.0)
         model = _train_step(steps, f"{name}/{stage}", cfg)
     return model
 
