@@ -136,7 +136,9 @@ def prefault(nbytes: int = PREFAULT_BYTES) -> None:
     58 s, refilling it 2 s), and freed pages are taken back within seconds. Every output byte lands in such
     pages (page cache), so without this a run's wall time depended on what ran before it, not on the tool.
     12 GB covers a 1.3B branch: 4.2 GB of output page cache plus up to 2 GB of shards in flight (with 6 GB
-    branch took 13 s, with 12 GB 6.3 s; cp and dd need only their output's pages).
+    branch took 13 s, with 12 GB 6.3 s; cp and dd need only their output's pages). Caveat: on a 24 GB
+    machine it can also evict the inputs' page cache, so repeated runs still vary (branch 10.9-14.2 s, cp
+    2.7-7.6 s across runs of one session): compare ratios within a run, over several repeats.
     """
     if nbytes > 0:
         subprocess.run([sys.executable, "-c", f"b = bytearray({nbytes}); b[::4096] = b'x' * len(b[::4096])"],
