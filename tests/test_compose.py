@@ -87,31 +87,29 @@ def test_compose_tensors_are_as_specified(tmp_path, worlds, family):
     assert (out.path / "tokenizer.json").is_file() and (out.path / "barkit_config.yaml").is_file()
 
 
-def test_shared_sum_adds_every_domains_change(tmp_path, worlds):
-    """shared=sum: anchor + sum_i (domain_i - anchor) per shared tensor; experts and router as in mean mode."""
-    w = worlds["olmo2"]
-    out = CheckpointReader(_compose(worlds, "olmo2", tmp_path / "moe", shared="sum", verify="keys"))
-    br, doms = CheckpointReader(w["branch"]), [CheckpointReader(d) for d in w["domains"]]
-    for key in ("model.embed_tokens.weight", "model.norm.weight", "model.layers.0.self_attn.k_proj.weight"):
-        base = br.get(key).double()
-        expected = (base + sum(d.get(key).double() - base for d in doms)).float()
-        torch.testing.assert_close(out.get(key), expected, rtol=0, atol=1e-6)
-    key = "model.layers.1.mlp.experts.2.up_proj.weight"
-    assert torch.equal(out.get(key), doms[1].get("model.layers.1.mlp.experts.1.up_proj.weight"))
+def _sum_of_changes(deltas: torch.Tensor) -> torch.Tensor:
+    return deltas.sum(0)
 
 
-def test_shared_ties_keeps_lone_changes_whole_and_averages_agreeing_ones(tmp_path, worlds):
-    """shared=ties: per entry, anchor + mean of the domain changes that agree with the sign of their sum."""
+def _ties_of_changes(deltas: torch.Tensor) -> torch.Tensor:
+    agree = (torch.sign(deltas) == torch.sign(deltas.sum(0))) & (deltas != 0)
+    return (deltas * agree).sum(0) / agree.sum(0).clamp_min(1)
+
+
+@pytest.mark.parametrize("mode, combine", [("sum", _sum_of_changes), ("ties", _ties_of_changes)])
+def test_shared_delta_modes_combine_every_domains_change(tmp_path, worlds, mode, combine):
+    """sum: anchor + sum_i (domain_i - anchor); ties: anchor + per entry the mean of the changes that agree with
+    the sign of their sum. Experts are copied as in mean mode."""
     w = worlds["olmo2"]
-    out = CheckpointReader(_compose(worlds, "olmo2", tmp_path / "moe", shared="ties", verify="keys"))
+    out = CheckpointReader(_compose(worlds, "olmo2", tmp_path / "moe", shared=mode, verify="keys"))
     br, doms = CheckpointReader(w["branch"]), [CheckpointReader(d) for d in w["domains"]]
-    for key in ("model.embed_tokens.weight", "lm_head.weight", "model.layers.0.self_attn.k_proj.weight"):
+    for key in ("model.embed_tokens.weight", "lm_head.weight", "model.norm.weight",
+                "model.layers.0.self_attn.k_proj.weight"):
         base = br.get(key).double()
-        deltas = torch.stack([d.get(key).double() - base for d in doms])
-        agree = (torch.sign(deltas) == torch.sign(deltas.sum(0))) & (deltas != 0)
-        expected = base + (deltas * agree).sum(0) / agree.sum(0).clamp_min(1)
+        expected = base + combine(torch.stack([d.get(key).double() - base for d in doms]))
         torch.testing.assert_close(out.get(key), expected.float(), rtol=0, atol=1e-6)
-        assert not torch.equal(out.get(key), br.get(key))
+    for key in ("model.embed_tokens.weight", "lm_head.weight", "model.layers.0.self_attn.k_proj.weight"):
+        assert not torch.equal(out.get(key), br.get(key))  # the domains moved them
     key = "model.layers.1.mlp.experts.2.up_proj.weight"
     assert torch.equal(out.get(key), doms[1].get("model.layers.1.mlp.experts.1.up_proj.weight"))
 
