@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/barkit-bench-compose"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--counts", default="2,5", help="numbers of domain experts to compose")
-    parser.add_argument("--timed-shard-size", default="1GB")
+    parser.add_argument("--timed-shard-size", default="200MB")
     parser.add_argument("--rss-shard-size", default="200MB", help="extra runs for peak RSS only")
     parser.add_argument("--keep", action="store_true", help="keep the checkpoints afterwards")
     args = parser.parse_args()

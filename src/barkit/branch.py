@@ -15,8 +15,8 @@ import torch
 
 from barkit import verify
 from barkit.arch import ROLES, ArchSpec, spec_for_dense
-from barkit.checkpoint import (CheckpointReader, ShardedWriter, atomic_output_dir, build_manifest,
-                               copy_tokenizer, write_json)
+from barkit.checkpoint import (DEFAULT_SHARD_SIZE, CheckpointReader, ShardedWriter, atomic_output_dir,
+                               build_manifest, copy_tokenizer, write_json)
 from barkit.config import dump_yaml, to_dict
 from barkit.errors import BarkitError
 from barkit.prompts import read_prompts
@@ -37,7 +37,7 @@ class BranchConfig:
     seed: int = 0
     top_k: int | None = field(default=None, metadata={"help": "experts per token (default: all)"})
     norm_topk_prob: bool = False
-    max_shard_size: str = "1GB"
+    max_shard_size: str = DEFAULT_SHARD_SIZE
     verify: Literal["auto", "full", "keys", "none"] = field(
         default="auto", metadata={"help": "auto: load back with transformers when small enough, else keys"})
     overwrite: bool = False

@@ -262,6 +262,12 @@ _ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", 
 _TORCH_DTYPES = {name: dtype for dtype, name in _ST_DTYPES.items()}
 
 
+# Output shard size for weight surgery. The writer holds about two shards, so this sets peak memory: on a 1.28B
+# bf16 branch, 1GB shards peaked at 9.2 largest tensors of RSS and 200MB at 1.7, and 200MB was also faster
+# (10.9 s against 13-14 s; more overlap between reading, writing and hashing). A 7B model gets ~70 files.
+DEFAULT_SHARD_SIZE = "200MB"
+
+
 def parse_size(size: str | int) -> int:
     """'5GB' -> bytes (HF's max_shard_size convention, decimal units)."""
     if isinstance(size, int):
@@ -278,13 +284,13 @@ class ShardedWriter:
 
     A full shard is written and hashed on a worker thread while the caller assembles the next one (file
     writes and hashlib release the GIL), so reading, writing and hashing overlap. At most one shard is in
-    flight, so peak memory is about two shards: the 1GB default keeps it bounded (5GB shards made branch of
-    a 1.3B model hold 4 GB).
+    flight, so peak memory is about two shards (`DEFAULT_SHARD_SIZE`; 5GB shards made branch of a 1.3B model
+    hold 4 GB).
     """
 
     CHUNK = 64 << 20  # write and hash in pieces, so hashing piece i overlaps writing it
 
-    def __init__(self, out_dir: Path, max_shard_size: str | int = "1GB", metadata: dict | None = None):
+    def __init__(self, out_dir: Path, max_shard_size: str | int = DEFAULT_SHARD_SIZE, metadata: dict | None = None):
         self.out_dir = Path(out_dir)
         self.max_bytes = parse_size(max_shard_size)
         self.metadata = {"format": "pt", **(metadata or {})}

@@ -19,8 +19,8 @@ import yaml
 
 from barkit import verify
 from barkit.arch import ARCHITECTURES, ROLES, ArchSpec, num_experts, spec_for_dense, spec_for_moe
-from barkit.checkpoint import (CheckpointReader, ShardedWriter, atomic_output_dir, build_manifest,
-                               copy_tokenizer, write_json)
+from barkit.checkpoint import (DEFAULT_SHARD_SIZE, CheckpointReader, ShardedWriter, atomic_output_dir,
+                               build_manifest, copy_tokenizer, write_json)
 from barkit.config import dump_yaml, to_dict
 from barkit.errors import BarkitError
 
@@ -42,7 +42,7 @@ class ComposeConfig:
                 "tensor per domain in memory)"})
     top_k: int | None = field(default=None, metadata={"help": "experts per token (default: all)"})
     norm_topk_prob: bool = False
-    max_shard_size: str = "1GB"
+    max_shard_size: str = DEFAULT_SHARD_SIZE
     verify: VerifyMode = field(default="auto", metadata={
         "help": "auto: load back with transformers when small enough, else keys"})
     overwrite: bool = False
@@ -412,7 +412,8 @@ def _write_replaced(src: MoECheckpoint, new: MoECheckpoint, index: int, writer: 
 
 
 def replace_expert(model_dir: str | Path, name: str, new_ckpt: str | Path, out: str | Path, *,
-                   max_shard_size: str = "1GB", verify_mode: VerifyMode = "auto", overwrite: bool = False) -> Path:
+                   max_shard_size: str = DEFAULT_SHARD_SIZE, verify_mode: VerifyMode = "auto",
+                   overwrite: bool = False) -> Path:
     """Swap expert `name`'s FFN and router row for `new_ckpt`'s expert 1 / row 1; all else bit-identical.
 
     The router should be retrained afterwards (the other rows were trained against the old expert).

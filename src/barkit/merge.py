@@ -26,7 +26,7 @@ import torch
 
 from barkit import verify
 from barkit.arch import ROLES, ArchSpec, spec_for_dense
-from barkit.checkpoint import MANIFEST_NAME, CheckpointReader, ShardedWriter, atomic_output_dir
+from barkit.checkpoint import DEFAULT_SHARD_SIZE, MANIFEST_NAME, CheckpointReader, ShardedWriter, atomic_output_dir
 from barkit.compose import (MoECheckpoint, VerifyMode, accum_dtype, is_dense, open_moe, parse_named,
                             verify_loads, write_metadata)
 from barkit.errors import BarkitError
@@ -202,13 +202,14 @@ class FoldConfig:
     moe: str = field(metadata={"help": "an MoE checkpoint (a trained 2-expert BAR model, or a composed one)"})
     out: str = field(metadata={"help": "output directory (a dense checkpoint)"})
     expert: str = field(default="1", metadata={"help": "expert to fold: index or name"})
-    max_shard_size: str = "1GB"
+    max_shard_size: str = DEFAULT_SHARD_SIZE
     verify: VerifyMode = "auto"
     overwrite: bool = False
 
 
-def fold_expert(moe_dir: str | Path, out: str | Path, expert: int | str = 1, *, max_shard_size: str = "1GB",
-                verify_mode: VerifyMode = "auto", overwrite: bool = False) -> Path:
+def fold_expert(moe_dir: str | Path, out: str | Path, expert: int | str = 1, *,
+                max_shard_size: str = DEFAULT_SHARD_SIZE, verify_mode: VerifyMode = "auto",
+                overwrite: bool = False) -> Path:
     """Write the dense version of one expert: its FFN plus the MoE's shared tensors, dense config."""
     moe = open_moe(moe_dir)
     if isinstance(expert, str) and expert.isdigit():
@@ -242,7 +243,7 @@ class MergeConfig:
     density: float = field(default=0.2, metadata={"help": "TIES: fraction of each task vector kept"})
     drop_p: float = field(default=0.5, metadata={"help": "DARE: drop probability"})
     seed: int = 0
-    max_shard_size: str = "1GB"
+    max_shard_size: str = DEFAULT_SHARD_SIZE
     verify: VerifyMode = "auto"
     overwrite: bool = False
 

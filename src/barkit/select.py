@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from barkit import verify
 from barkit.arch import ROLES, spec_for_moe
-from barkit.checkpoint import ShardedWriter, atomic_output_dir
+from barkit.checkpoint import DEFAULT_SHARD_SIZE, ShardedWriter, atomic_output_dir
 from barkit.compose import (ANCHOR, MoECheckpoint, VerifyMode, open_moe, routing_config, verify_loads,
                             write_metadata)
 from barkit.errors import BarkitError
@@ -31,7 +31,7 @@ class SelectConfig:
     drop_anchor: bool = False
     top_k: int | None = field(default=None, metadata={
         "help": "experts per token (default: the source's, clamped to the kept count)"})
-    max_shard_size: str = "1GB"
+    max_shard_size: str = DEFAULT_SHARD_SIZE
     verify: VerifyMode = "auto"
     overwrite: bool = False
 
