@@ -57,11 +57,13 @@ def probe(path: str, items: int, n_words: int, seed: int, corpus: str | None) ->
     pool, rng = word_pool(tokenizer, corpus), random.Random(seed)
     if len(pool) < 2 * n_words:
         raise SystemExit(f"{path}: only {len(pool)} single-token words in the vocabulary; need {2 * n_words}")
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False).input_ids
+
+    head, cue = encode("Words:"), encode(". Again:")
     nll_first = nll_repeat = exact = 0.0
     for _ in range(items):
-        words = " ".join(rng.sample(pool, n_words))
-        encode = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
-        head, listed, cue = encode("Words:"), encode(f" {words}"), encode(". Again:")
+        listed = encode(" " + " ".join(rng.sample(pool, n_words)))
         first = head + listed
         ids_1T = torch.tensor([first + cue + listed])
         logprobs_TV = torch.log_softmax(model(ids_1T).logits[0, :-1].float(), dim=-1)
