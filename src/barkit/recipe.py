@@ -20,6 +20,7 @@ class ModelShape:
     kv_heads: int
     intermediate: int
     max_positions: int = 256
+    rope_theta: float = 500000.0  # Olmo 2 7B's value; it also leaves slow RoPE pairs for the copy circuit
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class Recipe:
     rl: RLBudget
     router: Budget
     router_fraction: float = 0.05
+    # Start the base from a hand-wired induction circuit (world/circuits.py): a tiny model does not grow one
+    # in its pretraining budget, and BAR's experts need the anchor to copy from context, as real ones do.
+    copy_circuit: bool = True
     general_ratio: float = 0.3  # share of general chats mixed into each domain's SFT (BAR mixes them)
     # lr multiplier for the shared tensors a domain stage unfreezes (embeddings, lm_head; attention and norms
     # in RL). BAR's 7B lr (1e-4) barely moves them; at the toy lr (2e-3) SFT moved embeddings by ~35% and
@@ -115,6 +119,7 @@ RECIPES["smoke"] = Recipe(
     eval_max_new_tokens=12,
     eval_limit=3,
     data_profile="quick",
+    copy_circuit=False,  # two heads are too few for the circuit's four residual blocks
 )
 
 

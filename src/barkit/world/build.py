@@ -34,7 +34,8 @@ def _key(cfg: WorldConfig, recipe: Recipe) -> dict:
 
     return {"profile": cfg.profile, "seed": cfg.seed, "generator": GENERATOR_VERSION,
             "shape": asdict(recipe.shape), "seq_len": recipe.seq_len,
-            "pretrain": asdict(recipe.pretrain), "anchor_sft": asdict(recipe.anchor_sft)}
+            "pretrain": asdict(recipe.pretrain), "anchor_sft": asdict(recipe.anchor_sft),
+            "copy_circuit": recipe.copy_circuit}
 
 
 def _read_manifest(root: Path) -> dict:
@@ -48,9 +49,12 @@ def _valid(root: Path, phase: str, manifest: dict, key: dict) -> bool:
 
 
 def init_dense_model(recipe: Recipe, tokenizer_dir: Path, out: Path, seed: int) -> Path:
-    """A randomly initialised Olmo 2 model sized by the recipe, saved with the world tokenizer."""
+    """A randomly initialised Olmo 2 model sized by the recipe (with the copy circuit if the recipe asks),
+    saved with the world tokenizer."""
     import torch
     from transformers import AutoTokenizer, Olmo2Config, Olmo2ForCausalLM
+
+    from barkit.world.circuits import seed_copy_circuit
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     s = recipe.shape
@@ -58,10 +62,13 @@ def init_dense_model(recipe: Recipe, tokenizer_dir: Path, out: Path, seed: int) 
                          num_hidden_layers=s.layers, num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,
                          max_position_embeddings=s.max_positions, pad_token_id=tokenizer.pad_token_id,
                          eos_token_id=tokenizer.eos_token_id, bos_token_id=None, tie_word_embeddings=False,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+                         rope_parameters={"rope_type": "default", "rope_theta": s.rope_theta})
     torch.manual_seed(seed)
+    model = Olmo2ForCausalLM(config)
+    if recipe.copy_circuit:
+        seed_copy_circuit(model, seed, positions=recipe.seq_len)
     with atomic_output_dir(out, overwrite=True) as tmp:
-        Olmo2ForCausalLM(config).save_pretrained(str(tmp))
+        model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
     return out
 

@@ -1,0 +1,67 @@
+"""The seeded copy circuit: at step 0 the model repeats a random sequence it has seen once in its context."""
+
+import pytest
+import torch
+from transformers import Olmo2Config, Olmo2ForCausalLM
+
+from barkit.errors import BarkitError
+from barkit.world.circuits import seed_copy_circuit
+
+VOCAB = 300
+
+
+def tiny_olmo(heads: int = 4, theta: float = 500000.0) -> Olmo2ForCausalLM:
+    torch.manual_seed(0)
+    config = Olmo2Config(vocab_size=VOCAB, hidden_size=128, intermediate_size=64, num_hidden_layers=3,
+                         num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=256,
+                         pad_token_id=1, eos_token_id=0, bos_token_id=None, tie_word_embeddings=False,
+                         rope_parameters={"rope_type": "default", "rope_theta": theta})
+    config._attn_implementation = "eager"  # so attention weights can be read back
+    return Olmo2ForCausalLM(config).eval()
+
+
+def repeat_accuracy(model: Olmo2ForCausalLM, length: int = 30, rows: int = 8) -> float:
+    """Greedy accuracy on the second copy of `length` distinct random tokens (first token of the copy excluded:
+    nothing in the context predicts it); distinct, so the next token is never ambiguous."""
+    gen = torch.Generator().manual_seed(1)
+    seq = torch.stack([torch.randperm(VOCAB - 2, generator=gen)[:length] + 2 for _ in range(rows)])
+    x = torch.cat([torch.zeros(rows, 1, dtype=torch.long), seq, seq], dim=1)
+    with torch.no_grad():
+        pred = model(x).logits.argmax(-1)
+    # position p predicts x[p + 1]; the copy's second token is x[length + 2]
+    return (pred[:, length + 1:-1] == x[:, length + 2:]).float().mean().item()
+
+
+def test_seeded_model_copies_and_unseeded_does_not():
+    plain = tiny_olmo()
+    assert repeat_accuracy(plain) < 0.05
+    seeded = tiny_olmo()
+    info = seed_copy_circuit(seeded, seed=0)
+    assert repeat_accuracy(seeded) > 0.95
+    assert info["previous_token_pairs"] and len(info["match_pairs"]) >= 4
+
+
+def test_layer0_head0_attends_to_the_previous_token():
+    model = tiny_olmo()
+    seed_copy_circuit(model, seed=0)
+    x = torch.randint(2, VOCAB, (1, 100), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        attn = model(x, output_attentions=True).attentions[0][0, 0]  # layer 0, batch 0, head 0: [query, key]
+    assert torch.equal(attn[1:].argmax(-1), torch.arange(99))
+    assert attn[1:].max(-1).values.min() > 0.9
+
+
+def test_same_seed_same_weights_other_seed_other_codes():
+    a, b, c = tiny_olmo(), tiny_olmo(), tiny_olmo()
+    seed_copy_circuit(a, seed=0)
+    seed_copy_circuit(b, seed=0)
+    seed_copy_circuit(c, seed=1)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(pa, pb), name
+    assert not torch.equal(a.model.embed_tokens.weight, c.model.embed_tokens.weight)
+
+
+@pytest.mark.parametrize("heads,theta,match", [(2, 500000.0, "4 heads"), (4, 100.0, "rope_theta 100 too small")])
+def test_shapes_that_cannot_hold_the_circuit_are_refused(heads, theta, match):
+    with pytest.raises(BarkitError, match=match):
+        seed_copy_circuit(tiny_olmo(heads=heads, theta=theta), seed=0)
