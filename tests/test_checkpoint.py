@@ -50,6 +50,53 @@ def test_sharded_writer_hashes_match_the_files_across_chunks(tmp_path, monkeypat
     assert all(torch.equal(reader.get(k), v) for k, v in tensors.items())
 
 
+@pytest.mark.parametrize("kernel_copy", [True, False], ids=["copy_file_range", "userspace-fallback"])
+def test_on_disk_tensors_are_copied_byte_for_byte(tmp_path, monkeypatch, kernel_copy):
+    """`TensorBytes` sources (copied file to file, never loaded) give the same files and hashes as tensors."""
+    import hashlib
+    import os
+
+    monkeypatch.setattr(ShardedWriter, "CHUNK", 96)  # ranges split into pieces, one not a multiple of 96
+    if not kernel_copy:
+        def unsupported(*args, **kwargs):
+            raise OSError(18, "Invalid cross-device link")
+        monkeypatch.setattr(os, "copy_file_range", unsupported)
+    tensors = {f"t{i}": torch.arange(100, dtype=torch.float32) * (i + 1) for i in range(5)}
+    tensors["half"] = torch.arange(7, dtype=torch.bfloat16)
+    source = CheckpointReader(_write(tmp_path / "src", tensors, 900))
+    mixed = {k: (source.locate(k) if i % 2 == 0 else source.get(k)) for i, k in enumerate(sorted(tensors))}
+    assert any(not isinstance(v, torch.Tensor) for v in mixed.values())
+    with atomic_output_dir(tmp_path / "copied") as tmp:
+        writer = ShardedWriter(tmp, 900)
+        for k, v in mixed.items():
+            writer.add(k, v)
+        writer.close()
+        hashes = writer.file_hashes
+        (tmp / "config.json").write_text("{}")
+    reference = _write(tmp_path / "ref", {k: source.get(k) for k in sorted(tensors)}, 900)
+    names = sorted(hashes)
+    assert names == sorted(p.name for p in reference.glob("*.safetensors"))
+    for name in names:
+        data = (tmp_path / "copied" / name).read_bytes()
+        assert data == (reference / name).read_bytes()
+        assert hashes[name] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def test_a_source_truncated_after_locating_is_an_error_naming_it(tmp_path):
+    from barkit.errors import BarkitError
+
+    src = _write(tmp_path / "src", {"a": torch.ones(1000)}, "5GB")
+    loc = CheckpointReader(src).locate("a")
+    with open(loc.path, "r+b") as fh:
+        fh.truncate(loc.offset + 100)
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = ShardedWriter(out, "5GB")
+    writer.add("a", loc)
+    with pytest.raises(BarkitError, match="model.safetensors: ended early"):
+        writer.close()
+
+
 def test_a_failed_background_write_raises_in_the_caller(tmp_path):
     out = tmp_path / "gone"
     out.mkdir()

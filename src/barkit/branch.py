@@ -118,15 +118,17 @@ def router_weights(cfg: BranchConfig, anchor: CheckpointReader, num_layers: int,
 
 def write_branch(anchor: CheckpointReader, base: CheckpointReader, spec: ArchSpec, routers: list[torch.Tensor],
                  writer: ShardedWriter) -> None:
-    """Stream the anchor's tensors, splitting each FFN projection into expert 0 (anchor) and 1 (base)."""
+    """Stream the anchor's tensors, splitting each FFN projection into expert 0 (anchor) and 1 (base).
+
+    Every tensor but the routers is a byte-for-byte copy, so the writer copies it file to file in the kernel."""
     parsed = {spec.dense_key(r, layer): (r, layer) for r in ROLES for layer in range(len(routers))}
     for key in anchor.keys():
         if key not in parsed:
-            writer.add(key, anchor.get(key))
+            writer.add(key, anchor.locate(key))
             continue
         role, layer = parsed[key]
-        writer.add(spec.expert_key(role, layer, 0), anchor.get(key))
-        writer.add(spec.expert_key(role, layer, 1), base.get(key))
+        writer.add(spec.expert_key(role, layer, 0), anchor.locate(key))
+        writer.add(spec.expert_key(role, layer, 1), base.locate(key))
         if role == "down":
             writer.add(spec.router_key(layer), routers[layer])
 
@@ -165,7 +167,7 @@ def branch(cfg: BranchConfig) -> Path:
         raise BarkitError(f"{anchor.path}: FFN tensor '{missing[0]}' not found")
     top_k = cfg.top_k or NUM_BRANCH_EXPERTS
     moe_config = spec.moe_config(anchor.config, NUM_BRANCH_EXPERTS, top_k, cfg.norm_topk_prob)
-    dtype = anchor.get(spec.dense_key("down", 0)).dtype
+    dtype = anchor.dtype(spec.dense_key("down", 0))
     routers = router_weights(cfg, anchor, num_layers, hidden, dtype, anchor.config.get("initializer_range", 0.02))
     shared = set(anchor.keys()) - spec.dense_ffn_keys(num_layers)
     expected = spec.moe_keys(shared, num_layers, NUM_BRANCH_EXPERTS)

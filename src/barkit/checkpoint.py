@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -54,6 +55,24 @@ def _check_safetensors_file(path: Path) -> dict:
                           f"(expected {8 + header_len + end} bytes, found {size})")
     header["__data_start__"] = 8 + header_len
     return header
+
+
+@dataclass(frozen=True)
+class TensorBytes:
+    """A tensor still on disk: its byte range in a safetensors file. `ShardedWriter` copies it into the output
+    in the kernel (`copy_file_range`), so pass-through tensors never enter this process's memory."""
+
+    path: Path
+    offset: int  # absolute byte offset of the tensor's data in `path`
+    nbytes: int
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    def numel(self) -> int:
+        return self.nbytes // self.element_size()
+
+    def element_size(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
 
 
 class CheckpointReader:
@@ -121,8 +140,11 @@ class CheckpointReader:
         start, end = self._header(self.key_to_file[key])[key]["data_offsets"]
         return end - start
 
-    def get(self, key: str) -> torch.Tensor:
-        """Read one tensor straight into fresh memory (`readinto`: no mmap pages held, no second copy)."""
+    def dtype(self, key: str) -> torch.dtype:
+        return self.locate(key).dtype
+
+    def locate(self, key: str) -> TensorBytes:
+        """Where tensor `key`'s bytes are on disk, without reading them (see `TensorBytes`)."""
         if key not in self.key_to_file:
             raise BarkitError(f"{self.path}: tensor '{key}' not found")
         name = self.key_to_file[key]
@@ -131,14 +153,20 @@ class CheckpointReader:
         if dtype is None:
             raise BarkitError(f"{self.path / name}: tensor '{key}' has unsupported dtype {info['dtype']}")
         start, end = info["data_offsets"]
-        buf = torch.empty(end - start, dtype=torch.uint8)
+        return TensorBytes(self.path / name, self._data_start[name] + start, end - start, dtype, tuple(info["shape"]))
+
+    def get(self, key: str) -> torch.Tensor:
+        """Read one tensor straight into fresh memory (`readinto`: no mmap pages held, no second copy)."""
+        loc = self.locate(key)
+        name = self.key_to_file[key]
+        buf = torch.empty(loc.nbytes, dtype=torch.uint8)
         if name not in self._handles:
             self._handles[name] = open(self.path / name, "rb")
         fh = self._handles[name]
-        fh.seek(self._data_start[name] + start)
-        if end > start and fh.readinto(memoryview(buf.numpy())) != end - start:
+        fh.seek(loc.offset)
+        if loc.nbytes and fh.readinto(memoryview(buf.numpy())) != loc.nbytes:
             raise BarkitError(f"{self.path / name}: truncated while reading tensor '{key}'")
-        return buf.view(dtype).reshape(info["shape"])
+        return buf.view(loc.dtype).reshape(loc.shape)
 
     def manifest(self) -> dict | None:
         path = self.path / MANIFEST_NAME
@@ -304,13 +332,14 @@ class ShardedWriter:
         self._hasher: ThreadPoolExecutor | None = None
         self._in_flight: Future | None = None
 
-    def add(self, key: str, tensor: torch.Tensor) -> None:
+    def add(self, key: str, tensor: torch.Tensor | TensorBytes) -> None:
+        """Queue a tensor, or a `TensorBytes` range of an input file (copied in the kernel, never loaded)."""
         if key in self._pending or any(key in keys for _, keys in self._shards):
             raise ValueError(f"tensor '{key}' written twice")
         size = tensor.numel() * tensor.element_size()
         if self._pending and self._pending_bytes + size > self.max_bytes:
             self._flush()
-        self._pending[key] = tensor.detach().contiguous().cpu()
+        self._pending[key] = tensor if isinstance(tensor, TensorBytes) else tensor.detach().contiguous().cpu()
         self._pending_bytes += size
         self.total_size += size
 
@@ -331,8 +360,9 @@ class ShardedWriter:
             future, self._in_flight = self._in_flight, None
             future.result()  # re-raises a failed write here, in the caller's thread
 
-    def _write_shard(self, name: str, keys: list[str], tensors: dict[str, torch.Tensor]) -> None:
-        """Write one safetensors file, hashing the bytes as they go out (no re-read to hash it)."""
+    def _write_shard(self, name: str, keys: list[str], tensors: dict[str, torch.Tensor | TensorBytes]) -> None:
+        """Write one safetensors file, hashing the bytes as they go out: in-memory pieces from memory, pieces
+        copied in the kernel from the output's fresh page cache."""
         header: dict = {"__metadata__": self.metadata}
         offset = 0
         for key in keys:
@@ -342,20 +372,37 @@ class ShardedWriter:
             offset += size
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)  # safetensors pads the header to 8-byte alignment
+        pieces: list = [memoryview(struct.pack("<Q", len(raw)) + raw)]
+        for key in keys:
+            t = tensors[key]
+            if isinstance(t, TensorBytes):
+                pieces.extend((t, i, min(self.CHUNK, t.nbytes - i)) for i in range(0, t.nbytes, self.CHUNK))
+            else:
+                data = memoryview(t.reshape(-1).view(torch.uint8).numpy())
+                pieces.extend(data[i:i + self.CHUNK] for i in range(0, len(data), self.CHUNK))
         digest = hashlib.sha256()
         hashing: Future | None = None
-        with open(self.out_dir / name, "wb") as fh:
-            pieces = [struct.pack("<Q", len(raw)), raw]
-            for key in keys:
-                data = memoryview(tensors[key].reshape(-1).view(torch.uint8).numpy())
-                pieces.extend(data[i:i + self.CHUNK] for i in range(0, len(data), self.CHUNK))
+        fd = os.open(self.out_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        sources = _FileCache()
+        try:
+            position = 0
             for piece in pieces:
+                if isinstance(piece, memoryview):
+                    _write_all(fd, piece)
+                    job, length = (digest.update, piece), len(piece)
+                else:
+                    src, start, length = piece
+                    _copy_range(sources.fd(src.path), src.offset + start, fd, length, src.path)
+                    job = (_hash_range, digest, self.out_dir / name, position, length)
                 if hashing is not None:
                     hashing.result()  # sha256 is sequential: piece i-1 is in before piece i
-                hashing = self._hasher.submit(digest.update, piece)
-                fh.write(piece)
+                hashing = self._hasher.submit(*job)
+                position += length
             if hashing is not None:
                 hashing.result()
+        finally:
+            os.close(fd)
+            sources.close()
         self._hashes[name] = {"sha256": digest.hexdigest(), "size": 8 + len(raw) + offset}
 
     def close(self) -> dict[str, str]:
@@ -380,6 +427,58 @@ class ShardedWriter:
             index = {"metadata": {"total_size": self.total_size}, "weight_map": dict(sorted(weight_map.items()))}
             (self.out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
         return weight_map
+
+
+class _FileCache:
+    """Read-only descriptors of the input files a shard copies from, opened once per shard."""
+
+    def __init__(self):
+        self._fds: dict[Path, int] = {}
+
+    def fd(self, path: Path) -> int:
+        if path not in self._fds:
+            self._fds[path] = os.open(path, os.O_RDONLY)
+        return self._fds[path]
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _copy_range(src_fd: int, src_offset: int, dst_fd: int, length: int, src_path: Path) -> None:
+    """Append `length` bytes of the source file at `src_offset` to `dst_fd`: in the kernel with
+    copy_file_range where the filesystem allows it, else through a userspace buffer."""
+    done = 0
+    while done < length:
+        try:
+            n = os.copy_file_range(src_fd, dst_fd, length - done, src_offset + done)
+        except OSError:  # EXDEV / EINVAL / ENOSYS on some filesystems and kernels: copy by hand
+            n = len(chunk := os.pread(src_fd, min(length - done, 16 << 20), src_offset + done))
+            _write_all(dst_fd, memoryview(chunk))
+        if n == 0:
+            raise BarkitError(f"{src_path}: ended early while copying a tensor (file changed or truncated)")
+        done += n
+
+
+def _hash_range(digest, path: Path, offset: int, length: int, chunk: int = 8 << 20) -> None:
+    """Feed `length` bytes of `path` at `offset` to `digest` (the output's just-written page cache)."""
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(offset)
+        buf = bytearray(min(chunk, length))
+        view = memoryview(buf)
+        done = 0
+        while done < length:
+            n = fh.readinto(view[:min(chunk, length - done)])
+            if not n:
+                raise BarkitError(f"{path}: shorter than written while hashing it")
+            digest.update(view[:n])
+            done += n
 
 
 @contextlib.contextmanager

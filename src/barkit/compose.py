@@ -20,7 +20,7 @@ import yaml
 from barkit import verify
 from barkit.arch import ARCHITECTURES, ROLES, ArchSpec, num_experts, spec_for_dense, spec_for_moe
 from barkit.checkpoint import (DEFAULT_SHARD_SIZE, CheckpointReader, ShardedWriter, atomic_output_dir,
-                               build_manifest, copy_tokenizer, write_json)
+                               TensorBytes, build_manifest, copy_tokenizer, write_json)
 from barkit.config import dump_yaml, to_dict
 from barkit.errors import BarkitError
 
@@ -164,6 +164,11 @@ class MoECheckpoint:
     def router(self, layer: int) -> torch.Tensor:
         return self.reader.get(self.spec.router_key(layer))
 
+    def expert_as(self, role: str, layer: int, expert: int, dtype: torch.dtype) -> torch.Tensor | TensorBytes:
+        """The expert tensor in `dtype`: left on disk for the writer to copy when it already has that dtype."""
+        loc = self.reader.locate(self.spec.expert_key(role, layer, expert))
+        return loc if loc.dtype == dtype else self.expert(role, layer, expert).to(dtype)
+
     def shared_keys(self) -> list[str]:
         return sorted(k for k in self.reader.keys()
                       if self.spec.parse_expert_key(k) is None and self.spec.parse_router_key(k) is None)
@@ -303,7 +308,7 @@ def write_compose(anchor: Anchor, domains: dict[str, MoECheckpoint], shared_mode
     Every tensor is written in the anchor's dtype (a domain saved in fp32 after bf16 branching is cast back).
     """
     inputs = [anchor.reader] + [d.reader for d in domains.values()]
-    dtype = anchor.reader.get(anchor.ffn_key("down", 0)).dtype
+    dtype = anchor.reader.dtype(anchor.ffn_key("down", 0))
     for key in anchor.shared_keys():
         reads = [lambda r=r: r.get(key) for r in inputs]
         if shared_mode == "sum":
@@ -324,7 +329,7 @@ def write_compose(anchor: Anchor, domains: dict[str, MoECheckpoint], shared_mode
             writer.add(anchor.spec.expert_key(role, layer, 0), anchor_T)
             del anchor_T
             for i, moe in enumerate(domains.values(), start=1):
-                writer.add(anchor.spec.expert_key(role, layer, i), moe.expert(role, layer, 1).to(dtype))
+                writer.add(anchor.spec.expert_key(role, layer, i), moe.expert_as(role, layer, 1, dtype))
 
 
 def write_metadata(tmp: Path, config: dict, tokenizer_src: Path, cfg, stage: str, parents: dict,
@@ -397,7 +402,7 @@ def compose(cfg: ComposeConfig) -> Path:
 
 
 def _write_replaced(src: MoECheckpoint, new: MoECheckpoint, index: int, writer: ShardedWriter) -> None:
-    dtype = src.expert("down", 0, index).dtype
+    dtype = src.reader.dtype(src.expert_key("down", 0, index))
     for key in src.reader.keys():
         layer = src.spec.parse_router_key(key)
         parsed = src.spec.parse_expert_key(key)
@@ -406,9 +411,9 @@ def _write_replaced(src: MoECheckpoint, new: MoECheckpoint, index: int, writer: 
             router[index] = new.router(layer)[1].to(router.dtype)
             writer.add(key, router)
         elif parsed is not None and parsed[2] == index:
-            writer.add(key, new.expert(parsed[0], parsed[1], 1).to(dtype))
+            writer.add(key, new.expert_as(parsed[0], parsed[1], 1, dtype))
         else:
-            writer.add(key, src.reader.get(key))
+            writer.add(key, src.reader.locate(key))
 
 
 def replace_expert(model_dir: str | Path, name: str, new_ckpt: str | Path, out: str | Path, *,

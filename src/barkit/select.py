@@ -67,12 +67,12 @@ def selected_config(moe: MoECheckpoint, kept: list[int], top_k: int | None) -> d
 
 def write_selected(moe: MoECheckpoint, kept: list[int], writer: ShardedWriter) -> None:
     for key in moe.shared_keys():
-        writer.add(key, moe.reader.get(key))
+        writer.add(key, moe.reader.locate(key))
     for layer in range(moe.num_layers):
         writer.add(moe.spec.router_key(layer), moe.router(layer)[kept].clone())
         for role in ROLES:
             for new, old in enumerate(kept):
-                writer.add(moe.spec.expert_key(role, layer, new), moe.expert(role, layer, old))
+                writer.add(moe.spec.expert_key(role, layer, new), moe.reader.locate(moe.expert_key(role, layer, old)))
 
 
 def _verify_select(out: Path, cfg: SelectConfig, moe: MoECheckpoint, kept: list[int], top_k: int) -> None:
