@@ -6,13 +6,15 @@ import torch
 from barkit.checkpoint import INDEX_NAME, CheckpointReader, ShardedWriter, atomic_output_dir
 
 
-def _write(tmp_path, tensors, max_shard):
+def _write(tmp_path, tensors, max_shard, hashes: dict | None = None):
+    """Write `tensors` as checkpoint tmp_path/ck; fill `hashes` with the writer's per-file hashes."""
     with atomic_output_dir(tmp_path / "ck") as tmp:
         writer = ShardedWriter(tmp, max_shard)
         for k, v in tensors.items():
             writer.add(k, v)
         writer.close()
         (tmp / "config.json").write_text("{}")
+    (hashes if hashes is not None else {}).update(writer.file_hashes)
     return tmp_path / "ck"
 
 
@@ -35,13 +37,8 @@ def test_sharded_writer_hashes_match_the_files_across_chunks(tmp_path, monkeypat
 
     monkeypatch.setattr(ShardedWriter, "CHUNK", 96)  # several pieces per tensor, one not a multiple of 96
     tensors = {f"t{i}": torch.arange(100, dtype=torch.float32) * i for i in range(5)}
-    with atomic_output_dir(tmp_path / "ck") as tmp:
-        writer = ShardedWriter(tmp, 900)
-        for k, v in tensors.items():
-            writer.add(k, v)
-        writer.close()
-        hashes = writer.file_hashes
-        (tmp / "config.json").write_text("{}")
+    hashes: dict = {}
+    _write(tmp_path, tensors, 900, hashes)
     assert len(hashes) == 3
     for name, info in hashes.items():
         data = (tmp_path / "ck" / name).read_bytes()
@@ -66,18 +63,13 @@ def test_on_disk_tensors_are_copied_byte_for_byte(tmp_path, monkeypatch, kernel_
     source = CheckpointReader(_write(tmp_path / "src", tensors, 900))
     mixed = {k: (source.locate(k) if i % 2 == 0 else source.get(k)) for i, k in enumerate(sorted(tensors))}
     assert any(not isinstance(v, torch.Tensor) for v in mixed.values())
-    with atomic_output_dir(tmp_path / "copied") as tmp:
-        writer = ShardedWriter(tmp, 900)
-        for k, v in mixed.items():
-            writer.add(k, v)
-        writer.close()
-        hashes = writer.file_hashes
-        (tmp / "config.json").write_text("{}")
+    hashes: dict = {}
+    copied = _write(tmp_path / "copied", mixed, 900, hashes)
     reference = _write(tmp_path / "ref", {k: source.get(k) for k in sorted(tensors)}, 900)
     names = sorted(hashes)
     assert names == sorted(p.name for p in reference.glob("*.safetensors"))
     for name in names:
-        data = (tmp_path / "copied" / name).read_bytes()
+        data = (copied / name).read_bytes()
         assert data == (reference / name).read_bytes()
         assert hashes[name] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
