@@ -100,7 +100,9 @@ RECIPES: dict[str, Recipe] = {
         # RL unfreezes every shared tensor: at 2e-4 math's train reward fell from ~0.6 to ~0.3 and held-out
         # reward from 0.453 to 0.391 (eval 48.4 after SFT -> 38.3); at 5e-5 it held (0.469, eval 52.3).
         rl=RLBudget(steps=20, lr=5e-5),
-        router=Budget(steps=100, lr=2e-3),
+        # Router-only training on the same composed MoE (copy-circuit world, seed 0): 100 steps gave overall
+        # 66.6 (tool 46.9), 300 steps 68.8 (tool 55.5) at ~110 s, about 15% of the four experts' training.
+        router=Budget(steps=300, lr=2e-3),
         router_fraction=0.1,
     ),
 }
