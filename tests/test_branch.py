@@ -79,6 +79,27 @@ def test_branch_loads_with_stock_transformers_and_keeps_config(tmp_path, dense_c
     assert (out / "tokenizer.json").is_file() and (out / "barkit_config.yaml").is_file()
 
 
+@pytest.mark.parametrize("hash_outputs", [False, True])
+def test_output_hashes_recorded_now_or_on_first_read(tmp_path, dense_ckpts, monkeypatch, hash_outputs):
+    """By default branch skips hashing its own output (a byte copy, else bound by sha256); the first reader
+    hashes it. Either way the hashes a later job records are the files' sha256."""
+    import hashlib
+
+    monkeypatch.setenv("BARKIT_HASH_CACHE", "off")
+    anchor, base = dense_ckpts["olmo2"]
+    out = _branch(tmp_path, anchor, base, hash_outputs=hash_outputs, max_shard_size="20KB")
+    files = sorted(p.name for p in out.glob("*.safetensors"))
+    assert len(files) > 1
+    actual = {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in files}
+    manifest = json.loads((out / "barkit_manifest.json").read_text())
+    if hash_outputs:
+        assert {k: v["sha256"] for k, v in manifest["weights_sha256"]["files"].items()} == actual
+    else:
+        assert manifest["weights_sha256"] is None
+        assert manifest["weights_files"] == {n: {"size": (out / n).stat().st_size} for n in files}
+    assert CheckpointReader(out).weights_sha256() == actual
+
+
 def test_router_init_modes(tmp_path, dense_ckpts):
     anchor, _ = dense_ckpts["olmo2"]
     prompts = tmp_path / "p.jsonl"

@@ -41,6 +41,9 @@ class BranchConfig:
     verify: Literal["auto", "full", "keys", "none"] = field(
         default="auto", metadata={"help": "auto: load back with transformers when small enough, else keys"})
     overwrite: bool = False
+    hash_outputs: bool = field(default=False, metadata={
+        "help": "sha256 the written files into the manifest now (CPU-bound, ~1 GB/s); by default they are "
+                "hashed, and cached, the first time a later job reads this checkpoint"})
 
     def validate(self) -> None:
         if self.router_init != "random" and not self.prompts:
@@ -172,7 +175,7 @@ def branch(cfg: BranchConfig) -> Path:
     shared = set(anchor.keys()) - spec.dense_ffn_keys(num_layers)
     expected = spec.moe_keys(shared, num_layers, NUM_BRANCH_EXPERTS)
     with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
-        writer = ShardedWriter(tmp, cfg.max_shard_size)
+        writer = ShardedWriter(tmp, cfg.max_shard_size, hash_outputs=cfg.hash_outputs)
         write_branch(anchor, base, spec, routers, writer)
         writer.close()
         (tmp / "config.json").write_text(json.dumps(moe_config, indent=2, sort_keys=True) + "\n")

@@ -185,7 +185,7 @@ class CheckpointReader:
 
     def _compute_weights_sha256(self) -> dict[str, str]:
         manifest = self.manifest()
-        recorded = (manifest or {}).get("weights_sha256", {}).get("files", {})
+        recorded = ((manifest or {}).get("weights_sha256") or {}).get("files", {})  # None: hashing deferred
         out = {}
         for name in self.weight_files:
             path = self.path / name
@@ -314,12 +314,18 @@ class ShardedWriter:
     writes and hashlib release the GIL), so reading, writing and hashing overlap. At most one shard is in
     flight, so peak memory is about two shards (`DEFAULT_SHARD_SIZE`; 5GB shards made branch of a 1.3B model
     hold 4 GB).
+
+    `hash_outputs=False` skips the sha256 of the written files: weight surgery that only copies bytes is
+    otherwise bound by sha256 (~1 GB/s on one core) rather than by the disk. `file_hashes` then records sizes
+    only, and the files are hashed (and cached) the first time a later job reads them as a parent.
     """
 
     CHUNK = 64 << 20  # write and hash in pieces, so hashing piece i overlaps writing it
 
-    def __init__(self, out_dir: Path, max_shard_size: str | int = DEFAULT_SHARD_SIZE, metadata: dict | None = None):
+    def __init__(self, out_dir: Path, max_shard_size: str | int = DEFAULT_SHARD_SIZE, metadata: dict | None = None,
+                 hash_outputs: bool = True):
         self.out_dir = Path(out_dir)
+        self.hash_outputs = hash_outputs
         self.max_bytes = parse_size(max_shard_size)
         self.metadata = {"format": "pt", **(metadata or {})}
         self._pending: dict[str, torch.Tensor] = {}
@@ -396,14 +402,16 @@ class ShardedWriter:
                     job = (_hash_range, digest, self.out_dir / name, position, length)
                 if hashing is not None:
                     hashing.result()  # sha256 is sequential: piece i-1 is in before piece i
-                hashing = self._hasher.submit(*job)
+                if self.hash_outputs:
+                    hashing = self._hasher.submit(*job)
                 position += length
             if hashing is not None:
                 hashing.result()
         finally:
             os.close(fd)
             sources.close()
-        self._hashes[name] = {"sha256": digest.hexdigest(), "size": 8 + len(raw) + offset}
+        size = 8 + len(raw) + offset
+        self._hashes[name] = {"sha256": digest.hexdigest(), "size": size} if self.hash_outputs else {"size": size}
 
     def close(self) -> dict[str, str]:
         """Write the last shard, give shards their HF names, write the index; return key -> file."""
@@ -539,7 +547,10 @@ def build_manifest(stage: str, parents: dict[str, CheckpointReader | Path], conf
         "config": config,
         **(extra or {}),
     }
-    if weights is not None:
+    if weights is not None and all("sha256" in v for v in weights.values()):
         manifest["weights_sha256"] = {"combined": combine_hashes({k: v["sha256"] for k, v in weights.items()}),
                                       "files": weights}
+    elif weights is not None:  # written with hash_outputs=False: hashed when a later job first reads them
+        manifest["weights_sha256"] = None
+        manifest["weights_files"] = weights
     return manifest

@@ -46,6 +46,9 @@ class ComposeConfig:
     verify: VerifyMode = field(default="auto", metadata={
         "help": "auto: load back with transformers when small enough, else keys"})
     overwrite: bool = False
+    hash_outputs: bool = field(default=False, metadata={
+        "help": "sha256 the written files into the manifest now (CPU-bound, ~1 GB/s); by default they are "
+                "hashed, and cached, the first time a later job reads this checkpoint"})
 
     def validate(self) -> None:
         pairs = parse_named(self.experts, "experts", reserved=(ANCHOR,))
@@ -392,7 +395,7 @@ def compose(cfg: ComposeConfig) -> Path:
         check_anchor_expert(first, moe, name, "down", 0, anchor.reader.path)
     del first
     with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
-        writer = ShardedWriter(tmp, cfg.max_shard_size)
+        writer = ShardedWriter(tmp, cfg.max_shard_size, hash_outputs=cfg.hash_outputs)
         write_compose(anchor, domains, cfg.shared, writer)
         writer.close()
         write_metadata(tmp, config, anchor.reader.path, cfg, "compose", parents, writer,

@@ -34,6 +34,9 @@ class SelectConfig:
     max_shard_size: str = DEFAULT_SHARD_SIZE
     verify: VerifyMode = "auto"
     overwrite: bool = False
+    hash_outputs: bool = field(default=False, metadata={
+        "help": "sha256 the written files into the manifest now (CPU-bound, ~1 GB/s); by default they are "
+                "hashed, and cached, the first time a later job reads this checkpoint"})
 
     def validate(self) -> None:
         if len(set(self.keep)) != len(self.keep):
@@ -94,7 +97,7 @@ def select(cfg: SelectConfig) -> Path:
     kept = kept_indices(moe, cfg.keep, cfg.drop_anchor)
     config = selected_config(moe, kept, cfg.top_k)
     with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
-        writer = ShardedWriter(tmp, cfg.max_shard_size)
+        writer = ShardedWriter(tmp, cfg.max_shard_size, hash_outputs=cfg.hash_outputs)
         write_selected(moe, kept, writer)
         writer.close()
         names = [moe.names[i] for i in kept]
