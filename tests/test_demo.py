@@ -56,3 +56,15 @@ def test_demo_rerun_skips_every_step(demo):
     assert again["step_seconds"] == {}
     assert any("up to date" in line for line in logs)
     assert again["table"] == summary["table"]
+
+
+def test_a_copied_demo_directory_is_up_to_date(demo, tmp_path):
+    """Plans are hashed relative to the demo directory: a copy reruns nothing and gives the same table."""
+    import shutil
+
+    out, summary, _ = demo
+    copy = tmp_path / "copied-run"
+    shutil.copytree(out, copy, symlinks=True)
+    again = run_demo(DemoConfig(out=str(copy), profile="smoke", progress=False), log=lambda _: None)
+    assert again["step_seconds"] == {}
+    assert again["table"] == summary["table"]

@@ -2,7 +2,8 @@
 
 Phases: world -> branch -> each domain expert through its stages -> compose -> router training -> evaluation.
 Every step writes its own directory and a plan record (`.demo/STEP.json`, the hash of what it was asked to do);
-a re-run skips each step whose output exists and whose plan is unchanged, so a crashed demo resumes.
+a re-run skips each step whose output exists and whose plan is unchanged, so a crashed demo resumes, and a
+copy of a demo directory rerun with one knob changed redoes only the steps that knob reaches.
 """
 
 from __future__ import annotations
@@ -53,10 +54,16 @@ class Steps:
         (root / ".demo").mkdir(parents=True, exist_ok=True)
 
     def run(self, name: str, output: Path, plan: dict, fn: Callable[[], object]) -> Path:
-        digest = hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()
+        # Paths under the demo directory are hashed relative to it, so a copied demo directory stays up to
+        # date: copy a finished run, change one knob, and only the steps it touches are redone.
+        text = json.dumps(plan, sort_keys=True, default=str)
+        digest = _sha256(text.replace(f"{self.root}/", "<demo>/"))
         record = self.root / ".demo" / f"{name.replace('/', '__')}.json"
-        done = record.is_file() and json.loads(record.read_text()).get("plan") == digest
-        if done and output.exists():
+        recorded = json.loads(record.read_text()) if record.is_file() else {}
+        # records written before plans were made relative hold the hash of the plain text: accept and upgrade
+        if output.exists() and recorded.get("plan") in (digest, _sha256(text)):
+            if recorded["plan"] != digest:
+                write_json(record, {**recorded, "plan": digest})
             self.log(f"[demo] {name}: up to date")
             return output
         self.log(f"[demo] {name} ...")
@@ -66,6 +73,10 @@ class Steps:
         write_json(record, {"plan": digest, "seconds": self.timings[name]})
         self.log(f"[demo] {name}: {self.timings[name]:.1f}s")
         return output
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def heldout_rl_prompts(world: Path, domain: str, out: Path, limit: int = 64) -> Path:
