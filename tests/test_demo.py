@@ -68,3 +68,27 @@ def test_a_copied_demo_directory_is_up_to_date(demo, tmp_path):
     again = run_demo(DemoConfig(out=str(copy), profile="smoke", progress=False), log=lambda _: None)
     assert again["step_seconds"] == {}
     assert again["table"] == summary["table"]
+
+
+def test_redoing_a_step_redoes_the_steps_that_read_its_output(tmp_path):
+    """A step's plan folds in the digests of the outputs it names: a changed upstream step invalidates them."""
+    from barkit.demo import Steps
+
+    root = tmp_path / "run"
+    ran: list[str] = []
+
+    def make(path, tag):
+        return lambda: (path.mkdir(exist_ok=True), ran.append(tag))
+
+    def pipeline(router_steps: int) -> list[str]:
+        ran.clear()
+        steps = Steps(root, lambda _: None)
+        model, evaluation, other = root / "moe", root / "eval-moe", root / "eval-anchor"
+        steps.run("route", model, {"steps": router_steps}, make(model, "route"))
+        steps.run("eval/moe", evaluation, {"model": str(model)}, make(evaluation, "eval/moe"))
+        steps.run("eval/anchor", other, {"model": "world/anchor"}, make(other, "eval/anchor"))
+        return list(ran)
+
+    assert pipeline(100) == ["route", "eval/moe", "eval/anchor"]
+    assert pipeline(100) == []
+    assert pipeline(300) == ["route", "eval/moe"]

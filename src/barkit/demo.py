@@ -51,13 +51,18 @@ class Steps:
     def __init__(self, root: Path, log: Callable[[str], None]):
         self.root, self.log = root, log
         self.timings: dict[str, float] = {}
+        self.produced: dict[str, str] = {}  # output path -> digest of the step that made it
         (root / ".demo").mkdir(parents=True, exist_ok=True)
 
     def run(self, name: str, output: Path, plan: dict, fn: Callable[[], object]) -> Path:
-        # Paths under the demo directory are hashed relative to it, so a copied demo directory stays up to
-        # date: copy a finished run, change one knob, and only the steps it touches are redone.
+        # A step's plan includes the digests of the steps whose outputs it names, so redoing a step redoes
+        # everything downstream (a retrained router re-runs its evaluation). Paths under the demo directory
+        # are hashed relative to it, so a copied demo directory stays up to date: copy a finished run, change
+        # one knob, and only the steps it reaches are redone.
         text = json.dumps(plan, sort_keys=True, default=str)
-        digest = _sha256(text.replace(f"{self.root}/", "<demo>/"))
+        inputs = {path: d for path, d in sorted(self.produced.items()) if path != str(output) and path in text}
+        digest = _sha256((text + json.dumps(inputs)).replace(f"{self.root}/", "<demo>/"))
+        self.produced[str(output)] = digest
         record = self.root / ".demo" / f"{name.replace('/', '__')}.json"
         recorded = json.loads(record.read_text()) if record.is_file() else {}
         # records written before plans were made relative hold the hash of the plain text: accept and upgrade
