@@ -92,3 +92,15 @@ def test_redoing_a_step_redoes_the_steps_that_read_its_output(tmp_path):
     assert pipeline(100) == ["route", "eval/moe", "eval/anchor"]
     assert pipeline(100) == []
     assert pipeline(300) == ["route", "eval/moe"]
+
+
+def test_cosmetic_config_fields_do_not_redo_a_step(tmp_path):
+    from barkit.demo import Steps
+    from barkit.train import StageConfig
+
+    out, ran = tmp_path / "run" / "expert", []
+    for progress in (True, False):
+        cfg = StageConfig(stage="sft", model="m", data=["d.jsonl"], out=str(out), progress=progress)
+        Steps(tmp_path / "run", lambda _: None).run("expert", out, {"cfg": cfg},
+                                                    lambda: (out.mkdir(exist_ok=True), ran.append(progress)))
+    assert ran == [True]

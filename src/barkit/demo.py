@@ -59,14 +59,15 @@ class Steps:
         # everything downstream (a retrained router re-runs its evaluation). Paths under the demo directory
         # are hashed relative to it, so a copied demo directory stays up to date: copy a finished run, change
         # one knob, and only the steps it reaches are redone.
-        text = json.dumps(plan, sort_keys=True, default=str)
+        text = json.dumps(_plain(plan), sort_keys=True, default=str)
         inputs = {path: d for path, d in sorted(self.produced.items()) if path != str(output) and path in text}
         digest = _sha256((text + json.dumps(inputs)).replace(f"{self.root}/", "<demo>/"))
+        legacy = _sha256(json.dumps(plan, sort_keys=True, default=str))
         self.produced[str(output)] = digest
         record = self.root / ".demo" / f"{name.replace('/', '__')}.json"
         recorded = json.loads(record.read_text()) if record.is_file() else {}
         # records written before plans were made relative hold the hash of the plain text: accept and upgrade
-        if output.exists() and recorded.get("plan") in (digest, _sha256(text)):
+        if output.exists() and recorded.get("plan") in (digest, legacy):
             if recorded["plan"] != digest:
                 write_json(record, {**recorded, "plan": digest})
             self.log(f"[demo] {name}: up to date")
@@ -82,6 +83,22 @@ class Steps:
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+COSMETIC_KEYS = frozenset({"progress"})  # config fields that cannot change a step's output
+
+
+def _plain(value):
+    """A plan as JSON-able data: dataclasses as dicts without their cosmetic fields (a demo re-run with
+    --progress false must not redo the steps)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if f.name not in COSMETIC_KEYS}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def heldout_rl_prompts(world: Path, domain: str, out: Path, limit: int = 64) -> Path:
