@@ -16,7 +16,7 @@ import torch
 from barkit import verify
 from barkit.arch import ROLES, ArchSpec, spec_for_dense
 from barkit.checkpoint import (DEFAULT_SHARD_SIZE, CheckpointReader, ShardedWriter, atomic_output_dir,
-                               build_manifest, copy_tokenizer, write_json)
+                               build_manifest, copy_tokenizer, hash_outputs_field, write_json)
 from barkit.config import dump_yaml, to_dict
 from barkit.errors import BarkitError
 from barkit.prompts import read_prompts
@@ -41,9 +41,7 @@ class BranchConfig:
     verify: Literal["auto", "full", "keys", "none"] = field(
         default="auto", metadata={"help": "auto: load back with transformers when small enough, else keys"})
     overwrite: bool = False
-    hash_outputs: bool = field(default=False, metadata={
-        "help": "sha256 the written files into the manifest now (CPU-bound, ~1 GB/s); by default they are "
-                "hashed, and cached, the first time a later job reads this checkpoint"})
+    hash_outputs: bool = hash_outputs_field()
 
     def validate(self) -> None:
         if self.router_init != "random" and not self.prompts:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -72,7 +72,7 @@ class TensorBytes:
         return self.nbytes // self.element_size()
 
     def element_size(self) -> int:
-        return torch.empty((), dtype=self.dtype).element_size()
+        return self.dtype.itemsize
 
 
 class CheckpointReader:
@@ -306,6 +306,13 @@ def parse_size(size: str | int) -> int:
         if text.endswith(unit):
             return int(float(text[: -len(unit)]) * factor)
     return int(text)
+
+
+def hash_outputs_field():
+    """The `hash_outputs` config field of the byte-copy surgery commands (branch, compose, select)."""
+    return field(default=False, metadata={
+        "help": "sha256 the written files into the manifest now (CPU-bound, ~1 GB/s); by default they are "
+                "hashed, and cached, the first time a later job reads this checkpoint"})
 
 
 class ShardedWriter:

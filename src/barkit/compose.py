@@ -19,8 +19,8 @@ import yaml
 
 from barkit import verify
 from barkit.arch import ARCHITECTURES, ROLES, ArchSpec, num_experts, spec_for_dense, spec_for_moe
-from barkit.checkpoint import (DEFAULT_SHARD_SIZE, CheckpointReader, ShardedWriter, atomic_output_dir,
-                               TensorBytes, build_manifest, copy_tokenizer, write_json)
+from barkit.checkpoint import (DEFAULT_SHARD_SIZE, CheckpointReader, ShardedWriter, TensorBytes,
+                               atomic_output_dir, build_manifest, copy_tokenizer, hash_outputs_field, write_json)
 from barkit.config import dump_yaml, to_dict
 from barkit.errors import BarkitError
 
@@ -46,9 +46,7 @@ class ComposeConfig:
     verify: VerifyMode = field(default="auto", metadata={
         "help": "auto: load back with transformers when small enough, else keys"})
     overwrite: bool = False
-    hash_outputs: bool = field(default=False, metadata={
-        "help": "sha256 the written files into the manifest now (CPU-bound, ~1 GB/s); by default they are "
-                "hashed, and cached, the first time a later job reads this checkpoint"})
+    hash_outputs: bool = hash_outputs_field()
 
     def validate(self) -> None:
         pairs = parse_named(self.experts, "experts", reserved=(ANCHOR,))

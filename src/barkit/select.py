@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from barkit import verify
 from barkit.arch import ROLES, spec_for_moe
-from barkit.checkpoint import DEFAULT_SHARD_SIZE, ShardedWriter, atomic_output_dir
+from barkit.checkpoint import DEFAULT_SHARD_SIZE, ShardedWriter, atomic_output_dir, hash_outputs_field
 from barkit.compose import (ANCHOR, MoECheckpoint, VerifyMode, open_moe, routing_config, verify_loads,
                             write_metadata)
 from barkit.errors import BarkitError
@@ -34,9 +34,7 @@ class SelectConfig:
     max_shard_size: str = DEFAULT_SHARD_SIZE
     verify: VerifyMode = "auto"
     overwrite: bool = False
-    hash_outputs: bool = field(default=False, metadata={
-        "help": "sha256 the written files into the manifest now (CPU-bound, ~1 GB/s); by default they are "
-                "hashed, and cached, the first time a later job reads this checkpoint"})
+    hash_outputs: bool = hash_outputs_field()
 
     def validate(self) -> None:
         if len(set(self.keep)) != len(self.keep):
