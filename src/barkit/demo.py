@@ -62,14 +62,10 @@ class Steps:
         text = json.dumps(_plain(plan), sort_keys=True, default=str)
         inputs = {path: d for path, d in sorted(self.produced.items()) if path != str(output) and path in text}
         digest = _sha256((text + json.dumps(inputs)).replace(f"{self.root}/", "<demo>/"))
-        legacy = _sha256(json.dumps(plan, sort_keys=True, default=str))
         self.produced[str(output)] = digest
         record = self.root / ".demo" / f"{name.replace('/', '__')}.json"
-        recorded = json.loads(record.read_text()) if record.is_file() else {}
-        # records written before plans were made relative hold the hash of the plain text: accept and upgrade
-        if output.exists() and recorded.get("plan") in (digest, legacy):
-            if recorded["plan"] != digest:
-                write_json(record, {**recorded, "plan": digest})
+        done = record.is_file() and json.loads(record.read_text()).get("plan") == digest
+        if done and output.exists():
             self.log(f"[demo] {name}: up to date")
             return output
         self.log(f"[demo] {name} ...")
