@@ -175,6 +175,19 @@ def test_rl_raises_reward(tmp_path, moe_ckpts, data_files, run_stage, test_verif
     assert (out / "curves.png").stat().st_size > 0
 
 
+def test_rl_with_dynamic_sampling_trains_the_rl_set_on_kept_groups(tmp_path, moe_ckpts, data_files, run_stage,
+                                                                   test_verifier):
+    parent = moe_ckpts["olmo2"]
+    out = run_stage(tmp_path / "rl", "rl", parent, data_files["rl"], steps=3,
+                    rl={"prompts_per_step": 4, "num_generations": 4, "max_new_tokens": 6,
+                        "dynamic_sampling": True, "max_sampling_rounds": 3})
+    _check_changes(_params(parent), _params(out), "rl")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "reward" in r]
+    assert len(steps) == 3
+    assert all(1 <= r["sampling_rounds"] <= 3 and 0 <= r["kept_groups"] <= 4 for r in steps)
+
+
 def test_existing_output_and_stale_checkpoints_are_refused(tmp_path, moe_ckpts, data_files, run_stage):
     out = run_stage(tmp_path / "o", "midtrain", moe_ckpts["olmo2"], data_files["text"], steps=1)
     with pytest.raises(BarkitError, match="already exists"):

@@ -60,3 +60,60 @@ def test_left_pad_and_positions():
     ids, mask = rl.left_pad([[5, 6, 7], [8]], pad_id=1)
     assert ids.tolist() == [[5, 6, 7], [1, 1, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     assert rl.positions(mask).tolist() == [[0, 1, 2], [0, 0, 0]]
+
+
+def _stub_objective(monkeypatch, dynamic: bool, prompts_per_step: int = 4, rounds: int = 4):
+    """A GRPOObjective whose 'generation' is deterministic: prompt i's group gets rewards from `pattern`."""
+    from types import SimpleNamespace
+
+    from barkit.train.data import StepOrder
+    from barkit.train.stages import RLConfig
+
+    # prompt id -> rewards of its 4 samples: ids divisible by 3 carry signal, the others all agree
+    pattern = {i: [1.0, 0.0, 0.0, 1.0] if i % 3 == 0 else [float(i % 2)] * 4 for i in range(30)}
+    prompts = [RLPrompt([100 + i] * (1 + i % 3), "stub", {"id": i}) for i in range(30)]
+    obj = rl.GRPOObjective.__new__(rl.GRPOObjective)
+    obj.cfg = SimpleNamespace(seed=0, grad_accum=1)
+    obj.rl = RLConfig(prompts_per_step=prompts_per_step, num_generations=4, dynamic_sampling=dynamic,
+                      max_sampling_rounds=rounds)
+    obj.prompts, obj.pad_id = prompts, 0
+    obj.acc = SimpleNamespace(process_index=0, num_processes=1)
+    obj.orders = {0: StepOrder(len(prompts), prompts_per_step, 0)}
+
+    def generate(prompt_ids, samples, greedy):
+        seqs = [p + [p[0], 7] for p in prompt_ids for _ in range(samples)]
+        ids, mask = rl.left_pad([s[:-2] for s in seqs], 0)
+        tail = torch.tensor([s[-2:] for s in seqs])
+        return torch.cat([ids, tail], 1), torch.cat([mask, torch.ones_like(tail)], 1), ids.shape[1]
+
+    obj.generate = generate
+    obj.decode = lambda seqs, width: [str(int(s[width]) - 100) for s in seqs]
+    monkeypatch.setattr(rl, "score", lambda completions, group: torch.tensor(
+        [pattern[int(c)][k % 4] for k, c in enumerate(completions)]))
+    return obj, pattern
+
+
+def test_dynamic_sampling_keeps_only_groups_with_signal(monkeypatch):
+    obj, pattern = _stub_objective(monkeypatch, dynamic=True, rounds=12)
+    (seqs, mask, width, rewards), first, rounds = obj._rollouts(step=0)
+    ids = [int(seqs[g * 4, width]) - 100 for g in range(len(seqs) // 4)]
+    assert len(ids) == 4 and all(i % 3 == 0 for i in ids)  # every kept group has reward variance
+    assert len(set(ids)) == 4  # a step never draws a prompt twice
+    assert rewards.view(-1, 4).tolist() == [pattern[i] for i in ids]
+    assert first.numel() == 4 * 4 and rounds > 1  # round 0's rewards are reported as the step's reward
+    assert all(mask[r, width:].sum() == 2 for r in range(len(seqs)))  # completions survive re-padding
+    for r in range(len(seqs)):  # prompts re-left-padded: each row's prompt is its id repeated, then padding
+        i = int(seqs[r, width]) - 100
+        assert seqs[r, width - (1 + i % 3):width].tolist() == [100 + i] * (1 + i % 3)
+        assert mask[r, :width].sum() == 1 + i % 3
+    again = obj._rollouts(step=0)  # the same step draws the same prompts (resume)
+    assert torch.equal(again[0][0], seqs)
+
+
+def test_dynamic_sampling_stops_at_max_rounds_and_falls_back(monkeypatch):
+    obj, _ = _stub_objective(monkeypatch, dynamic=True, prompts_per_step=8, rounds=1)
+    (seqs, _, width, rewards), first, rounds = obj._rollouts(step=0)
+    assert rounds == 1 and 0 < len(seqs) < 8 * 4  # one round: only its informative groups, fewer than asked
+    plain, _ = _stub_objective(monkeypatch, dynamic=False, prompts_per_step=8)
+    (seqs, _, _, rewards), first, rounds = plain._rollouts(step=0)
+    assert rounds == 1 and len(seqs) == 8 * 4 and torch.equal(rewards, first)

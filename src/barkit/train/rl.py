@@ -81,6 +81,39 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
+def informative_groups(rewards: torch.Tensor, group_size: int) -> list[int]:
+    """Indices of groups whose valid rewards are not all equal (the others have zero advantage).
+
+    >>> informative_groups(torch.tensor([1.0, 1.0, 0.0, 1.0, float("nan"), 0.0]), 2)
+    [1]
+    """
+    out = []
+    for g, values in enumerate(rewards.view(-1, group_size)):
+        valid = values[~values.isnan()]
+        if valid.numel() > 1 and bool(valid.max() != valid.min()):
+            out.append(g)
+    return out
+
+
+def merge_rollouts(parts: list[tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]], pad_id: int) -> tuple:
+    """Concatenate generation rounds: prompts re-left-padded to the widest, completions right-padded.
+
+    >>> a = (torch.tensor([[7, 8, 9]]), torch.tensor([[1, 1, 1]]), 2, torch.tensor([1.0]))
+    >>> b = (torch.tensor([[5, 6, 7, 8]]), torch.tensor([[1, 1, 1, 1]]), 1, torch.tensor([0.0]))
+    >>> ids, mask, width, rewards = merge_rollouts([a, b], 0)
+    >>> ids.tolist(), mask.tolist(), width, rewards.tolist()
+    ([[7, 8, 9, 0, 0], [0, 5, 6, 7, 8]], [[1, 1, 1, 0, 0], [0, 1, 1, 1, 1]], 2, [1.0, 0.0])
+    """
+    width = max(w for _, _, w, _ in parts)
+    tail = max(s.shape[1] - w for s, _, w, _ in parts)
+    ids, masks = [], []
+    for seqs, mask, w, _ in parts:
+        left, right = width - w, tail - (seqs.shape[1] - w)
+        ids.append(F.pad(seqs, (left, right), value=pad_id))
+        masks.append(F.pad(mask, (left, right), value=0))
+    return torch.cat(ids), torch.cat(masks), width, torch.cat([r for *_, r in parts])
+
+
 def positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
@@ -118,7 +151,7 @@ class GRPOObjective:
         self.tok, self.prompts, self.acc, self.stop_ids = tokenizer, prompts, accelerator, stop_ids
         self.eval_prompts, self.total = eval_prompts or [], total_steps
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
-        self.order = StepOrder(len(prompts), cfg.rl.prompts_per_step, cfg.seed)
+        self.orders = {0: StepOrder(len(prompts), cfg.rl.prompts_per_step, cfg.seed)}
         world = accelerator.num_processes
         if self.rl.prompts_per_step % world or (self.rl.prompts_per_step // world * self.rl.num_generations) \
                 % cfg.grad_accum:
@@ -165,10 +198,7 @@ class GRPOObjective:
 
     def __call__(self, step: int, update: Callable[[], float]) -> dict:
         rl, acc, world = self.rl, self.acc, self.acc.num_processes
-        mine = shard([self.prompts[i] for i in self.order.batch(step)], acc.process_index, world)
-        seqs, mask, width = self.generate([p.prompt_ids for p in mine], rl.num_generations, greedy=False)
-        group = [p for p in mine for _ in range(rl.num_generations)]
-        rewards = score(self.decode(seqs, width), group)
+        (seqs, mask, width, rewards), first, rounds = self._rollouts(step)
         adv = group_advantages(rewards.view(-1, rl.num_generations), rl.scale_rewards).flatten()
         cmask = mask[:, width:].float()
         seqs, mask, cmask, adv = (t.to(acc.device) for t in (seqs, mask, cmask, adv))
@@ -176,18 +206,59 @@ class GRPOObjective:
         old = self._logps_no_grad(self.model, seqs, mask, width) if rl.num_iterations > 1 else None
         ref = self._logps_no_grad(self.ref, seqs, mask, width) if self.ref is not None else None
         stats = torch.zeros(2, device=acc.device)  # (sum of loss, clipped tokens)
+        # dynamic sampling can keep fewer rows than configured: split what there is, never an empty part
+        parts = torch.arange(len(seqs)).tensor_split(min(self.cfg.grad_accum, len(seqs)))
         for _ in range(rl.num_iterations):
-            micro = len(seqs) // self.cfg.grad_accum
-            for k in range(self.cfg.grad_accum):
-                part = slice(k * micro, (k + 1) * micro)
-                sync = k == self.cfg.grad_accum - 1
+            for k, part in enumerate(parts):
+                sync = k == len(parts) - 1
                 with contextlib.nullcontext() if sync else acc.no_sync(self.model):
                     loss, clipped = self._loss(seqs[part], mask[part], cmask[part], adv[part], width,
                                                None if old is None else old[part], None if ref is None else ref[part])
                     acc.backward(loss * world / norm)
                 stats += torch.stack([loss.detach(), clipped])
             grad_norm = update()
-        return self._metrics(rewards, cmask, stats, norm, grad_norm, step)
+        row = self._metrics(first, cmask, stats, norm, grad_norm, step)
+        if rl.dynamic_sampling:
+            row.update(kept_groups=len(seqs) // rl.num_generations, sampling_rounds=rounds)
+        return row
+
+    def _prompts(self, step: int, round_: int) -> list[int]:
+        """This rank's prompt indices for a generation round: round 0 is the step's batch; dynamic sampling's
+        later rounds draw from orders with their own seeds, so a resumed run draws the same prompts."""
+        if round_ not in self.orders:
+            self.orders[round_] = StepOrder(len(self.prompts), self.rl.prompts_per_step, self.cfg.seed + 7919 * round_)
+        return shard(self.orders[round_].batch(step), self.acc.process_index, self.acc.num_processes)
+
+    def _rollouts(self, step: int) -> tuple[tuple, torch.Tensor, int]:
+        """((sequences, mask, prompt width, rewards) to train on, round 0's rewards, rounds generated).
+
+        Without dynamic sampling that is round 0 as generated. With it, groups whose rewards are all equal
+        (zero advantage: no gradient, but they dilute the token-mean loss) are dropped and further rounds,
+        skipping prompts this step already drew, run until this rank has as many informative groups as
+        prompts (DAPO); a step that finds none trains on round 0 (a zero gradient)."""
+        rl, kept, first, seen = self.rl, [], None, set()
+        want = len(self._prompts(step, 0))
+        rounds = rl.max_sampling_rounds if rl.dynamic_sampling else 1
+        for r in range(rounds):
+            fresh = [i for i in dict.fromkeys(self._prompts(step, r)) if i not in seen]
+            seen.update(fresh)
+            if not fresh:
+                continue
+            prompts = [self.prompts[i] for i in fresh]
+            seqs, mask, width = self.generate([p.prompt_ids for p in prompts], rl.num_generations, greedy=False)
+            rewards = score(self.decode(seqs, width), [p for p in prompts for _ in range(rl.num_generations)])
+            if first is None:
+                first, fallback = rewards, (seqs, mask, width, rewards)
+            if not rl.dynamic_sampling:
+                return fallback, first, 1
+            have = sum(len(part[0]) for part in kept) // rl.num_generations
+            groups = informative_groups(rewards, rl.num_generations)[:want - have]
+            if groups:
+                rows = torch.cat([torch.arange(g * rl.num_generations, (g + 1) * rl.num_generations) for g in groups])
+                kept.append((seqs[rows], mask[rows], width, rewards[rows]))
+            if have + len(groups) == want:
+                break
+        return (merge_rollouts(kept, self.pad_id) if kept else fallback), first, r + 1
 
     def _normaliser(self, cmask: torch.Tensor) -> float:
         """dapo: completion tokens over all processes; grpo: sequences over all processes."""

@@ -52,12 +52,19 @@ class RLConfig:
     num_iterations: int = 1  # optimizer updates per batch of generations
     loss_type: Literal["dapo", "grpo"] = "dapo"  # dapo: mean over all completion tokens; grpo: per sequence
     scale_rewards: Literal["group", "batch", "none"] = "group"
+    dynamic_sampling: bool = field(default=False, metadata={
+        "help": "DAPO's dynamic sampling: drop groups whose samples all got the same reward (zero advantage, "
+                "no gradient) and draw more prompts until prompts_per_step groups carry signal"})
+    max_sampling_rounds: int = field(default=4, metadata={
+        "help": "with dynamic_sampling, at most this many generation rounds per step (then train on what "
+                "was kept)"})
     eval_data: str | None = field(default=None, metadata={"help": "held-out rl-prompt JSONL, scored greedily"})
     eval_every: int = 0  # steps between held-out evaluations; 0 = only before and after training
     eval_max_prompts: int = 64
 
     def validate(self) -> None:
-        for key in ("prompts_per_step", "num_generations", "max_new_tokens", "num_iterations", "eval_max_prompts"):
+        for key in ("prompts_per_step", "num_generations", "max_new_tokens", "num_iterations", "eval_max_prompts",
+                    "max_sampling_rounds"):
             if getattr(self, key) < 1:
                 raise BarkitError(f"config key 'rl.{key}': must be >= 1")
         if self.num_generations < 2:
