@@ -104,3 +104,27 @@ def test_cosmetic_config_fields_do_not_redo_a_step(tmp_path):
         Steps(tmp_path / "run", lambda _: None).run("expert", out, {"cfg": cfg},
                                                     lambda: (out.mkdir(exist_ok=True), ran.append(progress)))
     assert ran == [True]
+
+
+def test_a_new_setting_at_its_default_does_not_redo_a_step(tmp_path):
+    """Plans leave out settings at their defaults: adding one (e.g. rl.dynamic_sampling) keeps finished work."""
+    from dataclasses import field, make_dataclass
+
+    from barkit.demo import Steps
+
+    before = make_dataclass("Cfg", [("lr", float, field(default=1e-3))])
+    after = make_dataclass("Cfg", [("lr", float, field(default=1e-3)), ("new", bool, field(default=False)),
+                                   ("items", list, field(default_factory=list))])
+    out, ran = tmp_path / "run" / "expert", []
+
+    def run(cfg) -> None:
+        Steps(tmp_path / "run", lambda _: None).run("expert", out, {"cfg": cfg},
+                                                    lambda: (out.mkdir(exist_ok=True), ran.append(cfg)))
+
+    run(before(lr=2e-3))
+    run(after(lr=2e-3))  # same plan: the new fields are at their defaults
+    run(after(lr=2e-3, items=[]))
+    assert len(ran) == 1
+    run(after(lr=2e-3, new=True))  # a setting that differs from its default is part of the plan
+    run(after(lr=1e-3))  # back at the default lr: a different plan from lr=2e-3 all the same
+    assert len(ran) == 3

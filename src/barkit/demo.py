@@ -59,7 +59,7 @@ class Steps:
         # everything downstream (a retrained router re-runs its evaluation). Paths under the demo directory
         # are hashed relative to it, so a copied demo directory stays up to date: copy a finished run, change
         # one knob, and only the steps it reaches are redone.
-        text = json.dumps(_plain(plan), sort_keys=True, default=str)
+        text = json.dumps({"plan version": PLAN_VERSION, **_plain(plan)}, sort_keys=True, default=str)
         inputs = {path: d for path, d in sorted(self.produced.items()) if path != str(output) and path in text}
         digest = _sha256((text + json.dumps(inputs)).replace(f"{self.root}/", "<demo>/"))
         self.produced[str(output)] = digest
@@ -82,19 +82,31 @@ def _sha256(text: str) -> str:
 
 
 COSMETIC_KEYS = frozenset({"progress"})  # config fields that cannot change a step's output
+# Settings left at their declared default are not part of a plan, so a release that adds a setting (whose
+# default keeps the old behaviour) does not redo finished steps. A release that changes what a default
+# computes bumps PLAN_VERSION instead, which redoes every step once.
+PLAN_VERSION = 2
 
 
 def _plain(value):
     """A plan as JSON-able data: dataclasses as dicts without their cosmetic fields (a demo re-run with
-    --progress false must not redo the steps)."""
+    --progress false must not redo the steps) and without fields left at their defaults."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if f.name not in COSMETIC_KEYS}
+                if f.name not in COSMETIC_KEYS and not _is_default(f, getattr(value, f.name))}
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def _is_default(f: dataclasses.Field, value) -> bool:
+    if f.default is not dataclasses.MISSING:
+        return value == f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return value == f.default_factory()
+    return False
 
 
 def heldout_rl_prompts(world: Path, domain: str, out: Path, limit: int = 64) -> Path:
