@@ -93,8 +93,9 @@ RECIPES: dict[str, Recipe] = {
     "default": Recipe(
         shape=ModelShape(hidden=128, layers=4, heads=4, kv_heads=4, intermediate=384),
         seq_len=128,
-        # 600 steps take 4.7-6.3 min on 2 shared cores (5-min target). 450 steps built the world in 4.1 min and
-        # a better anchor (knowledge 32.5 -> 45.8), but weaker experts: 2x math 86.7 -> 60.2, tool 78.1 -> 34.4.
+        # 600 steps (0.47-0.56 s each) make the world build 5.3-6.3 min on 2 shared cores against a 5-min
+        # target. 450 steps built it in 4.1 min with a better anchor (knowledge 32.5 -> 45.8) but weaker
+        # experts (2x math 86.7 -> 60.2, tool 78.1 -> 34.4): the experts are what the demo is about.
         pretrain=Budget(steps=600, lr=3e-3),
         anchor_sft=Budget(steps=250, lr=2e-3),
         midtrain=Budget(steps=60, lr=2e-3),
