@@ -4,7 +4,9 @@ The demo's math SFT (800 steps) leaves almost nothing for RL (held-out greedy re
 reward ~0.96: most GRPO groups agree, so they carry no gradient). This script shortens math SFT to leave
 room, then runs the recipe's RL stage from it with and without DAPO's dynamic sampling (and with the shared
 tensors at the full lr, as BAR's 7B recipe trains them), side by side, and
-reports the greedy reward on held-out prompts (the math eval items, unseen in training) every few steps.
+reports the greedy reward on held-out prompts every few steps: by default RL prompts split off before
+training (the training distribution, unseen problems), or with `--heldout-from eval` the math eval items
+(templates and entities never trained on: transfer, not just generalisation).
 
     python benchmarks/rl_curve.py --demo runs/demo [--sft-steps 150] [--rl-steps 80] [--lr 2e-4]
 
@@ -47,13 +49,23 @@ def main() -> None:
     parser.add_argument("--rl-steps", type=int, default=80)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--eval-every", type=int, default=10)
-    parser.add_argument("--heldout", type=int, default=128, help="held-out prompts (math eval items)")
+    parser.add_argument("--heldout", type=int, default=128, help="held-out prompts")
+    parser.add_argument("--heldout-from", choices=["rl", "eval"], default="rl",
+                        help="rl: split off the RL prompt file; eval: the math eval items")
     args = parser.parse_args()
 
     recipe, demo = get_recipe("default"), Path(args.demo)
     world, out = demo / "world", Path(args.out or demo / "rl_curve")
     data = world / "data"
-    heldout = heldout_rl_prompts(world, "math", out / "heldout_math.jsonl", limit=args.heldout)
+    out.mkdir(parents=True, exist_ok=True)
+    rl_data = data / "math_rl.jsonl"
+    if args.heldout_from == "eval":
+        heldout = heldout_rl_prompts(world, "math", out / "heldout_math.jsonl", limit=args.heldout)
+    else:  # the file's last rows are held out; RL trains on the rest
+        rows = rl_data.read_text().splitlines(keepends=True)
+        heldout, rl_data = out / "heldout_math_rl.jsonl", out / "math_rl_train.jsonl"
+        heldout.write_text("".join(rows[-args.heldout:]))
+        rl_data.write_text("".join(rows[:-args.heldout]))
     sft = _stage_config(recipe, "sft", "math", demo / "experts/math/midtrain", data / "math_sft.jsonl",
                         out / "sft", 0, False, data / "general_sft.jsonl")
     sft = dataclasses.replace(sft, steps=args.sft_steps, overwrite=False)
@@ -64,7 +76,7 @@ def main() -> None:
     variants = [("GRPO", "rl", False, shared), ("GRPO + dynamic sampling", "rl-dynamic", True, shared),
                 (f"GRPO + dynamic sampling, shared lr x1 (recipe: x{shared:g})", "rl-dynamic-shared1", True, 1.0)]
     for label, name, dynamic, scale in variants:
-        cfg = _stage_config(recipe, "rl", "math", out / "sft", data / "math_rl.jsonl", out / name, 0, False,
+        cfg = _stage_config(recipe, "rl", "math", out / "sft", rl_data, out / name, 0, False,
                             data / "general_sft.jsonl", heldout)
         rl = dataclasses.replace(cfg.rl, dynamic_sampling=dynamic, eval_every=args.eval_every,
                                  eval_max_prompts=args.heldout)
@@ -76,7 +88,7 @@ def main() -> None:
         train_rewards[label] = (train_reward(rows, True), train_reward(rows, False))
 
     print(f"\nmath: SFT {args.sft_steps} steps, then RL {args.rl_steps} steps at lr {args.lr:g}; "
-          f"greedy reward on {args.heldout} held-out prompts")
+          f"greedy reward on {args.heldout} held-out prompts ({args.heldout_from})")
     steps = [s for s, _ in next(iter(curves.values()))]
     print("| step | " + " | ".join(curves) + " |\n|---|" + "---|" * len(curves))
     for i, step in enumerate(steps):
