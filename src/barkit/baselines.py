@@ -182,9 +182,10 @@ def retrain_steps(recipe: Recipe, domains: list[str]) -> tuple[int, int]:
 
     >>> from dataclasses import replace
     >>> from barkit.recipe import Budget, get_recipe
-    >>> recipe = replace(get_recipe("quick"), anchor_sft=Budget(60, 2e-3, 32), sft=Budget(40, 2e-3, 16))
-    >>> retrain_steps(recipe, ["tool_use", "safety"])  # (60*32 + 2*40*16) / 32
-    (0, 100)
+    >>> recipe = replace(get_recipe("quick"), anchor_sft=Budget(60, 2e-3, 32), sft=Budget(40, 2e-3, 16),
+    ...                  domain_step_scale={"tool_use": 0.5})
+    >>> retrain_steps(recipe, ["tool_use", "safety"])  # (60*32 + (20 + 40)*16) / 32
+    (0, 90)
     """
     mid_steps, examples = 0, recipe.anchor_sft.steps * recipe.anchor_sft.batch_size
     for domain in domains:
