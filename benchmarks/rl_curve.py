@@ -30,8 +30,8 @@ def read_rows(metrics: Path) -> list[dict]:
     return [json.loads(line) for line in metrics.read_text().splitlines()]
 
 
-def held_out_curve(rows: list[dict]) -> list[tuple[int, float]]:
-    return [(r["step"], r["eval_reward"]) for r in rows if r.get("eval_reward") is not None]
+def held_out_curve(rows: list[dict], key: str = "eval_reward") -> list[tuple[int, float]]:
+    return [(r["step"], r[key]) for r in rows if r.get(key) is not None]
 
 
 def train_reward(rows: list[dict], first: bool, n: int = 10) -> float:
@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--heldout", type=int, default=128, help="held-out prompts")
+    parser.add_argument("--eval-samples", type=int, default=4,
+                        help="samples per held-out prompt for the sampled reward (0: greedy only)")
     parser.add_argument("--heldout-from", choices=["rl", "eval"], default="rl",
                         help="rl: split off the RL prompt file; eval: the math eval items")
     args = parser.parse_args()
@@ -71,7 +73,7 @@ def main() -> None:
     sft = dataclasses.replace(sft, steps=args.sft_steps, overwrite=False)
     if not (out / "sft" / "barkit_manifest.json").exists():
         train(sft)
-    curves, train_rewards = {}, {}
+    curves, sampled, train_rewards = {}, {}, {}
     shared = recipe.shared_lr_scale
     variants = [("GRPO", "rl", False, shared), ("GRPO + dynamic sampling", "rl-dynamic", True, shared),
                 (f"GRPO + dynamic sampling, shared lr x1 (recipe: x{shared:g})", "rl-dynamic-shared1", True, 1.0)]
@@ -79,35 +81,40 @@ def main() -> None:
         cfg = _stage_config(recipe, "rl", "math", out / "sft", rl_data, out / name, 0, False,
                             data / "general_sft.jsonl", heldout)
         rl = dataclasses.replace(cfg.rl, dynamic_sampling=dynamic, eval_every=args.eval_every,
-                                 eval_max_prompts=args.heldout)
+                                 eval_max_prompts=args.heldout, eval_samples=args.eval_samples)
         cfg = dataclasses.replace(cfg, steps=args.rl_steps, lr=args.lr, rl=rl, shared_lr_scale=scale,
                                   overwrite=True, resume=False)
         train(cfg)
         rows = read_rows(Path(cfg.out) / "metrics.jsonl")
         curves[label] = held_out_curve(rows)
+        sampled[label] = held_out_curve(rows, "eval_reward_sampled")
         train_rewards[label] = (train_reward(rows, True), train_reward(rows, False))
 
     print(f"\nmath: SFT {args.sft_steps} steps, then RL {args.rl_steps} steps at lr {args.lr:g}; "
           f"greedy reward on {args.heldout} held-out prompts ({args.heldout_from})")
     steps = [s for s, _ in next(iter(curves.values()))]
+    print("greedy / sampled (mean of " + str(args.eval_samples) + " samples at the training temperature)")
     print("| step | " + " | ".join(curves) + " |\n|---|" + "---|" * len(curves))
     for i, step in enumerate(steps):
-        print(f"| {step} | " + " | ".join(f"{c[i][1]:.3f}" if i < len(c) else "" for c in curves.values()) + " |")
+        cells = [f"{curves[k][i][1]:.3f}" + (f" / {sampled[k][i][1]:.3f}" if i < len(sampled[k]) else "")
+                 if i < len(curves[k]) else "" for k in curves]
+        print(f"| {step} | " + " | ".join(cells) + " |")
     for label, (start, end) in train_rewards.items():
         print(f"{label}: sampled training reward {start:.3f} (first 10 steps) -> {end:.3f} (last 10)")
-    (out / "rl_curve.json").write_text(json.dumps({"args": vars(args), "curves": curves,
+    (out / "rl_curve.json").write_text(json.dumps({"args": vars(args), "curves": curves, "sampled": sampled,
                                                    "train_reward_first_last10": train_rewards}, indent=2))
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for label, points in curves.items():
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=label)
-    ax.set(xlabel="RL step", ylabel="held-out greedy reward", title="math expert: GRPO after a short SFT")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for ax, (title, series) in zip(axes, (("greedy", curves), (f"sampled (x{args.eval_samples})", sampled))):
+        for label, points in series.items():
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=label)
+        ax.set(xlabel="RL step", ylabel="held-out reward", title=f"math, held-out reward: {title}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "rl_curve.png", dpi=100)
     print(f"wrote {out / 'rl_curve.png'}, {out / 'rl_curve.json'}")

@@ -188,6 +188,22 @@ def test_rl_with_dynamic_sampling_trains_the_rl_set_on_kept_groups(tmp_path, moe
     assert all(1 <= r["sampling_rounds"] <= 3 and 0 <= r["kept_groups"] <= 4 for r in steps)
 
 
+def test_sampled_held_out_reward_is_logged_and_leaves_training_untouched(tmp_path, moe_ckpts, data_files,
+                                                                          run_stage, test_verifier):
+    rl = {"prompts_per_step": 4, "num_generations": 4, "max_new_tokens": 6, "eval_data": data_files["rl"],
+          "eval_every": 1}
+    plain = run_stage(tmp_path / "plain", "rl", moe_ckpts["olmo2"], data_files["rl"], steps=2, rl=rl)
+    sampled = run_stage(tmp_path / "sampled", "rl", moe_ckpts["olmo2"], data_files["rl"], steps=2,
+                        rl={**rl, "eval_samples": 3})
+    rows = [json.loads(line) for line in (sampled / "metrics.jsonl").read_text().splitlines()]
+    values = [(r["step"], r["eval_reward_sampled"]) for r in rows if "eval_reward_sampled" in r]
+    assert [s for s, _ in values] == [0, 1, 2] and all(0.0 <= v <= 1.0 for _, v in values)
+    # evaluation samples under its own seed: the trained weights equal those of the greedy-only run
+    digest = [json.loads((p / "barkit_manifest.json").read_text())["data_parallel"]["rank_weight_sha256"]
+              for p in (plain, sampled)]
+    assert digest[0] == digest[1]
+
+
 def test_existing_output_and_stale_checkpoints_are_refused(tmp_path, moe_ckpts, data_files, run_stage):
     out = run_stage(tmp_path / "o", "midtrain", moe_ckpts["olmo2"], data_files["text"], steps=1)
     with pytest.raises(BarkitError, match="already exists"):

@@ -209,9 +209,9 @@ def train(cfg: StageConfig, on_step: StepCallback | None = None) -> Path:
         _say(acc, f"resuming from {ckpt} (step {state['step']} of {steps})")
     metrics = MetricsLog(root / "metrics.jsonl", resume_step=state["step"]) if acc.is_main_process else None
     if state["step"] == 0 and cfg.stage == "rl" and held_out:
-        score = objective.evaluate()  # collective: every rank takes part
+        scores = objective.evaluate(0)  # collective: every rank takes part
         if metrics is not None:
-            metrics.log({"step": 0, "eval_reward": score})
+            metrics.log({"step": 0, **scores})
     loop = Loop(cfg, model, raw, optimizer, acc, frozen, steps, root, metrics, on_step)
     last = loop.run(objective, state["step"])
     if metrics is not None:

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-CURVES = ("loss", "reward", "eval_reward")
+CURVES = ("loss", "reward", "eval_reward", "eval_reward_sampled")
 TIMING_KEYS = ("elapsed_s", "tokens_per_s", "step_s")  # differ between runs; everything else is reproducible
 
 

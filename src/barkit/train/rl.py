@@ -181,15 +181,27 @@ class GRPOObjective:
         texts = self.tok.batch_decode(sequences[:, width:], skip_special_tokens=False)
         return [clean_completion(t, self.tok) for t in texts]
 
-    def evaluate(self) -> float | None:
-        """Mean greedy reward on the held-out prompts (None when there are none)."""
+    def evaluate(self, step: int) -> dict[str, float | None]:
+        """Held-out rewards: `eval_reward`, the mean greedy reward, and with `rl.eval_samples` > 0 also
+        `eval_reward_sampled`, the mean over that many samples per prompt at the training temperature (the
+        expected reward GRPO optimises). Samples are drawn under their own seed, so evaluating does not
+        change the training run's random stream (and resumed runs stay bit-identical)."""
         if not self.eval_prompts:
-            return None
+            return {}
+        out = {"eval_reward": self._held_out_reward(1, greedy=True)}
+        if self.rl.eval_samples > 0:
+            devices = [self.acc.device] if self.acc.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.cfg.seed * 1_000_003 + step)
+                out["eval_reward_sampled"] = self._held_out_reward(self.rl.eval_samples, greedy=False)
+        return out
+
+    def _held_out_reward(self, samples: int, greedy: bool) -> float | None:
         mine = self.eval_prompts[self.acc.process_index::self.acc.num_processes]
         totals = torch.zeros(2)
         if mine:
-            seqs, _, width = self.generate([p.prompt_ids for p in mine], 1, greedy=True)
-            rewards = score(self.decode(seqs, width), mine)
+            seqs, _, width = self.generate([p.prompt_ids for p in mine], samples, greedy=greedy)
+            rewards = score(self.decode(seqs, width), [p for p in mine for _ in range(samples)])
             valid = rewards[~rewards.isnan()]
             totals += torch.tensor([valid.sum().item(), valid.numel()])
         if self.acc.num_processes > 1:
@@ -300,5 +312,5 @@ class GRPOObjective:
                "tokens": int(tokens)}
         done = step + 1
         if self.eval_prompts and (self.rl.eval_every and done % self.rl.eval_every == 0 or done == self.total):
-            row["eval_reward"] = self.evaluate()
+            row.update(self.evaluate(done))
         return row

@@ -61,6 +61,9 @@ class RLConfig:
     eval_data: str | None = field(default=None, metadata={"help": "held-out rl-prompt JSONL, scored greedily"})
     eval_every: int = 0  # steps between held-out evaluations; 0 = only before and after training
     eval_max_prompts: int = 64
+    eval_samples: int = field(default=0, metadata={
+        "help": "also score each held-out prompt with this many samples at the training temperature "
+                "(eval_reward_sampled: the expected reward GRPO optimises); 0 = greedy only"})
 
     def validate(self) -> None:
         for key in ("prompts_per_step", "num_generations", "max_new_tokens", "num_iterations", "eval_max_prompts",
@@ -75,8 +78,8 @@ class RLConfig:
             raise BarkitError("config key 'rl.top_p': must be in (0, 1]")
         if self.epsilon < 0 or (self.epsilon_high is not None and self.epsilon_high < 0) or self.beta < 0:
             raise BarkitError("config keys 'rl.epsilon', 'rl.epsilon_high', 'rl.beta': must be >= 0")
-        if self.eval_every < 0:
-            raise BarkitError("config key 'rl.eval_every': must be >= 0")
+        if self.eval_every < 0 or self.eval_samples < 0:
+            raise BarkitError("config keys 'rl.eval_every', 'rl.eval_samples': must be >= 0")
 
 
 @dataclass
