@@ -24,10 +24,7 @@ from pathlib import Path
 from barkit.demo import _stage_config, heldout_rl_prompts
 from barkit.recipe import get_recipe
 from barkit.train import train
-
-
-def read_rows(metrics: Path) -> list[dict]:
-    return [json.loads(line) for line in metrics.read_text().splitlines()]
+from barkit.train.metrics import read_metrics
 
 
 def held_out_curve(rows: list[dict], key: str = "eval_reward") -> list[tuple[int, float]]:
@@ -85,7 +82,7 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, steps=args.rl_steps, lr=args.lr, rl=rl, shared_lr_scale=scale,
                                   overwrite=True, resume=False)
         train(cfg)
-        rows = read_rows(Path(cfg.out) / "metrics.jsonl")
+        rows = read_metrics(Path(cfg.out) / "metrics.jsonl")
         curves[label] = held_out_curve(rows)
         sampled[label] = held_out_curve(rows, "eval_reward_sampled")
         train_rewards[label] = (train_reward(rows, True), train_reward(rows, False))

@@ -248,7 +248,7 @@ class GRPOObjective:
         (zero advantage: no gradient, but they dilute the token-mean loss) are dropped and further rounds,
         skipping prompts this step already drew, run until this rank has as many informative groups as
         prompts (DAPO); a step that finds none trains on round 0 (a zero gradient)."""
-        rl, kept, first, seen = self.rl, [], None, set()
+        rl, kept, first, seen, have = self.rl, [], None, set(), 0
         want = len(self._prompts(step, 0))
         rounds = rl.max_sampling_rounds if rl.dynamic_sampling else 1
         for r in range(rounds):
@@ -263,12 +263,12 @@ class GRPOObjective:
                 first, fallback = rewards, (seqs, mask, width, rewards)
             if not rl.dynamic_sampling:
                 return fallback, first, 1
-            have = sum(len(part[0]) for part in kept) // rl.num_generations
             groups = informative_groups(rewards, rl.num_generations)[:want - have]
             if groups:
                 rows = torch.cat([torch.arange(g * rl.num_generations, (g + 1) * rl.num_generations) for g in groups])
                 kept.append((seqs[rows], mask[rows], width, rewards[rows]))
-            if have + len(groups) == want:
+                have += len(groups)
+            if have == want:
                 break
         return (merge_rollouts(kept, self.pad_id) if kept else fallback), first, r + 1
 
@@ -299,7 +299,8 @@ class GRPOObjective:
         acc = self.acc
         valid = ~rewards.isnan()
         groups = rewards.view(-1, self.rl.num_generations)
-        zero_std = sum(1 for g in groups if (v := g[~g.isnan()]).numel() and bool(v.max() == v.min()))
+        # groups with a reward but no spread: every scored group that dynamic sampling would drop
+        zero_std = int((~groups.isnan()).any(1).sum()) - len(informative_groups(rewards, self.rl.num_generations))
         local = torch.tensor([rewards[valid].sum().item(), valid.sum().item(), cmask.sum().item(), len(cmask),
                               zero_std, len(groups)], dtype=torch.float64)
         if acc.num_processes > 1:
