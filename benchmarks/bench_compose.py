@@ -6,8 +6,9 @@ The anchor and base are streamed to disk at random, branched once, and the domai
 of the branch output (identical files: compose does the same reads, checks, means and writes whatever the
 values). Prints wall and CPU time relative to copying the same bytes with `cp -r` (in-kernel) and `dd`
 (userspace), rotating which goes first, and peak RSS for 2 and 5 experts relative to the largest single
-tensor, at two output shard sizes (`ShardedWriter` buffers one shard in memory). Takes ~10 minutes on an idle
-2-core machine (~25 with other jobs running) and ~35 GB of disk.
+tensor, at two output shard sizes (`ShardedWriter` buffers one shard in memory). Takes ~17 minutes on an idle
+2-core machine and ~35 GB of disk. Copy times on these VMs swing 3x between runs (page-cache writeback):
+compare ratios within one run, over the repeats.
 """
 
 from __future__ import annotations

@@ -202,6 +202,15 @@ def _assert_clean_failure(tmp_path, capsys, args, needle):
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
 
 
+def _flip_last_bit(src: Path, key: str, out: Path) -> Path:
+    """A copy of checkpoint `src` whose tensor `key` differs in the lowest bit of its last byte only."""
+    reader = CheckpointReader(src)
+    tensors = {k: reader.get(k) for k in reader.keys()}
+    raw = tensors[key].reshape(-1).view(torch.uint8)
+    raw[-1] ^= 1
+    return save_like(src, tensors, out)
+
+
 def test_compose_errors_are_one_line_and_leave_no_output(tmp_path, worlds, capsys):
     w, llama = worlds["olmo2"], worlds["llama"]
     br, (d0, d1, _) = str(w["branch"]), w["domains"]
@@ -212,9 +221,12 @@ def test_compose_errors_are_one_line_and_leave_no_output(tmp_path, worlds, capsy
     wide = make_dense_checkpoint(tmp_path / "wide", "olmo2", hidden=48)
     branch(BranchConfig(anchor=str(wide), out=str(tmp_path / "wide-branch")))
     three = _compose(worlds, "olmo2", tmp_path / "three", verify="keys")
+    one_bit = _flip_last_bit(d0, "model.layers.1.mlp.experts.0.down_proj.weight", tmp_path / "one-bit")
     cases = [
         ([f"x={stranger}"], "expert 'x' does not share the anchor"),
         ([f"x={trained0}"], "model.layers.1.mlp.experts.0.up_proj.weight' differs"),
+        ([f"x0={d0}", f"x1={one_bit}"], "expert 'x1' does not share the anchor: its expert 0 "
+                                        "'model.layers.1.mlp.experts.0.down_proj.weight' differs"),
         ([f"x={llama['domains'][0]}"], "architecture 'mixtral' differs from the anchor's 'flex_olmo'"),
         ([f"x={tmp_path / 'wide-branch'}"], "config 'hidden_size' is 48, the anchor's is 32"),
         ([f"x={d0}", f"x={d1}"], "duplicate expert name 'x'"),

@@ -158,15 +158,23 @@ class CheckpointReader:
     def get(self, key: str) -> torch.Tensor:
         """Read one tensor straight into fresh memory (`readinto`: no mmap pages held, no second copy)."""
         loc = self.locate(key)
-        name = self.key_to_file[key]
         buf = torch.empty(loc.nbytes, dtype=torch.uint8)
+        self.read_into(key, 0, memoryview(buf.numpy()))
+        return buf.view(loc.dtype).reshape(loc.shape)
+
+    def read_into(self, key: str, start: int, out: memoryview) -> None:
+        """Fill `out` with tensor `key`'s bytes from byte `start` on: streaming a tensor in pieces through one
+        reused buffer avoids the page faults of fresh memory and keeps the pieces in cache."""
+        loc = self.locate(key)
+        name = self.key_to_file[key]
+        if start < 0 or start + len(out) > loc.nbytes:
+            raise ValueError(f"bytes {start}..{start + len(out)} outside tensor '{key}' ({loc.nbytes} bytes)")
         if name not in self._handles:
             self._handles[name] = open(self.path / name, "rb")
         fh = self._handles[name]
-        fh.seek(loc.offset)
-        if loc.nbytes and fh.readinto(memoryview(buf.numpy())) != loc.nbytes:
+        fh.seek(loc.offset + start)
+        if len(out) and fh.readinto(out) != len(out):
             raise BarkitError(f"{self.path / name}: truncated while reading tensor '{key}'")
-        return buf.view(loc.dtype).reshape(loc.shape)
 
     def manifest(self) -> dict | None:
         path = self.path / MANIFEST_NAME
