@@ -9,6 +9,7 @@ training (the training distribution, unseen problems), or with `--heldout-from e
 (templates and entities never trained on: transfer, not just generalisation).
 
     python benchmarks/rl_curve.py --demo runs/demo [--sft-steps 150] [--rl-steps 80] [--lr 2e-4]
+    python benchmarks/rl_curve.py --demo runs/demo --variants dynamic --seeds 0,1,2 --rl-steps 160
 
 Needs a demo directory whose world and math midtrain checkpoint exist (`barkit demo`). Writes
 `<out>/rl_curve.png` and `<out>/rl_curve.json`; ~8 minutes on 2 cores at the defaults.
@@ -31,6 +32,16 @@ def held_out_curve(rows: list[dict], key: str = "eval_reward") -> list[tuple[int
     return [(r["step"], r[key]) for r in rows if r.get(key) is not None]
 
 
+def rise(points: list[tuple[int, float]], late_from: int) -> tuple[float, float]:
+    """(reward at the first evaluation, mean reward over evaluations at steps >= late_from).
+
+    >>> rise([(0, 0.2), (10, 0.3), (20, 0.4), (30, 0.6)], 20)
+    (0.2, 0.5)
+    """
+    late = [r for s, r in points if s >= late_from]
+    return points[0][1], sum(late) / len(late)
+
+
 def train_reward(rows: list[dict], first: bool, n: int = 10) -> float:
     """Mean sampled (training) reward over the first or last n steps."""
     rewards = [r["reward"] for r in rows if "reward" in r]
@@ -51,6 +62,12 @@ def main() -> None:
                         help="samples per held-out prompt for the sampled reward (0: greedy only)")
     parser.add_argument("--heldout-from", choices=["rl", "eval"], default="rl",
                         help="rl: split off the RL prompt file; eval: the math eval items")
+    parser.add_argument("--seeds", default="0", help="RL seeds (comma-separated); the SFT start is shared")
+    parser.add_argument("--variants", default="grpo,dynamic,shared1",
+                        help="comma-separated: grpo, dynamic (DAPO dynamic sampling), shared1 (+ shared lr x1)")
+    parser.add_argument("--late-fraction", type=float, default=0.4,
+                        help="the rise is measured from step 0 to the mean over this last share of the run")
+    parser.add_argument("--reuse", action="store_true", help="reuse finished runs in OUT instead of retraining")
     args = parser.parse_args()
 
     recipe, demo = get_recipe("default"), Path(args.demo)
@@ -72,23 +89,29 @@ def main() -> None:
         train(sft)
     curves, sampled, train_rewards = {}, {}, {}
     shared = recipe.shared_lr_scale
-    variants = [("GRPO", "rl", False, shared), ("GRPO + dynamic sampling", "rl-dynamic", True, shared),
-                (f"GRPO + dynamic sampling, shared lr x1 (recipe: x{shared:g})", "rl-dynamic-shared1", True, 1.0)]
-    for label, name, dynamic, scale in variants:
-        cfg = _stage_config(recipe, "rl", "math", out / "sft", rl_data, out / name, 0, False,
-                            data / "general_sft.jsonl", heldout)
-        rl = dataclasses.replace(cfg.rl, dynamic_sampling=dynamic, eval_every=args.eval_every,
-                                 eval_max_prompts=args.heldout, eval_samples=args.eval_samples)
-        cfg = dataclasses.replace(cfg, steps=args.rl_steps, lr=args.lr, rl=rl, shared_lr_scale=scale,
-                                  overwrite=True, resume=False)
-        train(cfg)
-        rows = read_metrics(Path(cfg.out) / "metrics.jsonl")
-        curves[label] = held_out_curve(rows)
-        sampled[label] = held_out_curve(rows, "eval_reward_sampled")
-        train_rewards[label] = (train_reward(rows, True), train_reward(rows, False))
+    variants = {"grpo": ("GRPO", False, shared), "dynamic": ("GRPO + dynamic sampling", True, shared),
+                "shared1": (f"GRPO + dynamic sampling, shared lr x1 (recipe: x{shared:g})", True, 1.0)}
+    seeds = [int(x) for x in args.seeds.split(",")]
+    for key in args.variants.split(","):
+        base_label, dynamic, scale = variants[key]
+        for seed in seeds:
+            label = base_label if len(seeds) == 1 else f"{base_label}, seed {seed}"
+            name = f"rl-{key}" + (f"-seed{seed}" if len(seeds) > 1 else "")
+            cfg = _stage_config(recipe, "rl", "math", out / "sft", rl_data, out / name, seed, False,
+                                data / "general_sft.jsonl", heldout)
+            rl = dataclasses.replace(cfg.rl, dynamic_sampling=dynamic, eval_every=args.eval_every,
+                                     eval_max_prompts=args.heldout, eval_samples=args.eval_samples)
+            cfg = dataclasses.replace(cfg, steps=args.rl_steps, lr=args.lr, rl=rl, shared_lr_scale=scale,
+                                      overwrite=True, resume=False)
+            if not (Path(cfg.out) / "barkit_manifest.json").exists() or not args.reuse:
+                train(cfg)
+            rows = read_metrics(Path(cfg.out) / "metrics.jsonl")
+            curves[label] = held_out_curve(rows)
+            sampled[label] = held_out_curve(rows, "eval_reward_sampled")
+            train_rewards[label] = (train_reward(rows, True), train_reward(rows, False))
 
     print(f"\nmath: SFT {args.sft_steps} steps, then RL {args.rl_steps} steps at lr {args.lr:g}; "
-          f"greedy reward on {args.heldout} held-out prompts ({args.heldout_from})")
+          f"reward on {args.heldout} held-out prompts ({args.heldout_from})")
     steps = [s for s, _ in next(iter(curves.values()))]
     print("greedy / sampled (mean of " + str(args.eval_samples) + " samples at the training temperature)")
     print("| step | " + " | ".join(curves) + " |\n|---|" + "---|" * len(curves))
@@ -98,8 +121,22 @@ def main() -> None:
         print(f"| {step} | " + " | ".join(cells) + " |")
     for label, (start, end) in train_rewards.items():
         print(f"{label}: sampled training reward {start:.3f} (first 10 steps) -> {end:.3f} (last 10)")
+    late_from = int(args.rl_steps * (1 - args.late_fraction))
+    gains = {label: rise(points, late_from) for label, points in (sampled if args.eval_samples else curves).items()}
+    print(f"\nheld-out {'sampled' if args.eval_samples else 'greedy'} reward, step 0 -> mean over steps "
+          f">= {late_from}:")
+    for label, (start, late) in gains.items():
+        print(f"  {label}: {start:.3f} -> {late:.3f} ({late - start:+.3f})")
+    if len(seeds) > 1:
+        for key in args.variants.split(","):
+            deltas = [late - start for label, (start, late) in gains.items() if label.startswith(variants[key][0] + ",")]
+            mean = sum(deltas) / len(deltas)
+            se = (sum((d - mean) ** 2 for d in deltas) / (len(deltas) - 1) / len(deltas)) ** 0.5
+            print(f"  {variants[key][0]}: mean rise over {len(deltas)} seeds {mean:+.3f} (SE {se:.3f}; "
+                  f"{sum(d > 0 for d in deltas)}/{len(deltas)} seeds positive)")
     (out / "rl_curve.json").write_text(json.dumps({"args": vars(args), "curves": curves, "sampled": sampled,
-                                                   "train_reward_first_last10": train_rewards}, indent=2))
+                                                   "train_reward_first_last10": train_rewards,
+                                                   "rise": gains}, indent=2))
     import matplotlib
 
     matplotlib.use("Agg")
