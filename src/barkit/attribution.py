@@ -48,6 +48,23 @@ def routing_weights(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     return torch.stack(per_layer)
 
 
+@torch.no_grad()
+def routing_weights_per_sequence(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Each sequence's mean routing weight over its real tokens, from one padded forward pass: [batch, layers,
+    experts]. Position ids follow the mask, so left padding does not shift the real tokens' positions."""
+    cfg = model.config
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                output_router_logits=True)
+    renorm = getattr(cfg, "norm_topk_prob", True)  # Mixtral always renormalises
+    mask_BT1 = attention_mask.to(torch.float32).unsqueeze(-1)
+    per_layer = []
+    for logits_TE in out.router_logits:
+        w_BTE = gate_weights(logits_TE, cfg.num_experts_per_tok, renorm).reshape(*input_ids.shape, -1)
+        per_layer.append((w_BTE * mask_BT1).sum(1) / mask_BT1.sum(1))
+    return torch.stack(per_layer, dim=1)
+
+
 def describe_routing(weights_LE: torch.Tensor, names: list[str]) -> str:
     overall = weights_LE.mean(0)
     parts = [f"{n} {100 * w:.0f}%" for n, w in zip(names, overall.tolist())]

@@ -88,7 +88,7 @@ def load_suite(suite: str, world: str | None, categories: list[str] | None = Non
 @torch.no_grad()
 def routing_by_category(backend: HFBackend, items: list[dict], batch_size: int = 32) -> dict | None:
     """Mean routing weight per expert on each category's prompts (which expert handles which domain)."""
-    from barkit.attribution import expert_names, is_moe, routing_weights
+    from barkit.attribution import expert_names, is_moe, routing_weights_per_sequence
     from barkit.eval.generation import render_prompt
 
     model, tok = backend.model, backend.tokenizer
@@ -100,8 +100,8 @@ def routing_by_category(backend: HFBackend, items: list[dict], batch_size: int =
         batch = items[start:start + batch_size]
         enc = tok([render_prompt(tok, it["messages"], it.get("tools")) for it in batch], return_tensors="pt",
                   padding=True, add_special_tokens=False)
-        for i, it in enumerate(batch):
-            w_LE = routing_weights(model, enc["input_ids"][i:i + 1], enc["attention_mask"][i:i + 1])
+        w_BLE = routing_weights_per_sequence(model, enc["input_ids"], enc["attention_mask"])
+        for it, w_LE in zip(batch, w_BLE):
             sums[it["category"]] = sums.get(it["category"], 0) + w_LE.mean(0)
             counts[it["category"]] = counts.get(it["category"], 0) + 1
     return {"experts": expert_names(model),
