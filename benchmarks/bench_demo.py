@@ -37,8 +37,14 @@ def main() -> None:
     experts = sum(v for k, v in steps.items() if k.startswith("experts/"))
     evals = sum(v for k, v in steps.items() if k.startswith("eval/"))
     router = steps.get("route", 0.0)
-    print(f"expert training {experts:.0f} s, router training {router:.0f} s "
-          f"(router = {100 * router / max(experts, 1e-9):.1f}% of expert training), evaluation {evals:.0f} s")
+    workers = summary["expert_workers"]
+    cores = workers["processes"] * workers["threads"]
+    # cost in core-seconds: experts train in `processes` processes of `threads` threads, the router on all cores
+    expert_cost, router_cost = experts * workers["threads"], router * cores
+    print(f"expert training {summary['experts_wall_s']:.0f} s wall ({workers['processes']} processes x "
+          f"{workers['threads']} threads; {expert_cost:.0f} core-s), router training {router:.0f} s "
+          f"({router_cost:.0f} core-s = {100 * router_cost / max(expert_cost, 1e-9):.1f}% of expert training), "
+          f"evaluation {evals:.0f} s")
     print(summary["table"])
 
 

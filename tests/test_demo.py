@@ -128,3 +128,32 @@ def test_a_new_setting_at_its_default_does_not_redo_a_step(tmp_path):
     run(after(lr=2e-3, new=True))  # a setting that differs from its default is part of the plan
     run(after(lr=1e-3))  # back at the default lr: a different plan from lr=2e-3 all the same
     assert len(ran) == 3
+
+
+def test_experts_trained_side_by_side_equal_one_after_another(demo, tmp_path):
+    from barkit.demo import Steps, train_expert, train_experts
+    from barkit.recipe import get_recipe
+
+    out, _, _ = demo
+    recipe, world, base, domains = get_recipe("smoke"), out / "world", out / "bar-2x-base", ["tool_use", "safety"]
+    side_root, one_root = tmp_path / "side", tmp_path / "one"
+    side = Steps(side_root, lambda s: None)
+    cfg = DemoConfig(out=str(side_root), profile="smoke", domains=domains, workers=2, progress=False)
+    parallel = train_experts(side, cfg, side_root, world, base, recipe)
+    threads = torch.get_num_threads()
+    try:  # the workers' setting (1 thread each), in this process
+        one = Steps(one_root, lambda s: None)
+        serial = {d: train_expert(one, one_root, world, base, d, recipe, 0, False, threads=1) for d in domains}
+    finally:
+        torch.set_num_threads(threads)
+    for d in domains:
+        a, b = CheckpointReader(parallel[d]["sft"]), CheckpointReader(serial[d]["sft"])
+        assert a.keys() == b.keys() and all(torch.equal(a.get(k), b.get(k)) for k in a.keys())
+    assert set(side.timings) == {f"experts/{d}/sft" for d in domains}
+    assert set(side.produced) == {str(side_root / "experts" / d / "sft") for d in domains}
+    logs: list[str] = []  # the workers recorded the digests this process computes: a serial rerun redoes nothing
+    again = Steps(side_root, logs.append)
+    train_experts(again, DemoConfig(out=str(side_root), profile="smoke", domains=domains, workers=1,
+                                    progress=False), side_root, world, base, recipe)
+    assert again.timings == {} and again.produced == side.produced
+    assert logs == [f"[demo] experts/{d}/sft: up to date" for d in domains]
