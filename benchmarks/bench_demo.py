@@ -44,7 +44,7 @@ def main() -> None:
     print(f"expert training {summary['experts_wall_s']:.0f} s wall ({workers['processes']} processes x "
           f"{workers['threads']} threads; {expert_cost:.0f} core-s), router training {router:.0f} s "
           f"({router_cost:.0f} core-s = {100 * router_cost / max(expert_cost, 1e-9):.1f}% of expert training), "
-          f"evaluation {evals:.0f} s")
+          f"evaluation {summary['evals_wall_s']:.0f} s wall ({evals:.0f} s summed over the models)")
     print(summary["table"])
 
 

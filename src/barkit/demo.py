@@ -43,8 +43,8 @@ class DemoConfig:
     compose_shared: Literal["mean", "anchor", "sum", "ties"] | None = field(default=None, metadata={
         "help": "how compose merges shared tensors (see barkit compose --help; default: the recipe's)"})
     workers: int | None = field(default=None, metadata={
-        "help": "domain experts trained side by side, each in its own process with cores/workers threads "
-                "(default: one per core, at most one per domain; 1: one after another in this process)"})
+        "help": "domain experts trained (and models evaluated) side by side, each in its own process with "
+                "cores/workers threads (default: one per core; 1: one after another in this process)"})
     progress: bool = True
 
 
@@ -166,8 +166,8 @@ def train_expert(steps: Steps, root: Path, world: Path, bar_base: Path, domain: 
     return outputs
 
 
-def worker_plan(workers: int | None, domains: int, cores: int) -> tuple[int, int | None]:
-    """(processes, torch threads each) for training `domains` experts on `cores` cores.
+def worker_plan(workers: int | None, jobs: int, cores: int) -> tuple[int, int | None]:
+    """(processes, torch threads each) for running `jobs` independent jobs on `cores` cores.
 
     Side by side beats one after another on small models: a 2-expert step of the default toy model takes
     0.64 s with 2 threads, and two 1-thread processes each take 1.06-1.13 s (14% more steps per second;
@@ -176,32 +176,54 @@ def worker_plan(workers: int | None, domains: int, cores: int) -> tuple[int, int
     >>> worker_plan(None, 4, 2), worker_plan(None, 4, 16), worker_plan(1, 4, 2), worker_plan(None, 1, 2)
     ((2, 1), (4, 4), (1, None), (1, None))
     """
-    count = max(1, min(workers or cores, domains, cores))
+    count = max(1, min(workers or cores, jobs, cores))
     return (1, None) if count == 1 else (count, max(1, cores // count))
-
-
-def _relative_cost(recipe: Recipe, domain: str) -> float:
-    """A domain's rough training cost, to start the longest first (an RL step samples 64+ completions)."""
-    return sum(stage_budget(recipe, domain, s).steps * (10 if s == "rl" else 1) for s in recipe.domain_stages[domain])
-
-
-def _expert_job(job: dict) -> dict:
-    """One domain's stages in a worker process; returns its checkpoints, step timings and step digests."""
-    import torch
-
-    torch.set_num_threads(job["threads"])
-    domain = job["domain"]
-    steps = Steps(Path(job["root"]), lambda text: print(text.replace("[demo] ", f"[demo:{domain}] "), flush=True))
-    steps.produced = dict(job["produced"])
-    stages = train_expert(steps, Path(job["root"]), Path(job["world"]), Path(job["bar_base"]), domain,
-                          job["recipe"], job["seed"], False, job["threads"])
-    return {"stages": {k: str(v) for k, v in stages.items()}, "timings": steps.timings, "produced": steps.produced}
 
 
 def _cores() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _job(job: dict) -> dict:
+    """One job in a worker process: its steps are recorded as the parent's would be, then handed back."""
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    tag = job["tag"]
+    steps = Steps(Path(job["root"]), lambda text: print(text.replace("[demo] ", f"[demo:{tag}] "), flush=True))
+    steps.produced = dict(job["produced"])
+    result = job["fn"](steps, *job["args"], **({"threads": job["threads"]} if job["pass_threads"] else {}))
+    return {"result": result, "timings": steps.timings, "produced": steps.produced}
+
+
+def side_by_side(steps: Steps, jobs: dict[str, tuple], workers: int | None, pass_threads: bool = False) -> dict:
+    """Run `jobs` ({tag: (fn, args)}, `fn(steps, *args)` a module-level function) in `worker_plan` processes,
+    spawned (no thread pool is forked) and started in the given order; one process: here, in order. Returns
+    {tag: result}; the workers' step timings and digests merge back, so a later serial rerun redoes nothing."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    count, threads = worker_plan(workers, len(jobs), _cores())
+    if count == 1:
+        return {tag: fn(steps, *args) for tag, (fn, args) in jobs.items()}
+    steps.log(f"[demo] {len(jobs)} jobs side by side in {count} processes x {threads} threads: {', '.join(jobs)}")
+    with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {tag: pool.submit(_job, {"fn": fn, "args": args, "tag": tag, "root": str(steps.root),
+                                           "threads": threads, "produced": steps.produced,
+                                           "pass_threads": pass_threads})
+                   for tag, (fn, args) in jobs.items()}
+        done = {tag: future.result() for tag, future in futures.items()}
+    for out in done.values():
+        steps.timings.update(out["timings"])
+        steps.produced.update(out["produced"])
+    return {tag: out["result"] for tag, out in done.items()}
+
+
+def _relative_cost(recipe: Recipe, domain: str) -> float:
+    """A domain's rough training cost, to start the longest first (an RL step samples 64+ completions)."""
+    return sum(stage_budget(recipe, domain, s).steps * (10 if s == "rl" else 1) for s in recipe.domain_stages[domain])
 
 
 def _worker_plan_here(cfg: DemoConfig) -> tuple[int, int]:
@@ -211,25 +233,13 @@ def _worker_plan_here(cfg: DemoConfig) -> tuple[int, int]:
 
 def train_experts(steps: Steps, cfg: DemoConfig, root: Path, world: Path, bar_base: Path,
                   recipe: Recipe) -> dict[str, dict[str, Path]]:
-    """Every domain's expert: side by side in `worker_plan` processes (spawned, so no thread pool is forked),
-    longest first; the results, timings and step digests are the same as one after another."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    workers, threads = worker_plan(cfg.workers, len(cfg.domains), _cores())
-    if workers == 1:
-        return {d: train_expert(steps, root, world, bar_base, d, recipe, cfg.seed, cfg.progress) for d in cfg.domains}
-    steps.log(f"[demo] training {len(cfg.domains)} experts in {workers} processes x {threads} threads")
+    """Every domain's expert, side by side (longest first); the same checkpoints as one after another with
+    the workers' thread count."""
+    progress = cfg.progress and worker_plan(cfg.workers, len(cfg.domains), _cores())[0] == 1
     order = sorted(cfg.domains, key=lambda d: -_relative_cost(recipe, d))
-    jobs = {d: {"root": str(root), "world": str(world), "bar_base": str(bar_base), "domain": d, "recipe": recipe,
-                "seed": cfg.seed, "threads": threads, "produced": steps.produced} for d in order}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {d: pool.submit(_expert_job, job) for d, job in jobs.items()}
-        done = {d: futures[d].result() for d in cfg.domains}
-    for d in cfg.domains:
-        steps.timings.update(done[d]["timings"])
-        steps.produced.update(done[d]["produced"])
-    return {d: {stage: Path(p) for stage, p in done[d]["stages"].items()} for d in cfg.domains}
+    jobs = {d: (train_expert, (root, world, bar_base, d, recipe, cfg.seed, progress)) for d in order}
+    done = side_by_side(steps, jobs, cfg.workers, pass_threads=True)
+    return {d: done[d] for d in cfg.domains}
 
 
 def evaluate_model(steps: Steps, name: str, model: Path, world: Path, out: Path, recipe: Recipe,
@@ -307,18 +317,23 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     steps.run("route", moe, {"cfg": route_cfg}, lambda: train_router(route_cfg))
 
     evals = root / "eval"
-    results = {MODEL_LABELS["anchor"]: evaluate_model(steps, MODEL_LABELS["anchor"], world / "anchor", world,
-                                                      evals / "anchor", recipe)}
-    for d, stages in experts.items():
-        label = MODEL_LABELS.get(d, f"2x-{d}")
-        results[label] = evaluate_model(steps, label, finals[d], world, evals / f"2x-{d}", recipe)
-        if cfg.eval_stages:
-            for stage, path in list(stages.items())[:-1]:  # own category + the general ones it must keep
-                evaluate_model(steps, f"{label} after {stage}", path, world, evals / f"2x-{d}-{stage}", recipe,
-                               [DOMAIN_CATEGORY[d], "knowledge", "reasoning", "chat"])
-    results[MODEL_LABELS["composed"]] = evaluate_model(steps, MODEL_LABELS["composed"], composed, world,
-                                                       evals / "bar-moe-composed", recipe)
-    results[MODEL_LABELS["moe"]] = evaluate_model(steps, MODEL_LABELS["moe"], moe, world, evals / "bar-moe", recipe)
+    table_jobs = {MODEL_LABELS["moe"]: (moe, evals / "bar-moe"),  # the MoEs are the slowest: first
+                  MODEL_LABELS["composed"]: (composed, evals / "bar-moe-composed"),
+                  **{MODEL_LABELS.get(d, f"2x-{d}"): (finals[d], evals / f"2x-{d}") for d in experts},
+                  MODEL_LABELS["anchor"]: (world / "anchor", evals / "anchor")}
+    jobs = {label: (evaluate_model, (label, path, world, out, recipe)) for label, (path, out) in table_jobs.items()}
+    if cfg.eval_stages:  # each intermediate stage: its own category + the general ones it must keep
+        for d, stages in experts.items():
+            for stage, path in list(stages.items())[:-1]:
+                label = f"{MODEL_LABELS.get(d, f'2x-{d}')} after {stage}"
+                jobs[label] = (evaluate_model, (label, path, world, evals / f"2x-{d}-{stage}", recipe,
+                                                [DOMAIN_CATEGORY[d], "knowledge", "reasoning", "chat"]))
+    evals_start = time.perf_counter()
+    done = side_by_side(steps, jobs, cfg.workers)
+    evals_wall = time.perf_counter() - evals_start
+    order = [MODEL_LABELS["anchor"], *(MODEL_LABELS.get(d, f"2x-{d}") for d in experts), MODEL_LABELS["composed"],
+             MODEL_LABELS["moe"]]
+    results = {label: done[label] for label in order}
 
     costs, add_domain = (run_baseline_rows(cfg, steps, root, world, bar_base, finals, moe, recipe, results)
                          if cfg.baselines else ({}, None))
@@ -332,7 +347,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
         plot_routing(routing["shares"], routing["experts"], root / "routing.png",
                      title="BAR-5x: routing share per evaluation category")
     summary = {"profile": cfg.profile, "seed": cfg.seed, "table": table, "wall_s": time.perf_counter() - start,
-               "step_seconds": steps.timings, "experts_wall_s": experts_wall,
+               "step_seconds": steps.timings, "experts_wall_s": experts_wall, "evals_wall_s": evals_wall,
                "expert_workers": dict(zip(("processes", "threads"), _worker_plan_here(cfg))),
                "scores": {k: {"overall": v["overall"], **v["categories"]} for k, v in results.items()},
                **({"costs": costs, "add_domain": add_domain} if costs else {})}
