@@ -29,7 +29,7 @@ MODEL_LABELS = {"anchor": "Anchor (dense)", "math": "2x-Math", "code": "2x-Code"
 class DemoConfig:
     out: str = field(default="runs/demo", metadata={"help": "output directory"})
     profile: Literal["quick", "default", "smoke"] = field(
-        default="quick", metadata={"help": "quick (~3-3.5 min on 2 cores), default (~23 min), "
+        default="quick", metadata={"help": "quick (~3 min on 2 cores), default (~19 min; 13 with the world built), "
                                            "smoke (tests: every path, no learning)"})
     seed: int = 0
     domains: list[str] = field(default_factory=lambda: ["math", "code", "tool_use", "safety"])
