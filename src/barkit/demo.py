@@ -8,6 +8,7 @@ copy of a demo directory rerun with one knob changed redoes only the steps that 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -198,27 +199,45 @@ def _job(job: dict) -> dict:
     return {"result": result, "timings": steps.timings, "produced": steps.produced}
 
 
-def side_by_side(steps: Steps, jobs: dict[str, tuple], workers: int | None, pass_threads: bool = False) -> dict:
-    """Run `jobs` ({tag: (fn, args)}, `fn(steps, *args)` a module-level function) in `worker_plan` processes,
-    spawned (no thread pool is forked) and started in the given order; one process: here, in order. Returns
-    {tag: result}; the workers' step timings and digests merge back, so a later serial rerun redoes nothing."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+class Workers:
+    """Spawned worker processes kept for the whole demo, so each pays the torch/transformers import once
+    (spawned, not forked: no thread pool is forked). `run` runs jobs side by side in them."""
 
-    count, threads = worker_plan(workers, len(jobs), _cores())
-    if count == 1:
-        return {tag: fn(steps, *args) for tag, (fn, args) in jobs.items()}
-    steps.log(f"[demo] {len(jobs)} jobs side by side in {count} processes x {threads} threads: {', '.join(jobs)}")
-    with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {tag: pool.submit(_job, {"fn": fn, "args": args, "tag": tag, "root": str(steps.root),
-                                           "threads": threads, "produced": steps.produced,
-                                           "pass_threads": pass_threads})
+    def __init__(self, workers: int | None):
+        self.workers = workers
+        self.size = worker_plan(workers, _cores(), _cores())[0]
+        self._pool = None
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def run(self, steps: Steps, jobs: dict[str, tuple], pass_threads: bool = False) -> dict:
+        """Run `jobs` ({tag: (fn, args)}, `fn(steps, *args)` a module-level function), started in the given
+        order; with one process or one job: here, one after another. Returns {tag: result}; the workers' step
+        timings and digests merge back, so a later serial rerun redoes nothing."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        count, threads = worker_plan(self.workers, len(jobs), _cores())
+        if count == 1:
+            return {tag: fn(steps, *args) for tag, (fn, args) in jobs.items()}
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.size, mp_context=multiprocessing.get_context("spawn"))
+        steps.log(f"[demo] {len(jobs)} jobs side by side in {count} processes x {threads} threads: "
+                  f"{', '.join(jobs)}")
+        futures = {tag: self._pool.submit(_job, {"fn": fn, "args": args, "tag": tag, "root": str(steps.root),
+                                                 "threads": threads, "produced": steps.produced,
+                                                 "pass_threads": pass_threads})
                    for tag, (fn, args) in jobs.items()}
         done = {tag: future.result() for tag, future in futures.items()}
-    for out in done.values():
-        steps.timings.update(out["timings"])
-        steps.produced.update(out["produced"])
-    return {tag: out["result"] for tag, out in done.items()}
+        for out in done.values():
+            steps.timings.update(out["timings"])
+            steps.produced.update(out["produced"])
+        return {tag: out["result"] for tag, out in done.items()}
 
 
 def _relative_cost(recipe: Recipe, domain: str) -> float:
@@ -231,14 +250,15 @@ def _worker_plan_here(cfg: DemoConfig) -> tuple[int, int]:
     return workers, threads or _cores()
 
 
-def train_experts(steps: Steps, cfg: DemoConfig, root: Path, world: Path, bar_base: Path,
-                  recipe: Recipe) -> dict[str, dict[str, Path]]:
+def train_experts(steps: Steps, cfg: DemoConfig, root: Path, world: Path, bar_base: Path, recipe: Recipe,
+                  workers: Workers | None = None) -> dict[str, dict[str, Path]]:
     """Every domain's expert, side by side (longest first); the same checkpoints as one after another with
     the workers' thread count."""
     progress = cfg.progress and worker_plan(cfg.workers, len(cfg.domains), _cores())[0] == 1
     order = sorted(cfg.domains, key=lambda d: -_relative_cost(recipe, d))
     jobs = {d: (train_expert, (root, world, bar_base, d, recipe, cfg.seed, progress)) for d in order}
-    done = side_by_side(steps, jobs, cfg.workers, pass_threads=True)
+    with contextlib.nullcontext(workers) if workers else Workers(cfg.workers) as pool:
+        done = pool.run(steps, jobs, pass_threads=True)
     return {d: done[d] for d in cfg.domains}
 
 
@@ -275,6 +295,12 @@ def run_baseline_rows(cfg: DemoConfig, steps: Steps, root: Path, world: Path, ba
 
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) the demo; returns its summary (also written to OUT/summary.json)."""
+    with Workers(cfg.workers) as workers:
+        return _run_demo(cfg, log, workers)
+
+
+def _run_demo(cfg: DemoConfig, log: Callable[[str], None], workers: Workers) -> dict:
     from barkit.branch import BranchConfig, branch
     from barkit.compose import ComposeConfig, compose
     from barkit.eval.report import markdown_table, plot_categories, plot_routing
@@ -298,7 +324,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
     steps.run("branch", bar_base, {"cfg": branch_cfg}, lambda: branch(branch_cfg))
 
     experts_start = time.perf_counter()
-    experts = train_experts(steps, cfg, root, world, bar_base, recipe)
+    experts = train_experts(steps, cfg, root, world, bar_base, recipe, workers)
     experts_wall = time.perf_counter() - experts_start
     finals = {d: stages[recipe.domain_stages[d][-1]] for d, stages in experts.items()}
 
@@ -329,7 +355,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict:
                 jobs[label] = (evaluate_model, (label, path, world, evals / f"2x-{d}-{stage}", recipe,
                                                 [DOMAIN_CATEGORY[d], "knowledge", "reasoning", "chat"]))
     evals_start = time.perf_counter()
-    done = side_by_side(steps, jobs, cfg.workers)
+    done = workers.run(steps, jobs)
     evals_wall = time.perf_counter() - evals_start
     order = [MODEL_LABELS["anchor"], *(MODEL_LABELS.get(d, f"2x-{d}") for d in experts), MODEL_LABELS["composed"],
              MODEL_LABELS["moe"]]
