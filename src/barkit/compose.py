@@ -2,8 +2,9 @@
 
 Expert 0 is the anchor's FFN and expert i the i-th domain's trained expert 1; router row 0 is the mean of the
 inputs' row 0 and row i the domain's row 1; every other tensor is the mean over all inputs (or the anchor's).
-Tensors stream one key at a time and at most one tensor per input is alive, so memory does not grow with the
-number of experts. Also `replace_expert`, the tensor half of an expert upgrade.
+Tensors stream one key at a time; means and the anchor checks read each input in pieces through reused buffers
+and experts are copied file to file, so memory does not grow with the number of experts. Also
+`replace_expert`, the tensor half of an expert upgrade.
 """
 
 from __future__ import annotations
