@@ -19,6 +19,7 @@ from typing import Callable, Literal
 
 from barkit.checkpoint import write_json
 from barkit.recipe import Recipe, get_recipe, stage_budget
+from barkit.train.stages import available_cores
 
 STAGE_FILES = {"midtrain": "{domain}_midtrain.jsonl", "sft": "{domain}_sft.jsonl", "rl": "{domain}_rl.jsonl"}
 DOMAIN_CATEGORY = {"math": "math", "code": "code", "tool_use": "tool_use", "safety": "safety"}
@@ -181,12 +182,6 @@ def worker_plan(workers: int | None, jobs: int, cores: int) -> tuple[int, int | 
     return (1, None) if count == 1 else (count, max(1, cores // count))
 
 
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _job(job: dict) -> dict:
     """One job in a worker process: its steps are recorded as the parent's would be, then handed back."""
     import torch
@@ -205,7 +200,7 @@ class Workers:
 
     def __init__(self, workers: int | None):
         self.workers = workers
-        self.size = worker_plan(workers, _cores(), _cores())[0]
+        self.size = worker_plan(workers, available_cores(), available_cores())[0]
         self._pool = None
 
     def __enter__(self) -> "Workers":
@@ -222,7 +217,7 @@ class Workers:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        count, threads = worker_plan(self.workers, len(jobs), _cores())
+        count, threads = worker_plan(self.workers, len(jobs), available_cores())
         if count == 1:
             return {tag: fn(steps, *args) for tag, (fn, args) in jobs.items()}
         if self._pool is None:
@@ -246,15 +241,15 @@ def _relative_cost(recipe: Recipe, domain: str) -> float:
 
 
 def _worker_plan_here(cfg: DemoConfig) -> tuple[int, int]:
-    workers, threads = worker_plan(cfg.workers, len(cfg.domains), _cores())
-    return workers, threads or _cores()
+    workers, threads = worker_plan(cfg.workers, len(cfg.domains), available_cores())
+    return workers, threads or available_cores()
 
 
 def train_experts(steps: Steps, cfg: DemoConfig, root: Path, world: Path, bar_base: Path, recipe: Recipe,
                   workers: Workers | None = None) -> dict[str, dict[str, Path]]:
     """Every domain's expert, side by side (longest first); the same checkpoints as one after another with
     the workers' thread count."""
-    progress = cfg.progress and worker_plan(cfg.workers, len(cfg.domains), _cores())[0] == 1
+    progress = cfg.progress and worker_plan(cfg.workers, len(cfg.domains), available_cores())[0] == 1
     order = sorted(cfg.domains, key=lambda d: -_relative_cost(recipe, d))
     jobs = {d: (train_expert, (root, world, bar_base, d, recipe, cfg.seed, progress)) for d in order}
     with contextlib.nullcontext(workers) if workers else Workers(cfg.workers) as pool:

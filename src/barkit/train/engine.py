@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from barkit.train.loop import LMObjective, Loop, StepCallback
 from barkit.train.metrics import MetricsLog, plot_curves, read_metrics
 from barkit.train.model_io import ModelInfo, inspect_model, load_model, load_tokenizer, write_output
 from barkit.train.optim import build_optimizer
-from barkit.train.stages import CHAT_STAGES, TEXT_STAGES, StageConfig
+from barkit.train.stages import CHAT_STAGES, TEXT_STAGES, StageConfig, available_cores
 
 log = logging.getLogger("barkit.train")
 
@@ -36,8 +35,7 @@ def make_accelerator(cfg: StageConfig):
     from accelerate import Accelerator
 
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(cfg.threads or max(1, cores // acc.state.num_processes))
+    torch.set_num_threads(cfg.threads or max(1, available_cores() // acc.state.num_processes))
     return acc
 
 

@@ -8,10 +8,16 @@ hyperparameters (DESIGN.md section 1); tiny toy-world models want larger learnin
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
 from barkit.errors import BarkitError
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count): `threads`' default."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
 
 Stage = Literal["pretrain", "midtrain", "sft", "rl", "router"]
 STAGES: tuple[str, ...] = ("pretrain", "midtrain", "sft", "rl", "router")
