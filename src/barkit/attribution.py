@@ -34,35 +34,31 @@ def gate_weights(router_logits_TE: torch.Tensor, top_k: int, renormalise: bool) 
     return torch.zeros_like(probs_TE).scatter(-1, top_idx, top_vals)
 
 
+def _applied_weights_BTE(model, input_ids: torch.Tensor, **inputs) -> list[torch.Tensor]:
+    """Per layer, the routing weights the MoE applies to every token: [batch, tokens, experts]."""
+    cfg = model.config
+    out = model(input_ids=input_ids, output_router_logits=True, **inputs)
+    renorm = getattr(cfg, "norm_topk_prob", True)  # Mixtral always renormalises
+    return [gate_weights(logits_TE, cfg.num_experts_per_tok, renorm).reshape(*input_ids.shape, -1)
+            for logits_TE in out.router_logits]
+
+
 @torch.no_grad()
 def routing_weights(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean routing weight per layer and expert over the real (non-padding) tokens: tensor [layers, experts]."""
-    cfg = model.config
-    out = model(input_ids=input_ids, attention_mask=attention_mask, output_router_logits=True)
-    renorm = getattr(cfg, "norm_topk_prob", True)  # Mixtral always renormalises
-    mask_T = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).reshape(-1).bool()
-    per_layer = []
-    for logits_TE in out.router_logits:
-        w_TE = gate_weights(logits_TE, cfg.num_experts_per_tok, renorm)
-        per_layer.append(w_TE[mask_T].mean(0))
-    return torch.stack(per_layer)
+    mask_BT = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).bool()
+    layers = _applied_weights_BTE(model, input_ids, attention_mask=attention_mask)
+    return torch.stack([w_BTE[mask_BT].mean(0) for w_BTE in layers])
 
 
 @torch.no_grad()
 def routing_weights_per_sequence(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Each sequence's mean routing weight over its real tokens, from one padded forward pass: [batch, layers,
     experts]. Position ids follow the mask, so left padding does not shift the real tokens' positions."""
-    cfg = model.config
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                output_router_logits=True)
-    renorm = getattr(cfg, "norm_topk_prob", True)  # Mixtral always renormalises
+    layers = _applied_weights_BTE(model, input_ids, attention_mask=attention_mask, position_ids=positions)
     mask_BT1 = attention_mask.to(torch.float32).unsqueeze(-1)
-    per_layer = []
-    for logits_TE in out.router_logits:
-        w_BTE = gate_weights(logits_TE, cfg.num_experts_per_tok, renorm).reshape(*input_ids.shape, -1)
-        per_layer.append((w_BTE * mask_BT1).sum(1) / mask_BT1.sum(1))
-    return torch.stack(per_layer, dim=1)
+    return torch.stack([(w_BTE * mask_BT1).sum(1) / mask_BT1.sum(1) for w_BTE in layers], dim=1)
 
 
 def describe_routing(weights_LE: torch.Tensor, names: list[str]) -> str:
