@@ -88,6 +88,7 @@ def main() -> None:
     if not (out / "sft" / "barkit_manifest.json").exists():
         train(sft)
     curves, sampled, train_rewards = {}, {}, {}
+    runs_of: dict[str, list[str]] = {}  # variant key -> its runs' labels (one per seed)
     shared = recipe.shared_lr_scale
     variants = {"grpo": ("GRPO", False, shared), "dynamic": ("GRPO + dynamic sampling", True, shared),
                 "shared1": (f"GRPO + dynamic sampling, shared lr x1 (recipe: x{shared:g})", True, 1.0)}
@@ -96,6 +97,7 @@ def main() -> None:
         base_label, dynamic, scale = variants[key]
         for seed in seeds:
             label = base_label if len(seeds) == 1 else f"{base_label}, seed {seed}"
+            runs_of.setdefault(key, []).append(label)
             name = f"rl-{key}" + (f"-seed{seed}" if len(seeds) > 1 else "")
             cfg = _stage_config(recipe, "rl", "math", out / "sft", rl_data, out / name, seed, False,
                                 data / "general_sft.jsonl", heldout)
@@ -128,8 +130,8 @@ def main() -> None:
     for label, (start, late) in gains.items():
         print(f"  {label}: {start:.3f} -> {late:.3f} ({late - start:+.3f})")
     if len(seeds) > 1:
-        for key in args.variants.split(","):
-            deltas = [late - start for label, (start, late) in gains.items() if label.startswith(variants[key][0] + ",")]
+        for key, labels in runs_of.items():
+            deltas = [gains[label][1] - gains[label][0] for label in labels]
             mean = sum(deltas) / len(deltas)
             se = (sum((d - mean) ** 2 for d in deltas) / (len(deltas) - 1) / len(deltas)) ** 0.5
             print(f"  {variants[key][0]}: mean rise over {len(deltas)} seeds {mean:+.3f} (SE {se:.3f}; "
