@@ -100,6 +100,106 @@ def test_a_failed_background_write_raises_in_the_caller(tmp_path):
         writer.close()
 
 
+def _gated_writes(monkeypatch) -> "threading.Event":
+    """Hold every background shard write until the returned event is set."""
+    import threading
+
+    gate = threading.Event()
+    write = ShardedWriter._write_shard
+
+    def gated(self, *args):
+        assert gate.wait(20), "test gate never opened"
+        write(self, *args)
+    monkeypatch.setattr(ShardedWriter, "_write_shard", gated)
+    return gate
+
+
+def test_copy_shards_queue_freely_and_memory_shards_wait_for_room(tmp_path, monkeypatch):
+    """Kernel-copy shards hold no tensor memory: the caller queues them and goes on (its arithmetic overlaps
+    the copying). Shards of in-memory tensors are capped at one shard's bytes in flight."""
+    import threading
+
+    source = CheckpointReader(_write(tmp_path / "src", {"a": torch.arange(20.0)}, "5GB"))  # 80 bytes
+    gate = _gated_writes(monkeypatch)
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = ShardedWriter(out, 100)
+    for i in range(4):
+        writer.add(f"copy{i}", source.locate("a"))  # one 80-byte range per shard
+    assert len(writer._in_flight) == 3  # three shards handed over while nothing was written
+    writer.add("m0", torch.full((20,), 0.0))
+    done = threading.Event()
+
+    def more():
+        writer.add("m1", torch.full((20,), 1.0))  # hands m0 over: 80 in-memory bytes in flight
+        writer.add("m2", torch.full((20,), 2.0))  # m1 would make 160 > 100: waits until writes finish
+        done.set()
+    thread = threading.Thread(target=more)
+    thread.start()
+    assert not done.wait(0.5)
+    gate.set()
+    thread.join(20)
+    assert done.is_set()
+    writer.close()
+    (out / "config.json").write_text("{}")
+    reader = CheckpointReader(out)
+    assert all(torch.equal(reader.get(f"copy{i}"), torch.arange(20.0)) for i in range(4))
+    assert all(torch.equal(reader.get(f"m{i}"), torch.full((20,), float(i))) for i in range(3))
+
+
+def test_memory_shards_do_not_wait_behind_queued_copies(tmp_path, monkeypatch):
+    """The two lanes run side by side: while every copy shard is held, in-memory shards still go out."""
+    import threading
+
+    source = CheckpointReader(_write(tmp_path / "src", {"a": torch.arange(20.0)}, "5GB"))
+    gate = threading.Event()
+    write = ShardedWriter._write_shard
+
+    def copies_held(self, *args):
+        if "copy" in threading.current_thread().name:
+            assert gate.wait(20), "test gate never opened"
+        write(self, *args)
+    monkeypatch.setattr(ShardedWriter, "_write_shard", copies_held)
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = ShardedWriter(out, 100)
+    for i in range(3):
+        writer.add(f"copy{i}", source.locate("a"))
+    for i in range(4):
+        writer.add(f"m{i}", torch.full((20,), float(i)))  # handing m1 over waits for m0's write, not the copies'
+    assert not gate.is_set()
+    writer._wait_oldest("memory")
+    written = {f.name for f in out.iterdir()}
+    assert {"shard-00003.tmp", "shard-00004.tmp"} <= written  # m0 and m1 are out (m2 may be on its way) ...
+    assert not written & {f"shard-0000{i}.tmp" for i in range(3)}  # ... while the three copy shards are held
+    gate.set()
+    writer.close()
+    (out / "config.json").write_text("{}")
+    reader = CheckpointReader(out)
+    assert all(torch.equal(reader.get(f"m{i}"), torch.full((20,), float(i))) for i in range(4))
+    assert all(torch.equal(reader.get(f"copy{i}"), torch.arange(20.0)) for i in range(3))
+
+
+def test_a_failure_in_the_caller_drops_queued_shards(tmp_path, monkeypatch):
+    """Leaving the writer's block by an exception cancels shards not yet started and waits for the running
+    one, so nothing writes into an output directory the caller is about to remove."""
+    source = CheckpointReader(_write(tmp_path / "src", {"a": torch.arange(20.0)}, "5GB"))
+    gate = _gated_writes(monkeypatch)
+    out = tmp_path / "out"
+    out.mkdir()
+    import threading
+
+    with pytest.raises(RuntimeError, match="caller failed"):
+        with ShardedWriter(out, 100) as writer:
+            for i in range(5):
+                writer.add(f"copy{i}", source.locate("a"))
+            threading.Timer(0.3, gate.set).start()  # the running write finishes once the abort has begun
+            raise RuntimeError("caller failed")
+    assert writer._in_flight == [] and writer._lanes == {}  # threads joined
+    written = sorted(p.name for p in out.iterdir())
+    assert len(written) <= 1
+
+
 def test_single_shard_is_model_safetensors(tmp_path):
     out = _write(tmp_path, {"a": torch.ones(3)}, "5GB")
     assert [p.name for p in out.iterdir() if p.suffix == ".safetensors"] == ["model.safetensors"]

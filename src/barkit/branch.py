@@ -173,9 +173,8 @@ def branch(cfg: BranchConfig) -> Path:
     shared = set(anchor.keys()) - spec.dense_ffn_keys(num_layers)
     expected = spec.moe_keys(shared, num_layers, NUM_BRANCH_EXPERTS)
     with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
-        writer = ShardedWriter(tmp, cfg.max_shard_size, hash_outputs=cfg.hash_outputs)
-        write_branch(anchor, base, spec, routers, writer)
-        writer.close()
+        with ShardedWriter(tmp, cfg.max_shard_size, hash_outputs=cfg.hash_outputs) as writer:
+            write_branch(anchor, base, spec, routers, writer)
         (tmp / "config.json").write_text(json.dumps(moe_config, indent=2, sort_keys=True) + "\n")
         copy_tokenizer(anchor.path, tmp)
         (tmp / "barkit_config.yaml").write_text(dump_yaml(cfg))

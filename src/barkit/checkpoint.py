@@ -327,9 +327,12 @@ class ShardedWriter:
     """Streams tensors into HF-named safetensors shards, flushing each shard as soon as it is full.
 
     A full shard is written and hashed on a worker thread while the caller assembles the next one (file
-    writes and hashlib release the GIL), so reading, writing and hashing overlap. At most one shard is in
-    flight, so peak memory is about two shards (`DEFAULT_SHARD_SIZE`; 5GB shards made branch of a 1.3B model
-    hold 4 GB).
+    writes and hashlib release the GIL), so reading, writing and hashing overlap. Shards go out in two lanes
+    that run side by side: one for shards mostly of in-memory tensors, one for shards mostly of `TensorBytes`
+    (kernel copies of input ranges). Each lane holds at most one shard's worth of in-memory tensors in
+    flight, so peak memory is about two shards, three at worst (`DEFAULT_SHARD_SIZE`; 5GB shards made branch
+    of a 1.3B model hold 4 GB). Copy shards hold next to no memory and queue freely, so the caller's
+    arithmetic (means, checks) and its in-memory shards overlap the copying instead of waiting behind it.
 
     `hash_outputs=False` skips the sha256 of the written files: weight surgery that only copies bytes is
     otherwise bound by sha256 (~1 GB/s on one core) rather than by the disk. `file_hashes` then records sizes
@@ -350,9 +353,10 @@ class ShardedWriter:
         self.file_hashes: dict[str, dict] = {}
         self._hashes: dict[str, dict] = {}
         self.total_size = 0
-        self._writer: ThreadPoolExecutor | None = None  # started on the first flush
+        self._lanes: dict[str, ThreadPoolExecutor] = {}  # "memory" / "copy" writer threads, started on use
         self._hasher: ThreadPoolExecutor | None = None
-        self._in_flight: Future | None = None
+        self._in_flight: list[tuple[Future, int, str]] = []  # (shard write, in-memory bytes, lane), oldest first
+        self._closed: dict[str, str] | None = None
 
     def add(self, key: str, tensor: torch.Tensor | TensorBytes) -> None:
         """Queue a tensor, or a `TensorBytes` range of an input file (copied in the kernel, never loaded)."""
@@ -366,21 +370,29 @@ class ShardedWriter:
         self.total_size += size
 
     def _flush(self) -> None:
-        """Hand the pending shard to the worker thread, after the previous one is on disk."""
+        """Hand the pending shard to a writer lane once the in-memory bytes in flight leave room for it."""
         name = f"shard-{len(self._shards):05d}.tmp"
         keys = sorted(self._pending)
         self._shards.append((name, keys))
-        pending, self._pending, self._pending_bytes = self._pending, {}, 0
-        self._wait()
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="barkit-write")
+        pending, total, self._pending, self._pending_bytes = self._pending, self._pending_bytes, {}, 0
+        memory = sum(t.numel() * t.element_size() for t in pending.values() if not isinstance(t, TensorBytes))
+        lane = "memory" if 2 * memory > total else "copy"
+        while (queued := [m for f, m, l in self._in_flight if l == lane]) and sum(queued) + memory > self.max_bytes:
+            self._wait_oldest(lane)
+        if lane not in self._lanes:
+            self._lanes[lane] = ThreadPoolExecutor(1, thread_name_prefix=f"barkit-write-{lane}")
+        if self._hasher is None:
             self._hasher = ThreadPoolExecutor(1, thread_name_prefix="barkit-hash")
-        self._in_flight = self._writer.submit(self._write_shard, name, keys, pending)
+        self._in_flight.append((self._lanes[lane].submit(self._write_shard, name, keys, pending), memory, lane))
+
+    def _wait_oldest(self, lane: str | None = None) -> None:
+        i = next(i for i, (_, _, l) in enumerate(self._in_flight) if lane in (None, l))
+        future = self._in_flight.pop(i)[0]
+        future.result()  # re-raises a failed write here, in the caller's thread
 
     def _wait(self) -> None:
-        if self._in_flight is not None:
-            future, self._in_flight = self._in_flight, None
-            future.result()  # re-raises a failed write here, in the caller's thread
+        while self._in_flight:
+            self._wait_oldest()
 
     def _write_shard(self, name: str, keys: list[str], tensors: dict[str, torch.Tensor | TensorBytes]) -> None:
         """Write one safetensors file, hashing the bytes as they go out: in-memory pieces from memory, pieces
@@ -429,17 +441,37 @@ class ShardedWriter:
         size = 8 + len(raw) + offset
         self._hashes[name] = {"sha256": digest.hexdigest(), "size": size} if self.hash_outputs else {"size": size}
 
+    def __enter__(self) -> "ShardedWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Close on success; on a failure in the caller, `abort` (the output directory is about to go)."""
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop queued shards and let running ones finish, so no thread still writes into the output
+        directory while the caller removes it."""
+        for pool in (*self._lanes.values(), self._hasher):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self._lanes, self._hasher, self._in_flight = {}, None, []
+
     def close(self) -> dict[str, str]:
         """Write the last shard, give shards their HF names, write the index; return key -> file."""
+        if self._closed is not None:
+            return self._closed
         try:
             if self._pending or not self._shards:
                 self._flush()
             self._wait()
         finally:
-            for pool in (self._writer, self._hasher):
+            for pool in (*self._lanes.values(), self._hasher):
                 if pool is not None:
                     pool.shutdown(wait=True)
-            self._writer = self._hasher = None
+            self._lanes, self._hasher = {}, None
         n = len(self._shards)
         weight_map = {}
         for i, (tmp_name, keys) in enumerate(self._shards):
@@ -450,6 +482,7 @@ class ShardedWriter:
         if n > 1:
             index = {"metadata": {"total_size": self.total_size}, "weight_map": dict(sorted(weight_map.items()))}
             (self.out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+        self._closed = weight_map
         return weight_map
 
 

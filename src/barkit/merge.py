@@ -217,9 +217,8 @@ def fold_expert(moe_dir: str | Path, out: str | Path, expert: int | str = 1, *,
     index = moe.index(expert) if isinstance(expert, str) else expert
     view = DenseView(moe, index)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        writer = ShardedWriter(tmp, max_shard_size)
-        write_dense(view, writer)
-        writer.close()
+        with ShardedWriter(tmp, max_shard_size) as writer:
+            write_dense(view, writer)
         settings = FoldConfig(moe=str(moe_dir), out=str(out), expert=str(expert), max_shard_size=max_shard_size,
                               verify=verify_mode, overwrite=overwrite)
         write_metadata(tmp, view.config, moe.path, settings, "fold", {"moe": moe.reader}, writer,
@@ -376,10 +375,9 @@ def merge(cfg: MergeConfig) -> Path:
     for parent in parents.values():
         parent.hash_in_background()  # provenance hashes overlap the streaming below
     with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
-        writer = ShardedWriter(tmp, cfg.max_shard_size)
-        write_merge(general, pretrained or general, [view for _, view, _ in models], lambdas, settings_for(cfg),
-                    writer)
-        writer.close()
+        with ShardedWriter(tmp, cfg.max_shard_size) as writer:
+            write_merge(general, pretrained or general, [view for _, view, _ in models], lambdas, settings_for(cfg),
+                        writer)
         extra = {"method": cfg.method, "lambdas": dict(zip([n for n, _, _ in models], lambdas))}
         write_metadata(tmp, general.config, general.path, cfg, "merge", parents, writer, extra)
         verify_loads(tmp, cfg.verify, set(general.keys()), general.config, _dense_spec(general))

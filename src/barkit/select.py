@@ -95,9 +95,8 @@ def select(cfg: SelectConfig) -> Path:
     kept = kept_indices(moe, cfg.keep, cfg.drop_anchor)
     config = selected_config(moe, kept, cfg.top_k)
     with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
-        writer = ShardedWriter(tmp, cfg.max_shard_size, hash_outputs=cfg.hash_outputs)
-        write_selected(moe, kept, writer)
-        writer.close()
+        with ShardedWriter(tmp, cfg.max_shard_size, hash_outputs=cfg.hash_outputs) as writer:
+            write_selected(moe, kept, writer)
         names = [moe.names[i] for i in kept]
         write_metadata(tmp, config, moe.path, cfg, "select", {"model": moe.reader}, writer,
                        {"experts": names, "selected_from": kept, "arch": moe.spec.name})
