@@ -377,7 +377,9 @@ class ShardedWriter:
         pending, total, self._pending, self._pending_bytes = self._pending, self._pending_bytes, {}, 0
         memory = sum(t.numel() * t.element_size() for t in pending.values() if not isinstance(t, TensorBytes))
         lane = "memory" if 2 * memory > total else "copy"
-        while (queued := [m for f, m, l in self._in_flight if l == lane]) and sum(queued) + memory > self.max_bytes:
+        def in_flight() -> int:
+            return sum(m for _, m, where in self._in_flight if where == lane)
+        while any(where == lane for _, _, where in self._in_flight) and in_flight() + memory > self.max_bytes:
             self._wait_oldest(lane)
         if lane not in self._lanes:
             self._lanes[lane] = ThreadPoolExecutor(1, thread_name_prefix=f"barkit-write-{lane}")
@@ -386,7 +388,7 @@ class ShardedWriter:
         self._in_flight.append((self._lanes[lane].submit(self._write_shard, name, keys, pending), memory, lane))
 
     def _wait_oldest(self, lane: str | None = None) -> None:
-        i = next(i for i, (_, _, l) in enumerate(self._in_flight) if lane in (None, l))
+        i = next(i for i, (_, _, where) in enumerate(self._in_flight) if lane in (None, where))
         future = self._in_flight.pop(i)[0]
         future.result()  # re-raises a failed write here, in the caller's thread
 
