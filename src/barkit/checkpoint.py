@@ -356,7 +356,6 @@ class ShardedWriter:
         self._lanes: dict[str, ThreadPoolExecutor] = {}  # "memory" / "copy" writer threads, started on use
         self._hasher: ThreadPoolExecutor | None = None
         self._in_flight: list[tuple[Future, int, str]] = []  # (shard write, in-memory bytes, lane), oldest first
-        self._closed: dict[str, str] | None = None
 
     def add(self, key: str, tensor: torch.Tensor | TensorBytes) -> None:
         """Queue a tensor, or a `TensorBytes` range of an input file (copied in the kernel, never loaded)."""
@@ -377,15 +376,17 @@ class ShardedWriter:
         pending, total, self._pending, self._pending_bytes = self._pending, self._pending_bytes, {}, 0
         memory = sum(t.numel() * t.element_size() for t in pending.values() if not isinstance(t, TensorBytes))
         lane = "memory" if 2 * memory > total else "copy"
-        def in_flight() -> int:
-            return sum(m for _, m, where in self._in_flight if where == lane)
-        while any(where == lane for _, _, where in self._in_flight) and in_flight() + memory > self.max_bytes:
+        while (queued := self._lane_memory(lane)) and sum(queued) + memory > self.max_bytes:
             self._wait_oldest(lane)
         if lane not in self._lanes:
             self._lanes[lane] = ThreadPoolExecutor(1, thread_name_prefix=f"barkit-write-{lane}")
         if self._hasher is None:
             self._hasher = ThreadPoolExecutor(1, thread_name_prefix="barkit-hash")
         self._in_flight.append((self._lanes[lane].submit(self._write_shard, name, keys, pending), memory, lane))
+
+    def _lane_memory(self, lane: str) -> list[int]:
+        """In-memory bytes of each shard in flight in `lane`."""
+        return [memory for _, memory, where in self._in_flight if where == lane]
 
     def _wait_oldest(self, lane: str | None = None) -> None:
         i = next(i for i, (_, _, where) in enumerate(self._in_flight) if lane in (None, where))
@@ -456,24 +457,23 @@ class ShardedWriter:
     def abort(self) -> None:
         """Drop queued shards and let running ones finish, so no thread still writes into the output
         directory while the caller removes it."""
+        self._stop_threads(cancel=True)
+        self._in_flight = []
+
+    def _stop_threads(self, cancel: bool) -> None:
         for pool in (*self._lanes.values(), self._hasher):
             if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-        self._lanes, self._hasher, self._in_flight = {}, None, []
+                pool.shutdown(wait=True, cancel_futures=cancel)
+        self._lanes, self._hasher = {}, None
 
     def close(self) -> dict[str, str]:
         """Write the last shard, give shards their HF names, write the index; return key -> file."""
-        if self._closed is not None:
-            return self._closed
         try:
             if self._pending or not self._shards:
                 self._flush()
             self._wait()
         finally:
-            for pool in (*self._lanes.values(), self._hasher):
-                if pool is not None:
-                    pool.shutdown(wait=True)
-            self._lanes, self._hasher = {}, None
+            self._stop_threads(cancel=False)
         n = len(self._shards)
         weight_map = {}
         for i, (tmp_name, keys) in enumerate(self._shards):
@@ -484,7 +484,6 @@ class ShardedWriter:
         if n > 1:
             index = {"metadata": {"total_size": self.total_size}, "weight_map": dict(sorted(weight_map.items()))}
             (self.out_dir / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
-        self._closed = weight_map
         return weight_map
 
 
