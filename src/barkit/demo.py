@@ -249,7 +249,7 @@ def train_experts(steps: Steps, cfg: DemoConfig, root: Path, world: Path, bar_ba
                   workers: Workers | None = None) -> dict[str, dict[str, Path]]:
     """Every domain's expert, side by side (longest first); the same checkpoints as one after another with
     the workers' thread count."""
-    progress = cfg.progress and worker_plan(cfg.workers, len(cfg.domains), available_cores())[0] == 1
+    progress = cfg.progress and _worker_plan_here(cfg)[0] == 1
     order = sorted(cfg.domains, key=lambda d: -_relative_cost(recipe, d))
     jobs = {d: (train_expert, (root, world, bar_base, d, recipe, cfg.seed, progress)) for d in order}
     with contextlib.nullcontext(workers) if workers else Workers(cfg.workers) as pool:

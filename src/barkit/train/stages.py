@@ -14,6 +14,7 @@ from typing import Literal
 
 from barkit.errors import BarkitError
 
+
 def available_cores() -> int:
     """CPU cores this process may run on (its affinity mask, not the machine's count): `threads`' default."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
