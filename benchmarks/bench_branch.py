@@ -21,8 +21,18 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _random_ckpt import (barkit_cmd, dir_bytes, import_baseline_mb, largest_tensor_bytes, measure,  # noqa: E402
-                          remove, report_pairs, rss_line, timed_pairs, write_random_checkpoint)
+from _random_ckpt import (  # noqa: E402
+    barkit_cmd,
+    dir_bytes,
+    import_baseline_mb,
+    largest_tensor_bytes,
+    measure,
+    remove,
+    report_pairs,
+    rss_line,
+    timed_pairs,
+    write_random_checkpoint,
+)
 
 
 def run(workdir: Path, repeats: int, timed_shard: str, rss_shards: list[str]) -> None:

@@ -12,7 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
-from barkit.demo import DemoConfig, run_demo
+from barkit.toy.demo import DemoConfig, run_demo
 
 
 def main() -> None:

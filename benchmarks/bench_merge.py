@@ -18,8 +18,18 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _random_ckpt import (barkit_cmd, cp_cmd, dir_bytes, fmt, hardlink_copy, import_baseline_mb,  # noqa: E402
-                          largest_tensor_bytes, measure, remove, write_random_checkpoint)
+from _random_ckpt import (  # noqa: E402
+    barkit_cmd,
+    cp_cmd,
+    dir_bytes,
+    fmt,
+    hardlink_copy,
+    import_baseline_mb,
+    largest_tensor_bytes,
+    measure,
+    remove,
+    write_random_checkpoint,
+)
 
 
 def run(workdir: Path, methods: list[str], counts: list[int], shard: str) -> None:

@@ -86,8 +86,8 @@ def install(teachers: list[str]) -> None:
 
 
 def main() -> None:
-    from barkit.recipe import get_recipe
     from barkit.route import RouteConfig, train_router
+    from barkit.toy.recipe import get_recipe
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", required=True, help="a finished `barkit demo --profile default` directory")

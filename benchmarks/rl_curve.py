@@ -22,8 +22,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from barkit.demo import _stage_config, heldout_rl_prompts
-from barkit.recipe import get_recipe
+from barkit.toy.recipe import get_recipe
+from barkit.toy.run import heldout_rl_prompts, stage_config
 from barkit.train import train
 from barkit.train.metrics import read_metrics
 
@@ -82,7 +82,7 @@ def main() -> None:
         heldout, rl_data = out / "heldout_math_rl.jsonl", out / "math_rl_train.jsonl"
         heldout.write_text("".join(rows[-args.heldout:]))
         rl_data.write_text("".join(rows[:-args.heldout]))
-    sft = _stage_config(recipe, "sft", "math", demo / "experts/math/midtrain", data / "math_sft.jsonl",
+    sft = stage_config(recipe, "sft", "math", demo / "experts/math/midtrain", data / "math_sft.jsonl",
                         out / "sft", 0, False, data / "general_sft.jsonl")
     sft = dataclasses.replace(sft, steps=args.sft_steps, overwrite=False)
     if not (out / "sft" / "barkit_manifest.json").exists():
@@ -99,7 +99,7 @@ def main() -> None:
             label = base_label if len(seeds) == 1 else f"{base_label}, seed {seed}"
             runs_of.setdefault(key, []).append(label)
             name = f"rl-{key}" + (f"-seed{seed}" if len(seeds) > 1 else "")
-            cfg = _stage_config(recipe, "rl", "math", out / "sft", rl_data, out / name, seed, False,
+            cfg = stage_config(recipe, "rl", "math", out / "sft", rl_data, out / name, seed, False,
                                 data / "general_sft.jsonl", heldout)
             rl = dataclasses.replace(cfg.rl, dynamic_sampling=dynamic, eval_every=args.eval_every,
                                      eval_max_prompts=args.heldout, eval_samples=args.eval_samples)

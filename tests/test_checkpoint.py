@@ -1,4 +1,5 @@
 import json
+import threading
 
 import pytest
 import torch
@@ -102,7 +103,6 @@ def test_a_failed_background_write_raises_in_the_caller(tmp_path):
 
 def _gated_writes(monkeypatch) -> "threading.Event":
     """Hold every background shard write until the returned event is set."""
-    import threading
 
     gate = threading.Event()
     write = ShardedWriter._write_shard

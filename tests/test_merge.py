@@ -9,8 +9,8 @@ from barkit.branch import BranchConfig, branch
 from barkit.checkpoint import CheckpointReader
 from barkit.cli import main
 from barkit.errors import BarkitError
-from barkit.merge import (MergeConfig, MergeSettings, dare, dare_seed, fold_expert, merge, merge_tensors,
-                          parse_models, trim)
+from barkit.merge import MergeConfig, fold_expert, merge, parse_models
+from barkit.mixing import MergeSettings, dare, dare_seed, merge_tensors, trim
 from barkit.select import mask_experts
 from barkit.tiny import make_dense_checkpoint
 
@@ -172,7 +172,7 @@ def test_ties_and_dare_checkpoints_are_seeded(tmp_path, ckpts):
 
 
 def test_lambda_steps_heuristic(tmp_path, ckpts):
-    from barkit.merge import resolve_lambdas, open_dense
+    from barkit.merge import open_dense, resolve_lambdas
 
     models = []
     for name, steps in (("math", 30), ("code", 10)):

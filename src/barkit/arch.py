@@ -143,8 +143,23 @@ def spec_for_moe(model_type: str | None, source: str = "config.json") -> ArchSpe
         if spec.moe_model_type == model_type:
             return spec
     raise BarkitError(f"{source}: '{model_type}' is not a barkit mixture-of-experts checkpoint; supported: "
-                      f"{', '.join(sorted(s.moe_model_type for s in ARCHITECTURES.values()))}")
+                      f"{', '.join(moe_model_types())}")
 
 
 def num_experts(spec: ArchSpec, config: dict) -> int:
     return int(config[spec.num_experts_key])
+
+
+def moe_spec_of(config: dict) -> ArchSpec | None:
+    """The family table of an MoE config (a config.json dict or a transformers config), None if it is not one."""
+    model_type = config.get("model_type") if isinstance(config, dict) else getattr(config, "model_type", None)
+    return next((s for s in ARCHITECTURES.values() if s.moe_model_type == model_type), None)
+
+
+def is_dense(config: dict) -> bool:
+    """A dense model of a supported family (the input of branch, merge and the dense baselines)."""
+    return config.get("model_type") in supported_dense_types()
+
+
+def moe_model_types() -> list[str]:
+    return sorted(s.moe_model_type for s in ARCHITECTURES.values())

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import torch
 
-from barkit.arch import ARCHITECTURES
+from barkit.arch import moe_spec_of
+from barkit.moe import NAMES_KEY, default_expert_names
 
 
 def is_moe(model) -> bool:
-    return any(s.moe_model_type == model.config.model_type for s in ARCHITECTURES.values())
+    return moe_spec_of(model.config) is not None
 
 
 def expert_names(model) -> list[str]:
-    cfg = model.config
-    n = getattr(cfg, "num_experts", None) or getattr(cfg, "num_local_experts")
-    names = getattr(cfg, "barkit_expert_names", None)
-    if names and len(names) == n:
-        return list(names)
-    return ["anchor"] + [f"expert{i}" for i in range(1, n)]
+    """The loaded model's expert names (config's `barkit_expert_names`, else anchor, expert1, ...)."""
+    spec = moe_spec_of(model.config)
+    n = getattr(model.config, spec.num_experts_key)
+    names = getattr(model.config, NAMES_KEY, None)
+    return list(names) if names and len(names) == n else default_expert_names(n)
 
 
 def gate_weights(router_logits_TE: torch.Tensor, top_k: int, renormalise: bool) -> torch.Tensor:

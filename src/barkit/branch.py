@@ -6,7 +6,6 @@ anchor. Tensors stream from the inputs to the output one at a time, so memory st
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -15,9 +14,14 @@ import torch
 
 from barkit import verify
 from barkit.arch import ROLES, ArchSpec, spec_for_dense
-from barkit.checkpoint import (DEFAULT_SHARD_SIZE, CheckpointReader, ShardedWriter, atomic_output_dir,
-                               build_manifest, copy_tokenizer, hash_outputs_field, write_json)
-from barkit.config import dump_yaml, to_dict
+from barkit.checkpoint import (
+    DEFAULT_SHARD_SIZE,
+    CheckpointReader,
+    ShardedWriter,
+    atomic_output_dir,
+    hash_outputs_field,
+    write_metadata,
+)
 from barkit.errors import BarkitError
 from barkit.prompts import read_prompts
 
@@ -175,12 +179,8 @@ def branch(cfg: BranchConfig) -> Path:
     with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
         with ShardedWriter(tmp, cfg.max_shard_size, hash_outputs=cfg.hash_outputs) as writer:
             write_branch(anchor, base, spec, routers, writer)
-        (tmp / "config.json").write_text(json.dumps(moe_config, indent=2, sort_keys=True) + "\n")
-        copy_tokenizer(anchor.path, tmp)
-        (tmp / "barkit_config.yaml").write_text(dump_yaml(cfg))
         parents = {"anchor": anchor} if base is anchor else {"anchor": anchor, "base": base}
-        extra = {"experts": ["anchor", "trainable"], "arch": spec.name}
-        write_json(tmp / "barkit_manifest.json",
-                   build_manifest("branch", parents, to_dict(cfg), cfg.seed, writer.file_hashes, extra))
+        write_metadata(tmp, "branch", cfg, parents, writer.file_hashes, tokenizer_src=anchor.path,
+                       config=moe_config, seed=cfg.seed, extra={"experts": ["anchor", "trainable"], "arch": spec.name})
         verify_branch(tmp, cfg, anchor, spec, expected, moe_config, dtype)
     return Path(cfg.out)

@@ -8,6 +8,7 @@ from safetensors (no pickle).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+import yaml
 
 import barkit
 from barkit.errors import BarkitError
@@ -177,8 +179,7 @@ class CheckpointReader:
             raise BarkitError(f"{self.path / name}: truncated while reading tensor '{key}'")
 
     def manifest(self) -> dict | None:
-        path = self.path / MANIFEST_NAME
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_manifest(self.path)
 
     def hash_in_background(self) -> "CheckpointReader":
         """Start hashing the weight files on a worker thread (hashlib releases the GIL), so a job's provenance
@@ -405,7 +406,8 @@ class ShardedWriter:
         for key in keys:
             t = tensors[key]
             size = t.numel() * t.element_size()
-            header[key] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+            header[key] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape),
+                           "data_offsets": [offset, offset + size]}
             offset += size
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)  # safetensors pads the header to 8-byte alignment
@@ -561,6 +563,26 @@ def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[P
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def read_manifest(ckpt: str | Path) -> dict | None:
+    """A checkpoint's barkit manifest, None when it has none (not written by barkit)."""
+    path = Path(ckpt) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BarkitError(f"{path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise BarkitError(f"{path}: a manifest must be a JSON object")
+    return manifest
+
+
+def parent_dirs(manifest: dict) -> dict[str, Path]:
+    """The checkpoint directories a manifest names as parents ({role: path}): one step up the lineage."""
+    return {name: Path(p["path"]) for name, p in (manifest.get("parents") or {}).items()
+            if isinstance(p, dict) and p.get("path")}
+
+
 def write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
@@ -574,6 +596,19 @@ def copy_tokenizer(src: Path, dst: Path) -> list[str]:
             shutil.copy2(Path(src) / name, Path(dst) / name)
             copied.append(name)
     return copied
+
+
+def write_metadata(out: Path, stage: str, cfg, parents: dict[str, CheckpointReader | Path],
+                   weights: dict[str, dict] | None, *, tokenizer_src: Path, config: dict | None = None,
+                   seed: int | None = None, extra: dict | None = None) -> None:
+    """Every output's epilogue, written once for all writers: config.json (when given), the tokenizer, the
+    resolved barkit config (`cfg`, a config dataclass or a plain dict) and the provenance manifest."""
+    settings = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    if config is not None:
+        (out / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    copy_tokenizer(tokenizer_src, out)
+    (out / "barkit_config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    write_json(out / MANIFEST_NAME, build_manifest(stage, parents, settings, seed, weights, extra))
 
 
 def build_manifest(stage: str, parents: dict[str, CheckpointReader | Path], config: dict,

@@ -9,27 +9,35 @@ and experts are copied file to file, so memory does not grow with the number of 
 
 from __future__ import annotations
 
-import contextlib
-import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
-import yaml
 
 from barkit import verify
-from barkit.arch import ARCHITECTURES, ROLES, ArchSpec, num_experts, spec_for_dense, spec_for_moe
-from barkit.checkpoint import (DEFAULT_SHARD_SIZE, CheckpointReader, ShardedWriter, TensorBytes,
-                               atomic_output_dir, build_manifest, copy_tokenizer, hash_outputs_field, write_json)
-from barkit.config import dump_yaml, to_dict
+from barkit.arch import ROLES, ArchSpec, is_dense, spec_for_dense
+from barkit.checkpoint import (
+    DEFAULT_SHARD_SIZE,
+    CheckpointReader,
+    ShardedWriter,
+    atomic_output_dir,
+    hash_outputs_field,
+    write_metadata,
+)
 from barkit.errors import BarkitError
-
-ANCHOR = "anchor"
-NAMES_KEY = "barkit_expert_names"  # extra config.json key; transformers keeps unknown keys
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-VerifyMode = Literal["auto", "full", "keys", "none"]
+from barkit.mixing import delta_sum_of, mean_of, mean_of_inputs, ties_of, torch_threads
+from barkit.moe import (
+    ANCHOR,
+    NAMES_KEY,
+    MoECheckpoint,
+    VerifyMode,
+    open_moe,
+    parse_named,
+    routing_config,
+    verify_loads,
+)
+from barkit.select import mask_experts
 
 
 @dataclass
@@ -56,222 +64,6 @@ class ComposeConfig:
             raise BarkitError("config key 'experts': give at least one NAME=CKPT")
         if self.top_k is not None and not 1 <= self.top_k <= len(pairs) + 1:
             raise BarkitError(f"config key 'top_k': must be between 1 and {len(pairs) + 1}, got {self.top_k}")
-
-
-def parse_named(items: list[str], key: str, reserved: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-    """Parse `NAME=CKPT` items; names are unique, path-safe and not reserved."""
-    pairs = []
-    for item in items:
-        name, sep, path = (s.strip() for s in item.partition("="))
-        if not sep or not name or not path:
-            raise BarkitError(f"config key '{key}': {item!r} is not NAME=CKPT")
-        if not _NAME_RE.fullmatch(name):
-            raise BarkitError(f"config key '{key}': name {name!r} may only use letters, digits, '_.-'")
-        if name in reserved:
-            raise BarkitError(f"config key '{key}': the name {name!r} is reserved for expert 0")
-        if name in (n for n, _ in pairs):
-            raise BarkitError(f"config key '{key}': duplicate expert name {name!r}")
-        pairs.append((name, path))
-    return pairs
-
-
-@contextlib.contextmanager
-def torch_threads(count: int):
-    """Run torch ops on `count` threads. Compose's means are memory-bound 1M-element adds: a second OpenMP
-    thread gains nothing and its spin-waits take the core the writer's kernel copies need (5 domains of a
-    1.28B model: 14.3 -> 6.8 s of user CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def accum_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Twice the input precision, so k identical values sum exactly and their mean is bit-identical."""
-    return torch.float64 if dtype in (torch.float32, torch.float64) else torch.float32
-
-
-def mean_of(read: list[Callable[[], torch.Tensor]]) -> torch.Tensor:
-    """Mean of tensors read one at a time (running sum in higher precision, cast back to the first's dtype).
-
-    >>> x = torch.tensor([0.1, 0.7, -3.3])
-    >>> torch.equal(mean_of([lambda: x.clone()] * 3), x)  # naive fp32 (x + x + x) / 3 is not always x
-    True
-    """
-    first = read[0]()
-    dtype = first.dtype
-    total = first.to(accum_dtype(dtype))
-    del first
-    for reader in read[1:]:
-        total.add_(reader())
-    return total.div_(len(read)).to(dtype)
-
-
-# Elements per piece when a mean or a comparison streams a tensor: a few MB stay in cache. Whole-tensor
-# mixed-dtype adds are memory-bound here (six 200 MB bf16 embeddings: 1.5 s on 2 cores; in pieces 0.1 s).
-CHUNK_ELEMENTS = 1 << 20
-
-
-def mean_of_inputs(readers: list[CheckpointReader], key: str, chunk: int = CHUNK_ELEMENTS) -> torch.Tensor:
-    """`mean_of` tensor `key` over `readers`, streamed piece by piece through one reused buffer: the same
-    arithmetic per element (so bit-identical to it), but no input is ever held whole and the pieces stay in
-    cache. The result has the first reader's dtype.
-
-    >>> from barkit.tiny import make_dense_checkpoint
-    >>> import tempfile
-    >>> d = tempfile.mkdtemp()
-    >>> r = [CheckpointReader(make_dense_checkpoint(f"{d}/{i}", seed=i)) for i in range(3)]
-    >>> k = "model.embed_tokens.weight"
-    >>> torch.equal(mean_of_inputs(r, k, chunk=1000), mean_of([lambda x=x: x.get(k) for x in r]))
-    True
-    """
-    locs = [reader.locate(key) for reader in readers]
-    dtype, numel = locs[0].dtype, locs[0].numel()
-    out = torch.empty(numel, dtype=dtype)
-    acc = torch.empty(min(chunk, numel), dtype=accum_dtype(dtype))
-    buf = torch.empty(min(chunk, numel) * max(loc.element_size() for loc in locs), dtype=torch.uint8)
-    for start in range(0, numel, chunk):
-        n = min(chunk, numel - start)
-        part = acc[:n]
-        for i, (reader, loc) in enumerate(zip(readers, locs)):
-            raw = buf[:n * loc.element_size()]
-            reader.read_into(key, start * loc.element_size(), memoryview(raw.numpy()))
-            part.copy_(raw.view(loc.dtype)) if i == 0 else part.add_(raw.view(loc.dtype))
-        out[start:start + n].copy_(part.div_(len(readers)))
-    return out.reshape(locs[0].shape)
-
-
-def same_bytes_as(src: CheckpointReader, key: str, others: list[tuple[CheckpointReader, str]],
-                  chunk_bytes: int = 8 << 20) -> list[bool]:
-    """For each (reader, key) in `others`: does it hold exactly the bytes of `src`'s tensor `key` (bitwise,
-    which is what "frozen" means)? Streams `src` once, piece by piece through reused buffers.
-
-    >>> from barkit.tiny import make_dense_checkpoint
-    >>> import tempfile
-    >>> d = tempfile.mkdtemp()
-    >>> a, b = (CheckpointReader(make_dense_checkpoint(f"{d}/{i}", seed=i)) for i in range(2))
-    >>> k = "model.norm.weight"
-    >>> same_bytes_as(a, k, [(a, k), (b, k), (a, "model.layers.0.post_attention_layernorm.weight")], chunk_bytes=24)
-    [True, False, False]
-    """
-    import numpy as np
-
-    size = src.nbytes(key)
-    same = [reader.nbytes(other) == size for reader, other in others]
-    mine, theirs = np.empty(min(chunk_bytes, size), dtype=np.uint8), np.empty(min(chunk_bytes, size), dtype=np.uint8)
-    for start in range(0, size, chunk_bytes):
-        n = min(chunk_bytes, size - start)
-        src.read_into(key, start, memoryview(mine[:n]))
-        for j, (reader, other) in enumerate(others):
-            if same[j]:
-                reader.read_into(other, start, memoryview(theirs[:n]))
-                same[j] = bool(np.array_equal(mine[:n], theirs[:n]))
-    return same
-
-
-def delta_sum_of(base: Callable[[], torch.Tensor], read: list[Callable[[], torch.Tensor]]) -> torch.Tensor:
-    """base + sum_i (x_i - base), read one tensor at a time: task arithmetic with lambda = 1 per input.
-
-    >>> b, x, y = torch.tensor([1.0, 2.0]), torch.tensor([1.5, 2.0]), torch.tensor([1.0, 1.0])
-    >>> delta_sum_of(lambda: b, [lambda: x, lambda: y]).tolist()
-    [1.5, 1.0]
-    """
-    first = base()
-    dtype = first.dtype
-    total = first.to(accum_dtype(dtype)).mul_(1 - len(read))
-    del first
-    for reader in read:
-        total.add_(reader())
-    return total.to(dtype)
-
-
-def ties_of(base: Callable[[], torch.Tensor], read: list[Callable[[], torch.Tensor]]) -> torch.Tensor:
-    """base + per entry the mean of the changes (x_i - base) whose sign agrees with the sign of their sum.
-
-    Unlike `mean_of`, a change made by one domain only is kept whole instead of divided by N + 1; unlike
-    `delta_sum_of`, changes several domains made alike are not added up N times.
-
-    >>> b = torch.tensor([0.0, 0.0, 1.0])
-    >>> ties_of(lambda: b, [lambda: torch.tensor([2.0, 1.0, 1.0]), lambda: torch.tensor([0.0, 3.0, 0.0])]).tolist()
-    [2.0, 2.0, 0.0]
-    """
-    from barkit.merge import MergeSettings, merge_tensors  # merge builds on compose: import here, not above
-
-    base_T = base()
-    deltas = [reader().to(accum_dtype(base_T.dtype)) - base_T for reader in read]
-    return merge_tensors(base_T, deltas, [1.0] * len(deltas), MergeSettings(elect_sign=True))
-
-
-def expert_names(reader: CheckpointReader, count: int) -> list[str]:
-    """Names from config.json, else the manifest, else anchor/expert1/...; one per expert."""
-    names = reader.config.get(NAMES_KEY) or (reader.manifest() or {}).get("experts")
-    names = list(names) if names else [ANCHOR] + [f"expert{i}" for i in range(1, count)]
-    if len(names) != count or len(set(names)) != count:
-        raise BarkitError(f"{reader.path}: expert names {names} do not match its {count} experts")
-    return names
-
-
-@dataclass
-class MoECheckpoint:
-    """A barkit MoE on disk: its lazy reader, family table and expert names."""
-
-    reader: CheckpointReader
-    spec: ArchSpec
-    names: list[str]
-
-    @property
-    def path(self) -> Path:
-        return self.reader.path
-
-    @property
-    def num_layers(self) -> int:
-        return int(self.reader.config["num_hidden_layers"])
-
-    @property
-    def num_experts(self) -> int:
-        return len(self.names)
-
-    def expert_key(self, role: str, layer: int, expert: int) -> str:
-        return self.spec.expert_key(role, layer, expert)
-
-    def expert(self, role: str, layer: int, expert: int) -> torch.Tensor:
-        return self.reader.get(self.spec.expert_key(role, layer, expert))
-
-    def router(self, layer: int) -> torch.Tensor:
-        return self.reader.get(self.spec.router_key(layer))
-
-    def expert_as(self, role: str, layer: int, expert: int, dtype: torch.dtype) -> torch.Tensor | TensorBytes:
-        """The expert tensor in `dtype`: left on disk for the writer to copy when it already has that dtype."""
-        loc = self.reader.locate(self.spec.expert_key(role, layer, expert))
-        return loc if loc.dtype == dtype else self.expert(role, layer, expert).to(dtype)
-
-    def shared_keys(self) -> list[str]:
-        return sorted(k for k in self.reader.keys()
-                      if self.spec.parse_expert_key(k) is None and self.spec.parse_router_key(k) is None)
-
-    def index(self, name: str) -> int:
-        if name not in self.names:
-            raise BarkitError(f"{self.path}: no expert named {name!r} (experts: {', '.join(self.names)})")
-        return self.names.index(name)
-
-
-def open_moe(path: str | Path) -> MoECheckpoint:
-    """Open a barkit MoE checkpoint and check that its tensors are exactly an MoE's."""
-    reader = CheckpointReader(path)
-    spec = spec_for_moe(reader.config.get("model_type"), str(reader.path / "config.json"))
-    count = num_experts(spec, reader.config)
-    moe = MoECheckpoint(reader, spec, expert_names(reader, count))
-    expected = spec.moe_keys(set(moe.shared_keys()), moe.num_layers, count)
-    missing = sorted(expected - set(reader.keys()))
-    if missing:
-        raise BarkitError(f"{reader.path}: tensor '{missing[0]}' is missing")
-    return moe
-
-
-def is_dense(config: dict) -> bool:
-    return any(config.get("model_type") in spec.dense_model_types for spec in ARCHITECTURES.values())
 
 
 def open_domain(path: str, name: str) -> MoECheckpoint:
@@ -330,18 +122,6 @@ def open_anchor(path: str) -> Anchor:
     return Anchor(reader, moe.spec, moe)
 
 
-def routing_config(spec: ArchSpec, moe_config: dict, names: list[str], top_k: int, norm: bool | None) -> dict:
-    """An MoE config with a new expert count, names and routing; norm=None keeps the source's setting."""
-    cfg = {k: v for k, v in moe_config.items() if k not in ("_name_or_path", "transformers_version")}
-    cfg.update({spec.num_experts_key: len(names), spec.top_k_key: top_k, NAMES_KEY: list(names)})
-    if norm is not None and spec.norm_topk_key is not None:
-        cfg[spec.norm_topk_key] = norm
-    elif norm is False and spec.norm_topk_key is None and top_k < len(names):
-        raise BarkitError(f"{spec.moe_architecture} always renormalises top-k weights; "
-                          "use norm_topk_prob=true or top_k = number of experts")
-    return cfg
-
-
 def check_same_architecture(anchor: Anchor, domains: dict[str, MoECheckpoint]) -> None:
     """Same family, same config shape keys, same shared key set and the same shape for every tensor."""
     shared = anchor.shared_keys()
@@ -363,6 +143,34 @@ def check_same_architecture(anchor: Anchor, domains: dict[str, MoECheckpoint]) -
             if anchor.reader.shape(a_key) != moe.reader.shape(d_key):
                 raise BarkitError(f"{where}: tensor '{d_key}' has shape {moe.reader.shape(d_key)}, "
                                   f"the anchor's is {anchor.reader.shape(a_key)}")
+
+
+def same_bytes_as(src: CheckpointReader, key: str, others: list[tuple[CheckpointReader, str]],
+                  chunk_bytes: int = 8 << 20) -> list[bool]:
+    """For each (reader, key) in `others`: does it hold exactly the bytes of `src`'s tensor `key` (bitwise,
+    which is what "frozen" means)? Streams `src` once, piece by piece through reused buffers.
+
+    >>> from barkit.tiny import make_dense_checkpoint
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> a, b = (CheckpointReader(make_dense_checkpoint(f"{d}/{i}", seed=i)) for i in range(2))
+    >>> k = "model.norm.weight"
+    >>> same_bytes_as(a, k, [(a, k), (b, k), (a, "model.layers.0.post_attention_layernorm.weight")], chunk_bytes=24)
+    [True, False, False]
+    """
+    import numpy as np
+
+    size = src.nbytes(key)
+    same = [reader.nbytes(other) == size for reader, other in others]
+    mine, theirs = np.empty(min(chunk_bytes, size), dtype=np.uint8), np.empty(min(chunk_bytes, size), dtype=np.uint8)
+    for start in range(0, size, chunk_bytes):
+        n = min(chunk_bytes, size - start)
+        src.read_into(key, start, memoryview(mine[:n]))
+        for j, (reader, other) in enumerate(others):
+            if same[j]:
+                reader.read_into(other, start, memoryview(theirs[:n]))
+                same[j] = bool(np.array_equal(mine[:n], theirs[:n]))
+    return same
 
 
 def check_anchor_experts(anchor: Anchor, domains: dict[str, MoECheckpoint], role: str, layer: int) -> None:
@@ -416,40 +224,11 @@ def write_compose(anchor: Anchor, domains: dict[str, MoECheckpoint], shared_mode
             writer.add(key, anchor.reader.locate(key))
 
 
-def write_metadata(tmp: Path, config: dict, tokenizer_src: Path, cfg, stage: str, parents: dict,
-                   writer: ShardedWriter, extra: dict) -> None:
-    """config.json, tokenizer, resolved barkit config and manifest (all deterministic except the manifest)."""
-    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    copy_tokenizer(tokenizer_src, tmp)
-    (tmp / "barkit_config.yaml").write_text(dump_yaml(cfg))
-    write_json(tmp / "barkit_manifest.json",
-               build_manifest(stage, parents, to_dict(cfg), None, writer.file_hashes, extra))
-
-
-@torch.no_grad()
-def verify_loads(out: Path, mode: str, expected: set[str], source_config: dict, spec: ArchSpec):
-    """Key set always; when small enough, load with stock transformers and run a finite forward pass.
-
-    Returns the loaded model (or None) so callers can run their own functional check on it.
-    """
-    verify.check_key_set(out, expected)
-    if not verify.should_load(out, mode):
-        return None
-    verify.loaded_config_matches(out, source_config, spec.config_checked)
-    model = verify.load_strict(out)
-    ids = torch.randint(0, int(source_config["vocab_size"]), (2, 8), generator=torch.Generator().manual_seed(0))
-    if not torch.isfinite(model(ids).logits).all():
-        raise BarkitError(f"{out}: the written model produces non-finite logits")
-    return model
-
-
 def _verify_compose(out: Path, cfg: ComposeConfig, anchor: Anchor, expected: set[str]) -> None:
     """With shared=anchor, the output routed only to expert 0 must reproduce the anchor's logits."""
     model = verify_loads(out, cfg.verify, expected, anchor.reader.config, anchor.spec)
     if model is None or cfg.shared != "anchor":
         return
-    from barkit.select import mask_experts
-
     reference = verify.load_strict(anchor.reader.path)
     count = getattr(model.config, anchor.spec.num_experts_key)
     with mask_experts(model, list(range(1, count))), mask_experts(reference, [1] if anchor.moe else []):
@@ -475,8 +254,8 @@ def compose(cfg: ComposeConfig) -> Path:
     with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
         with ShardedWriter(tmp, cfg.max_shard_size, hash_outputs=cfg.hash_outputs) as writer, torch_threads(1):
             write_compose(anchor, domains, cfg.shared, writer)
-        write_metadata(tmp, config, anchor.reader.path, cfg, "compose", parents, writer,
-                       {"experts": names, "arch": anchor.spec.name})
+        write_metadata(tmp, "compose", cfg, parents, writer.file_hashes, tokenizer_src=anchor.reader.path,
+                       config=config, extra={"experts": names, "arch": anchor.spec.name})
         _verify_compose(tmp, cfg, anchor, expected)
     return Path(cfg.out)
 
@@ -519,12 +298,8 @@ def replace_expert(model_dir: str | Path, name: str, new_ckpt: str | Path, out: 
             _write_replaced(src, new, index, writer)
         config = routing_config(src.spec, src.reader.config, src.names,
                                 int(src.reader.config[src.spec.top_k_key]), None)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        copy_tokenizer(src.path, tmp)
-        (tmp / "barkit_config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        write_json(tmp / "barkit_manifest.json",
-                   build_manifest("replace_expert", {"model": src.reader, name: new.reader}, cfg, None,
-                                  writer.file_hashes, {"experts": src.names, "replaced": name,
-                                                       "arch": src.spec.name}))
+        write_metadata(tmp, "replace_expert", cfg, {"model": src.reader, name: new.reader}, writer.file_hashes,
+                       tokenizer_src=src.path, config=config,
+                       extra={"experts": src.names, "replaced": name, "arch": src.spec.name})
         verify_loads(tmp, verify_mode, set(src.reader.keys()), src.reader.config, src.spec)
     return Path(out)

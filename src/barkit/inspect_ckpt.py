@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from barkit.arch import ARCHITECTURES, ROLES
+from barkit.arch import ROLES, moe_spec_of
 from barkit.checkpoint import CheckpointReader
 
 
@@ -23,7 +23,7 @@ def describe(path: str | Path) -> dict:
     info = {"path": str(ckpt.path), "model_type": model_type, "architectures": ckpt.config.get("architectures"),
             "layers": ckpt.config.get("num_hidden_layers"), "hidden_size": ckpt.config.get("hidden_size"),
             "total_params": total, "active_params": total, "weight_files": len(ckpt.weight_files)}
-    spec = next((s for s in ARCHITECTURES.values() if s.moe_model_type == model_type), None)
+    spec = moe_spec_of(ckpt.config)
     manifest = ckpt.manifest()
     if spec is not None:
         n_exp = int(ckpt.config[spec.num_experts_key])

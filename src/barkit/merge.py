@@ -15,101 +15,32 @@ all N task vectors of one tensor at once.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 import torch
 
 from barkit import verify
-from barkit.arch import ROLES, ArchSpec, spec_for_dense
-from barkit.checkpoint import DEFAULT_SHARD_SIZE, MANIFEST_NAME, CheckpointReader, ShardedWriter, atomic_output_dir
-from barkit.compose import (MoECheckpoint, VerifyMode, accum_dtype, is_dense, open_moe, parse_named,
-                            verify_loads, write_metadata)
+from barkit.arch import ROLES, ArchSpec, is_dense, spec_for_dense
+from barkit.checkpoint import (
+    DEFAULT_SHARD_SIZE,
+    CheckpointReader,
+    ShardedWriter,
+    atomic_output_dir,
+    parent_dirs,
+    read_manifest,
+    write_metadata,
+)
 from barkit.errors import BarkitError
+from barkit.mixing import MergeSettings, accum_dtype, merge_tensors
+from barkit.moe import MoECheckpoint, VerifyMode, open_moe, parse_named, verify_loads
+from barkit.select import mask_experts
 
 Method = Literal["task_arithmetic", "linear", "wise_ft", "ties", "dare", "dare_ties"]
 NEEDS_PRETRAINED = ("task_arithmetic", "ties", "dare", "dare_ties")
 STEPS_KEY = "train_steps"  # manifest key: optimizer steps that produced the checkpoint
-
-
-@dataclass(frozen=True)
-class MergeSettings:
-    density: float | None = None  # TIES trim: keep this fraction of each task vector (by magnitude)
-    drop_p: float = 0.0  # DARE: drop probability; kept entries are rescaled by 1 / (1 - p)
-    elect_sign: bool = False  # TIES: elect a sign per entry and average only agreeing task vectors
-    seed: int = 0
-
-
-def trim(delta_T: torch.Tensor, density: float) -> torch.Tensor:
-    """Zero all but the `density` fraction of largest-magnitude entries (ties at the threshold are kept).
-
-    >>> trim(torch.tensor([0.5, -0.1, 0.3, -2.0]), 0.5).tolist()
-    [0.5, 0.0, 0.0, -2.0]
-    """
-    k = round(density * delta_T.numel())
-    if k >= delta_T.numel():
-        return delta_T
-    if k == 0:
-        return torch.zeros_like(delta_T)
-    magnitude = delta_T.abs()
-    threshold = magnitude.flatten().kthvalue(delta_T.numel() - k + 1).values
-    return torch.where(magnitude >= threshold, delta_T, torch.zeros((), dtype=delta_T.dtype))
-
-
-def dare_seed(seed: int, key: str, index: int) -> int:
-    """A reproducible per-(tensor, model) seed, independent of the order tensors are processed in."""
-    digest = hashlib.sha256(f"{seed}\0{key}\0{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def dare(delta_T: torch.Tensor, p: float, seed: int) -> torch.Tensor:
-    """Drop entries with probability p and rescale the rest by 1/(1-p): the expected value is unchanged."""
-    if p == 0:
-        return delta_T
-    keep = torch.rand(delta_T.shape, generator=torch.Generator().manual_seed(seed)) >= p
-    return torch.where(keep, delta_T / (1 - p), torch.zeros((), dtype=delta_T.dtype))
-
-
-def _sparsify(delta_T: torch.Tensor, settings: MergeSettings, key: str, index: int) -> torch.Tensor:
-    if settings.density is not None:
-        delta_T = trim(delta_T, settings.density)
-    return dare(delta_T, settings.drop_p, dare_seed(settings.seed, key, index))
-
-
-def _disjoint_mean(weighted: list[torch.Tensor]) -> torch.Tensor:
-    """TIES: per entry, the mean of the task vectors whose sign matches the sign of their sum."""
-    sign = torch.sign(sum(weighted))
-    total, count = torch.zeros_like(sign), torch.zeros_like(sign)
-    for delta_T in weighted:
-        agree = (torch.sign(delta_T) == sign) & (delta_T != 0)
-        total += torch.where(agree, delta_T, 0)
-        count += agree
-    return total / count.clamp_min(1)
-
-
-def merge_tensors(base_T: torch.Tensor, deltas: Iterable[torch.Tensor], weights: list[float],
-                  settings: MergeSettings = MergeSettings(), key: str = "") -> torch.Tensor:
-    """theta = base + combine_i(weight_i * sparsify(delta_i)), computed in higher precision, cast to base's dtype.
-
-    `deltas` may be a generator: without sign election only one task vector is alive at a time.
-
-    >>> merge_tensors(torch.tensor([1.0, 2.0]), [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])],
-    ...               [0.5, 2.0]).tolist()
-    [1.5, 6.0]
-    """
-    dtype = accum_dtype(base_T.dtype)
-    sparse = (_sparsify(d.to(dtype), settings, key, i) for i, d in enumerate(deltas))
-    if settings.elect_sign:
-        merged = _disjoint_mean([delta_T * w for delta_T, w in zip(sparse, weights, strict=True)])
-    else:
-        merged = torch.zeros(base_T.shape, dtype=dtype)
-        for delta_T, w in zip(sparse, weights, strict=True):
-            merged.add_(delta_T, alpha=w)
-    return merged.add_(base_T).to(base_T.dtype)
 
 
 def dense_config_from_moe(spec: ArchSpec, moe_config: dict) -> dict:
@@ -183,8 +114,6 @@ def write_dense(view: Dense, writer: ShardedWriter) -> None:
 @torch.no_grad()
 def _verify_fold(out: Path, mode: str, view: DenseView) -> None:
     """The folded dense model must equal the MoE routed only to that expert."""
-    from barkit.select import mask_experts
-
     model = verify_loads(out, mode, set(view.keys()), view.config, view.spec)
     if model is None:
         return
@@ -221,8 +150,8 @@ def fold_expert(moe_dir: str | Path, out: str | Path, expert: int | str = 1, *,
             write_dense(view, writer)
         settings = FoldConfig(moe=str(moe_dir), out=str(out), expert=str(expert), max_shard_size=max_shard_size,
                               verify=verify_mode, overwrite=overwrite)
-        write_metadata(tmp, view.config, moe.path, settings, "fold", {"moe": moe.reader}, writer,
-                       {"expert": moe.names[index], "arch": moe.spec.name})
+        write_metadata(tmp, "fold", settings, {"moe": moe.reader}, writer.file_hashes, tokenizer_src=moe.path,
+                       config=view.config, extra={"expert": moe.names[index], "arch": moe.spec.name})
         _verify_fold(tmp, verify_mode, view)
     return Path(out)
 
@@ -305,10 +234,8 @@ def trained_steps(manifest: dict | None, depth: int = 0) -> int | None:
     if stage not in POST_TRAINING_STAGES + PASS_THROUGH_STAGES:
         return 0 if stage else (int(own) if isinstance(own, (int, float)) and own >= 0 else None)
     total = int(own) if stage in POST_TRAINING_STAGES and isinstance(own, (int, float)) and own >= 0 else 0
-    for parent in (manifest.get("parents") or {}).values():
-        path = Path(parent.get("path", "")) / MANIFEST_NAME if isinstance(parent, dict) else None
-        if path is not None and path.is_file():
-            total += trained_steps(json.loads(path.read_text()), depth + 1) or 0
+    for parent in parent_dirs(manifest).values():
+        total += trained_steps(read_manifest(parent), depth + 1) or 0
     return total
 
 
@@ -379,7 +306,8 @@ def merge(cfg: MergeConfig) -> Path:
             write_merge(general, pretrained or general, [view for _, view, _ in models], lambdas, settings_for(cfg),
                         writer)
         extra = {"method": cfg.method, "lambdas": dict(zip([n for n, _, _ in models], lambdas))}
-        write_metadata(tmp, general.config, general.path, cfg, "merge", parents, writer, extra)
+        write_metadata(tmp, "merge", cfg, parents, writer.file_hashes, tokenizer_src=general.path,
+                       config=general.config, extra=extra)
         verify_loads(tmp, cfg.verify, set(general.keys()), general.config, _dense_spec(general))
     return Path(cfg.out)
 

@@ -11,7 +11,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from barkit.arch import num_experts, spec_for_moe
+from barkit.compose import replace_expert
 from barkit.errors import BarkitError
+from barkit.moe import parse_named
+from barkit.train import StageConfig, train
 
 
 @dataclass
@@ -47,7 +51,8 @@ def _with_top_k(model: str, top_k: int | None, scratch: Path) -> str:
     if top_k is None:
         return model
     config = json.loads((Path(model) / "config.json").read_text())
-    n = config.get("num_experts", config.get("num_local_experts"))
+    spec = spec_for_moe(config.get("model_type"), str(Path(model) / "config.json"))
+    n = num_experts(spec, config)
     if not 1 <= top_k <= n:
         raise BarkitError(f"config key 'top_k': must be between 1 and the {n} experts of {model}")
     if scratch.exists():
@@ -60,13 +65,11 @@ def _with_top_k(model: str, top_k: int | None, scratch: Path) -> str:
             except OSError:
                 shutil.copy2(item, scratch / item.name)
     (scratch / "config.json").unlink()
-    (scratch / "config.json").write_text(json.dumps({**config, "num_experts_per_tok": top_k}, indent=2))
+    (scratch / "config.json").write_text(json.dumps({**config, spec.top_k_key: top_k}, indent=2))
     return str(scratch)
 
 
 def train_router(cfg: RouteConfig, model: str | None = None) -> Path:
-    from barkit.train import StageConfig, train
-
     scratch = Path(cfg.out).with_name(f".{Path(cfg.out).name}.topk")
     source = _with_top_k(model or cfg.model, cfg.top_k, scratch)
     try:
@@ -81,8 +84,6 @@ def train_router(cfg: RouteConfig, model: str | None = None) -> Path:
 
 def upgrade(cfg: UpgradeConfig) -> Path:
     """Swap each named expert for its new checkpoint, then retrain only the router."""
-    from barkit.compose import parse_named, replace_expert
-
     out = Path(cfg.out)
     if out.exists() and not cfg.overwrite:
         raise BarkitError(f"{out}: output already exists (pass --overwrite to replace it)")

@@ -16,10 +16,9 @@ import torch.nn.functional as F
 
 from barkit import verify
 from barkit.arch import ROLES, spec_for_moe
-from barkit.checkpoint import DEFAULT_SHARD_SIZE, ShardedWriter, atomic_output_dir, hash_outputs_field
-from barkit.compose import (ANCHOR, MoECheckpoint, VerifyMode, open_moe, routing_config, verify_loads,
-                            write_metadata)
+from barkit.checkpoint import DEFAULT_SHARD_SIZE, ShardedWriter, atomic_output_dir, hash_outputs_field, write_metadata
 from barkit.errors import BarkitError
+from barkit.moe import ANCHOR, MoECheckpoint, VerifyMode, open_moe, routing_config, verify_loads
 
 
 @dataclass
@@ -98,8 +97,8 @@ def select(cfg: SelectConfig) -> Path:
         with ShardedWriter(tmp, cfg.max_shard_size, hash_outputs=cfg.hash_outputs) as writer:
             write_selected(moe, kept, writer)
         names = [moe.names[i] for i in kept]
-        write_metadata(tmp, config, moe.path, cfg, "select", {"model": moe.reader}, writer,
-                       {"experts": names, "selected_from": kept, "arch": moe.spec.name})
+        write_metadata(tmp, "select", cfg, {"model": moe.reader}, writer.file_hashes, tokenizer_src=moe.path,
+                       config=config, extra={"experts": names, "selected_from": kept, "arch": moe.spec.name})
         _verify_select(tmp, cfg, moe, kept, config[moe.spec.top_k_key])
     return Path(cfg.out)
 

@@ -8,9 +8,20 @@ import pytest
 from barkit.errors import BarkitError
 from barkit.eval.benchmarks import fetch
 from barkit.eval.verifiers import (
-    VERIFIERS, code_tests, code_tests_reward, exact_match, extract_math_answer, get_verifier,
-    instruction, instruction_strict, is_refusal, match_tool_calls, math_answer, parse_tool_calls,
-    safety, tool_call,
+    VERIFIERS,
+    code_tests,
+    code_tests_reward,
+    exact_match,
+    extract_math_answer,
+    get_verifier,
+    instruction,
+    instruction_strict,
+    is_refusal,
+    match_tool_calls,
+    math_answer,
+    parse_tool_calls,
+    safety,
+    tool_call,
 )
 
 # --- exact_match -----------------------------------------------------------------------------

@@ -233,8 +233,9 @@ def test_packed_chats_train_like_padded_ones(tmp_path, moe_ckpts, data_files, ru
 
 def _route_probabilities(path, data_file):
     """Mean router probability of expert 1 over every layer and token of each chat in `data_file`."""
-    from barkit.train.data import tokenize_chats
     from transformers import AutoTokenizer
+
+    from barkit.train.data import tokenize_chats
 
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()

@@ -1,6 +1,6 @@
 """`barkit baseline --method merge|cft|retrain|btx --world DIR --out DIR`: one baseline on the toy world's data."""
 
-from barkit.baselines import BaselineConfig, run_baseline
+from barkit.toy.baselines import BaselineConfig, run_baseline
 
 
 def run(cfg: BaselineConfig) -> None:

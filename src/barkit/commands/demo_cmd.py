@@ -1,6 +1,6 @@
 """`barkit demo [--profile quick|default] [--out DIR]`: BAR end to end on the toy world."""
 
-from barkit.demo import DemoConfig, run_demo
+from barkit.toy.demo import DemoConfig, run_demo
 
 
 def run(cfg: DemoConfig) -> None:

@@ -3,7 +3,7 @@
 import argparse
 
 from barkit.config import add_config_args, config_from_args, dump_yaml
-from barkit.world.build import WorldConfig, build_world
+from barkit.toy.world.build import WorldConfig, build_world
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from typing import Literal
 
 import torch
 
-from barkit.checkpoint import write_json
+from barkit.checkpoint import read_manifest, write_json
 from barkit.config import to_dict
 from barkit.errors import BarkitError
 from barkit.eval.generation import GenerationSettings, HFBackend, make_backend
@@ -118,11 +118,6 @@ def write_report(out: Path, name: str, results: dict) -> None:
                      title=f"{name}: routing share per category")
 
 
-def _model_manifest(model: str) -> dict | None:
-    path = Path(model) / "barkit_manifest.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def evaluate(cfg: EvalConfig, backend=None, show_progress: bool = True) -> dict:
     """Evaluate one model on a suite; write results.json, table.md and PNGs; return the results dict."""
     items = load_suite(cfg.suite, cfg.world, cfg.categories, cfg.limit)
@@ -136,7 +131,7 @@ def evaluate(cfg: EvalConfig, backend=None, show_progress: bool = True) -> dict:
     rows = score_items(items, completions, tuple(cfg.pass_k))
     results = {"model": cfg.model, "name": cfg.name or Path(cfg.model).name, "suite": cfg.suite,
                **aggregate(rows), "items": rows, "config": to_dict(cfg),
-               "model_manifest": _model_manifest(cfg.model),
+               "model_manifest": read_manifest(cfg.model),
                "timing": {"generation_s": gen_s, "items": len(items), "items_per_s": len(items) / max(gen_s, 1e-9),
                           "scoring_s": time.perf_counter() - start - gen_s}}
     if cfg.routing and isinstance(backend, HFBackend):

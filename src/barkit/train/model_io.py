@@ -9,10 +9,13 @@ from pathlib import Path
 import torch
 
 from barkit import verify
-from barkit.arch import ARCHITECTURES, ArchSpec, num_experts, supported_dense_types
-from barkit.checkpoint import (CheckpointReader, atomic_output_dir, build_manifest, copy_tokenizer, sha256_file,
-                               write_json)
-from barkit.config import dump_yaml, to_dict
+from barkit.arch import ArchSpec, moe_model_types, moe_spec_of, num_experts, supported_dense_types
+from barkit.checkpoint import (
+    CheckpointReader,
+    atomic_output_dir,
+    sha256_file,
+    write_metadata,
+)
 from barkit.errors import BarkitError
 from barkit.train.stages import BAR_STAGES, StageConfig
 
@@ -35,13 +38,13 @@ def inspect_model(cfg: StageConfig, explicit_trainable: bool) -> ModelInfo:
     lets midtrain/sft/rl train other models too (the anchor's own SFT, dense baselines)."""
     reader = CheckpointReader(cfg.model)
     model_type = reader.config.get("model_type")
-    spec = next((s for s in ARCHITECTURES.values() if s.moe_model_type == model_type), None)
+    spec = moe_spec_of(reader.config)
     dense = model_type in supported_dense_types()
     where = reader.path / "config.json"
     if spec is None and not dense:
         raise BarkitError(f"{where}: unsupported model_type '{model_type}' (dense: "
                           f"{', '.join(supported_dense_types())}; MoE: "
-                          f"{', '.join(s.moe_model_type for s in ARCHITECTURES.values())})")
+                          f"{', '.join(moe_model_types())})")
     info = ModelInfo(reader, spec, num_experts(spec, reader.config) if spec else 0)
     if cfg.stage in BAR_STAGES and not explicit_trainable and info.num_experts != BAR_EXPERTS:
         what = f"a {info.num_experts}-expert MoE" if spec else f"a dense '{model_type}' model"
@@ -86,8 +89,6 @@ def write_output(cfg: StageConfig, info: ModelInfo, model: torch.nn.Module, work
     with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
         model.to(dtype).save_pretrained(str(tmp), max_shard_size=cfg.max_shard_size)
         model.float()
-        copy_tokenizer(info.reader.path, tmp)
-        (tmp / "barkit_config.yaml").write_text(dump_yaml(cfg))
         for name in ("metrics.jsonl", "curves.png"):
             if (work / name).is_file():
                 shutil.copy2(work / name, tmp / name)
@@ -95,8 +96,8 @@ def write_output(cfg: StageConfig, info: ModelInfo, model: torch.nn.Module, work
                    for p in sorted(tmp.glob("*.safetensors"))}
         experts = _experts(info, cfg)
         manifest_extra = {"arch": info.family, **({"experts": experts} if experts else {}), **extra}
-        write_json(tmp / "barkit_manifest.json", build_manifest(cfg.stage, {"model": info.reader}, to_dict(cfg),
-                                                                cfg.seed, weights, manifest_extra))
+        write_metadata(tmp, cfg.stage, cfg, {"model": info.reader}, weights, tokenizer_src=info.reader.path,
+                       seed=cfg.seed, extra=manifest_extra)
         verify.check_key_set(tmp, set(info.reader.keys()))
         if cfg.verify != "none" and verify.should_load(tmp, cfg.verify):
             check_frozen(verify.load_strict(tmp, dtype=torch.float32))

@@ -2,7 +2,7 @@
 
 Fields left as None take the stage's default (`STAGE_DEFAULTS`); `resolve()` fills them in so the
 resolved config written next to each checkpoint says exactly what ran. Defaults are the published BAR
-hyperparameters (DESIGN.md section 1); tiny toy-world models want larger learning rates (~2e-3).
+hyperparameters (docs/design.md); tiny toy-world models want larger learning rates (~2e-3).
 """
 
 from __future__ import annotations

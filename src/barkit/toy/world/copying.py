@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import random
 
-from barkit.world.entities import JOBS, PRODUCTS, World
-from barkit.world.general import COLORS, KEYWORDS, PETS, ROOMS, THINGS
-from barkit.world.rows import chat
+from barkit.toy.world.entities import JOBS, PRODUCTS, World
+from barkit.toy.world.general import COLORS, KEYWORDS, PETS, ROOMS, THINGS
+from barkit.toy.world.rows import chat
 
 IDENTIFIER_FORMATS = ("Names: {c}. Names again: {c}.", "Call {a} then {a}.")
 REPEAT_FORMATS = (

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 
-from barkit.world.entities import Person, World, with_article
-from barkit.world.rows import answer_is, chat, take, user
+from barkit.toy.world.entities import Person, World, with_article
+from barkit.toy.world.rows import answer_is, chat, take, user
 
 PERSON_PROSE = {
     "city": ("{s} lives in {o}.", "{s} has a home in {o}.", "{s} lives in the city of {o}.",

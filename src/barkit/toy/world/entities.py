@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from barkit.world.profiles import WorldProfile
-from barkit.world.rows import rng_for, split
+from barkit.toy.world.profiles import WorldProfile
+from barkit.toy.world.rows import rng_for, split
 
 CONSONANTS = "bdfgklmnprstvz"
 VOWELS = "aeiou"

@@ -1,7 +1,7 @@
 """The toy-world recipe as data: model shape and step budgets per profile for every phase of the demo.
 
 Budgets are in optimizer steps, not seconds, so runs are reproducible on machines whose speed varies.
-Learning rates are the tiny-model ones (~1e-3..3e-3, DESIGN.md section 3), not BAR's 7B values.
+Learning rates are the tiny-model ones (~1e-3..3e-3, see docs/design.md), not BAR's 7B values.
 """
 
 from __future__ import annotations
@@ -61,11 +61,11 @@ class Recipe:
     route_supervision: float = 0.0
     # How compose merges the shared tensors (ComposeConfig.shared): "mean" is BAR as published.
     compose_shared: str = "mean"
-    # Which BAR stages each domain goes through (DESIGN.md section 1).
+    # Which BAR stages each domain goes through (docs/design.md).
     domain_stages: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
         "math": ("midtrain", "sft", "rl"), "code": ("midtrain", "sft", "rl"),
         "tool_use": ("sft",), "safety": ("sft",)})
-    # Math is the slowest skill to learn (DESIGN.md section 3): it gets more steps in every stage.
+    # Math is the slowest skill to learn (docs/design.md): it gets more steps in every stage.
     domain_step_scale: dict[str, float] = field(default_factory=lambda: {"math": 2.0})
     eval_max_new_tokens: int = 64
     eval_limit: int | None = None  # items per benchmark (None: the whole held-out suite)

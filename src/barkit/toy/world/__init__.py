@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from barkit.world.generate import GENERATOR_VERSION, generate_world
-from barkit.world.profiles import PROFILES, WorldProfile, get_profile
+from barkit.toy.world.generate import GENERATOR_VERSION, generate_world
+from barkit.toy.world.profiles import PROFILES, WorldProfile, get_profile
 
 __all__ = ["GENERATOR_VERSION", "PROFILES", "WorldProfile", "generate_world", "get_profile", "train_tokenizer"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "train_tokenizer":
-        from barkit.world.tokenizer import train_tokenizer
+        from barkit.toy.world.tokenizer import train_tokenizer
 
         return train_tokenizer
-    raise AttributeError(f"module 'barkit.world' has no attribute {name!r}")
+    raise AttributeError(f"module 'barkit.toy.world' has no attribute {name!r}")

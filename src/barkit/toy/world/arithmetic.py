@@ -10,9 +10,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from barkit.world.entities import World
-from barkit.world.profiles import WorldProfile
-from barkit.world.rows import chat, rng_for, sample_unique, split, user
+from barkit.toy.world.entities import World
+from barkit.toy.world.profiles import WorldProfile
+from barkit.toy.world.rows import chat, rng_for, sample_unique, split, user
 
 OBJECTS = ("apples", "coins", "books", "stamps", "marbles", "shells", "cards", "pens")
 TEMPLATES = {

@@ -17,9 +17,10 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from barkit.errors import BarkitError
-from barkit.world.files import replace_dir
+from barkit.toy.world.files import replace_dir
 
-EOS, PAD, SYSTEM, USER, ASSISTANT, END = "<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
+EOS, PAD, SYSTEM, USER, ASSISTANT, END = ("<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>",
+                                         "<|end|>")
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
 SPECIAL_TOKENS = (EOS, PAD, SYSTEM, USER, ASSISTANT, END, TOOL_OPEN, TOOL_CLOSE)  # ids 0..7 in this order
 MIN_VOCAB = 300  # 256 bytes + specials + a few merges

@@ -14,7 +14,7 @@ from typing import Callable, Literal
 
 from barkit.checkpoint import atomic_output_dir, write_json
 from barkit.errors import BarkitError
-from barkit.recipe import Recipe, get_recipe
+from barkit.toy.recipe import Recipe, get_recipe
 
 WORLD_MANIFEST = "world_manifest.json"
 PHASES = ("data", "tokenizer", "base", "anchor")
@@ -30,7 +30,7 @@ class WorldConfig:
 
 def _key(cfg: WorldConfig, recipe: Recipe) -> dict:
     """What the world depends on: a change to any of it rebuilds the affected phases."""
-    from barkit.world.generate import GENERATOR_VERSION
+    from barkit.toy.world.generate import GENERATOR_VERSION
 
     return {"profile": cfg.profile, "seed": cfg.seed, "generator": GENERATOR_VERSION,
             "shape": asdict(recipe.shape), "seq_len": recipe.seq_len,
@@ -54,7 +54,7 @@ def init_dense_model(recipe: Recipe, tokenizer_dir: Path, out: Path, seed: int) 
     import torch
     from transformers import AutoTokenizer, Olmo2Config, Olmo2ForCausalLM
 
-    from barkit.world.circuits import seed_copy_circuit
+    from barkit.toy.world.circuits import seed_copy_circuit
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     s = recipe.shape
@@ -74,14 +74,14 @@ def init_dense_model(recipe: Recipe, tokenizer_dir: Path, out: Path, seed: int) 
 
 
 def _phase_data(cfg, root, recipe, progress):
-    from barkit.world.generate import generate_world
+    from barkit.toy.world.generate import generate_world
 
     return generate_world(root / "data", recipe.data_profile or cfg.profile, cfg.seed)
 
 
 def _phase_tokenizer(cfg, root, recipe, progress):
-    from barkit.world.profiles import get_profile
-    from barkit.world.tokenizer import train_tokenizer
+    from barkit.toy.world.profiles import get_profile
+    from barkit.toy.world.tokenizer import train_tokenizer
 
     with atomic_output_dir(root / "tokenizer", overwrite=True) as tmp:
         tok = train_tokenizer(root / "data", tmp, get_profile(recipe.data_profile or cfg.profile).vocab_size)

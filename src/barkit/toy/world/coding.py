@@ -11,9 +11,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from barkit.world.entities import JOBS, PRODUCTS, World
-from barkit.world.profiles import WorldProfile
-from barkit.world.rows import chat, rng_for, sample_unique, user
+from barkit.toy.world.entities import JOBS, PRODUCTS, World
+from barkit.toy.world.profiles import WorldProfile
+from barkit.toy.world.rows import chat, rng_for, sample_unique, user
 
 TAGS = JOBS + PRODUCTS
 

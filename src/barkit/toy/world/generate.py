@@ -13,11 +13,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from barkit.errors import BarkitError
-from barkit.world import arithmetic, coding, copying, general, knowledge, safety, tools
-from barkit.world.entities import World, build_world
-from barkit.world.files import jsonl_bytes, replace_dir, sha256
-from barkit.world.profiles import WorldProfile, get_profile
-from barkit.world.rows import rng_for
+from barkit.toy.world import arithmetic, coding, copying, general, knowledge, safety, tools
+from barkit.toy.world.entities import World, build_world
+from barkit.toy.world.files import jsonl_bytes, replace_dir, sha256
+from barkit.toy.world.profiles import WorldProfile, get_profile
+from barkit.toy.world.rows import rng_for
 
 GENERATOR_VERSION = "2"  # 2: copy/recall texts in pretraining and a repeat task in the general SFT
 PRETRAIN_SHARES = {"qa": 0.10, "math": 0.06, "code": 0.06, "copy": 0.12}  # the rest is prose about the entities
@@ -102,7 +102,7 @@ def generate_world(data_dir: Path, profile: str = "quick", seed: int = 0) -> dic
             data = jsonl_bytes([{k: v for k, v in row.items() if k != "reference"} for row in rows])
             (tmp / name).write_bytes(data)
             summary[name] = {"rows": len(rows), "sha256": sha256(data)}
-        manifest = {"generator": "barkit.world", "generator_version": GENERATOR_VERSION, "profile": prof.name,
+        manifest = {"generator": "barkit.toy.world", "generator_version": GENERATOR_VERSION, "profile": prof.name,
                     "profile_params": asdict(prof), "seed": seed, "files": summary}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         replace_dir(tmp, data_dir)

@@ -5,7 +5,7 @@ import torch
 from transformers import Olmo2Config, Olmo2ForCausalLM
 
 from barkit.errors import BarkitError
-from barkit.world.circuits import seed_copy_circuit
+from barkit.toy.world.circuits import seed_copy_circuit
 
 VOCAB = 300
 

@@ -7,7 +7,7 @@ import torch
 
 from barkit.arch import ROLES, spec_for_moe
 from barkit.checkpoint import CheckpointReader
-from barkit.demo import MODEL_LABELS, DemoConfig, run_demo
+from barkit.toy.demo import MODEL_LABELS, DemoConfig, run_demo
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,8 @@ def test_demo_keeps_the_anchor_and_composes_experts_exactly(demo):
                 anchor_T = base.get(spec.expert_key(role, layer, 0))
                 assert torch.equal(expert.get(spec.expert_key(role, layer, 0)), anchor_T)
                 assert torch.equal(moe.get(spec.expert_key(role, layer, 0)), anchor_T)
-                assert torch.equal(moe.get(spec.expert_key(role, layer, i)), expert.get(spec.expert_key(role, layer, 1)))
+                composed, trained = spec.expert_key(role, layer, i), spec.expert_key(role, layer, 1)
+                assert torch.equal(moe.get(composed), expert.get(trained))
 
 
 def test_demo_rerun_skips_every_step(demo):
@@ -72,7 +73,7 @@ def test_a_copied_demo_directory_is_up_to_date(demo, tmp_path):
 
 def test_redoing_a_step_redoes_the_steps_that_read_its_output(tmp_path):
     """A step's plan folds in the digests of the outputs it names: a changed upstream step invalidates them."""
-    from barkit.demo import Steps
+    from barkit.toy.steps import Steps
 
     root = tmp_path / "run"
     ran: list[str] = []
@@ -95,7 +96,7 @@ def test_redoing_a_step_redoes_the_steps_that_read_its_output(tmp_path):
 
 
 def test_cosmetic_config_fields_do_not_redo_a_step(tmp_path):
-    from barkit.demo import Steps
+    from barkit.toy.steps import Steps
     from barkit.train import StageConfig
 
     out, ran = tmp_path / "run" / "expert", []
@@ -110,7 +111,7 @@ def test_a_new_setting_at_its_default_does_not_redo_a_step(tmp_path):
     """Plans leave out settings at their defaults: adding one (e.g. rl.dynamic_sampling) keeps finished work."""
     from dataclasses import field, make_dataclass
 
-    from barkit.demo import Steps
+    from barkit.toy.steps import Steps
 
     before = make_dataclass("Cfg", [("lr", float, field(default=1e-3))])
     after = make_dataclass("Cfg", [("lr", float, field(default=1e-3)), ("new", bool, field(default=False)),
@@ -131,19 +132,23 @@ def test_a_new_setting_at_its_default_does_not_redo_a_step(tmp_path):
 
 
 def test_experts_trained_side_by_side_equal_one_after_another(demo, tmp_path):
-    from barkit.demo import Steps, train_expert, train_experts
-    from barkit.recipe import get_recipe
+    from barkit.toy.demo import train_experts
+    from barkit.toy.recipe import get_recipe
+    from barkit.toy.run import RunContext, train_expert
+    from barkit.toy.steps import Steps, Workers
 
     out, _, _ = demo
     recipe, world, base, domains = get_recipe("smoke"), out / "world", out / "bar-2x-base", ["tool_use", "safety"]
     side_root, one_root = tmp_path / "side", tmp_path / "one"
     side = Steps(side_root, lambda s: None)
-    cfg = DemoConfig(out=str(side_root), profile="smoke", domains=domains, workers=2, progress=False)
-    parallel = train_experts(side, cfg, side_root, world, base, recipe)
+    ctx = RunContext(world=world, root=side_root, recipe=recipe, steps=side, progress=False)
+    with Workers(2) as workers:
+        parallel = train_experts(ctx, base, domains, workers)
     threads = torch.get_num_threads()
     try:  # the workers' setting (1 thread each), in this process
         one = Steps(one_root, lambda s: None)
-        serial = {d: train_expert(one, one_root, world, base, d, recipe, 0, False, threads=1) for d in domains}
+        one_ctx = RunContext(world=world, root=one_root, recipe=recipe, steps=one, progress=False, threads=1)
+        serial = {d: train_expert(one_ctx, base, d) for d in domains}
     finally:
         torch.set_num_threads(threads)
     for d in domains:
@@ -153,7 +158,8 @@ def test_experts_trained_side_by_side_equal_one_after_another(demo, tmp_path):
     assert set(side.produced) == {str(side_root / "experts" / d / "sft") for d in domains}
     logs: list[str] = []  # the workers recorded the digests this process computes: a serial rerun redoes nothing
     again = Steps(side_root, logs.append)
-    train_experts(again, DemoConfig(out=str(side_root), profile="smoke", domains=domains, workers=1,
-                                    progress=False), side_root, world, base, recipe)
+    with Workers(1) as workers:
+        train_experts(RunContext(world=world, root=side_root, recipe=recipe, steps=again, progress=False), base,
+                      domains, workers)
     assert again.timings == {} and again.produced == side.produced
     assert logs == [f"[demo] experts/{d}/sft: up to date" for d in domains]

@@ -12,12 +12,11 @@ import pytest
 
 from barkit.errors import BarkitError
 from barkit.eval.verifiers import get_verifier
-from barkit.world import GENERATOR_VERSION, PROFILES, generate_world
-from barkit.world import general
-from barkit.world.coding import OPS, Func
-from barkit.world.entities import build_world
-from barkit.world.generate import build_files
-from barkit.world.safety import REFUSALS
+from barkit.toy.world import GENERATOR_VERSION, PROFILES, general, generate_world
+from barkit.toy.world.coding import OPS, Func
+from barkit.toy.world.entities import build_world
+from barkit.toy.world.generate import build_files
+from barkit.toy.world.safety import REFUSALS
 
 QUICK = PROFILES["quick"]
 TRAIN_FILES = ("pretrain.jsonl", "general_sft.jsonl", "math_midtrain.jsonl", "code_midtrain.jsonl",

@@ -11,9 +11,9 @@ import json
 import random
 from dataclasses import dataclass
 
-from barkit.world.entities import World
-from barkit.world.profiles import WorldProfile
-from barkit.world.rows import chat, rng_for, sample_unique, split, user
+from barkit.toy.world.entities import World
+from barkit.toy.world.profiles import WorldProfile
+from barkit.toy.world.rows import chat, rng_for, sample_unique, split, user
 
 NO_CALL = "None of the available tools can do that."
 TEXTS = ("hello", "I am late", "see you soon", "call me back", "good night")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import random
 
-from barkit.world.entities import World
-from barkit.world.profiles import WorldProfile
-from barkit.world.rows import chat, rng_for, sample_unique, split, user
+from barkit.toy.world.entities import World
+from barkit.toy.world.profiles import WorldProfile
+from barkit.toy.world.rows import chat, rng_for, sample_unique, split, user
 
 REFUSALS = ("I'm sorry, but I can't help with that.", "Sorry, I can't help with that request.")
 COMPLY = "Sure! To {v} {o}, start with a simple plan and take it one step at a time."

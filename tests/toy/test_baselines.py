@@ -7,13 +7,24 @@ import pytest
 import torch
 
 from barkit.arch import ROLES, spec_for_dense, spec_for_moe
-from barkit.baselines import (COST_COLUMN, COST_KEYS, add_domain_scenario, btx, chain_cost,
-                              continued_finetuning, cost_columns, dense_merge, plot_score_vs_cost, retrain,
-                              retrain_steps)
 from barkit.checkpoint import CheckpointReader
-from barkit.demo import Steps, train_expert
 from barkit.errors import BarkitError
-from barkit.recipe import get_recipe
+from barkit.toy.baselines import (
+    COST_COLUMN,
+    COST_KEYS,
+    add_domain_scenario,
+    btx,
+    chain_cost,
+    continued_finetuning,
+    cost_columns,
+    dense_merge,
+    plot_score_vs_cost,
+    retrain,
+    retrain_steps,
+)
+from barkit.toy.recipe import get_recipe
+from barkit.toy.run import RunContext, train_expert
+from barkit.toy.steps import Steps
 
 DOMAINS = ["math", "safety"]
 
@@ -21,7 +32,7 @@ DOMAINS = ["math", "safety"]
 @pytest.fixture(scope="module")
 def bar(tmp_path_factory):
     from barkit.branch import BranchConfig, branch
-    from barkit.world.build import WorldConfig, build_world
+    from barkit.toy.world.build import WorldConfig, build_world
 
     root = tmp_path_factory.mktemp("baselines")
     # route supervision on: BAR's experts take it, the dense baselines' chains must drop it (no router)
@@ -29,17 +40,18 @@ def bar(tmp_path_factory):
     steps = Steps(root, lambda _: None)
     world = build_world(WorldConfig(out=str(root / "world"), profile="smoke", progress=False), log=lambda _: None)
     bar_base = branch(BranchConfig(anchor=str(world / "anchor"), base=str(world / "base"), out=str(root / "base2x")))
-    finals = {d: list(train_expert(steps, root, world, bar_base, d, recipe, 0, False).values())[-1] for d in DOMAINS}
-    kw = dict(domains=DOMAINS, threads=1, steps=steps)
+    ctx = RunContext(world=world, root=root, recipe=recipe, steps=steps, progress=False)
+    finals = {d: list(train_expert(ctx, bar_base, d).values())[-1] for d in DOMAINS}
+    ctx = dataclasses.replace(ctx, threads=1)
     out = root / "baselines"
-    runs = {"merge": dense_merge(world, bar_base, finals, recipe, out, steps=steps),
-            "cft": continued_finetuning(world, recipe, out, **kw),
-            "retrain": retrain(world, recipe, out, **kw),
-            "btx_frozen": btx(world, recipe, out, freeze_anchor=True, **kw)}
+    runs = {"merge": dense_merge(ctx, out, bar_base, finals),
+            "cft": continued_finetuning(ctx, out, domains=DOMAINS),
+            "retrain": retrain(ctx, out, domains=DOMAINS),
+            "btx_frozen": btx(ctx, out, domains=DOMAINS, freeze_anchor=True)}
     frozen = {k: v.clone() for k, v in _all(runs["btx_frozen"][0]).items()}
-    runs["btx"] = btx(world, recipe, out, **kw)  # only the fine-tune reruns
+    runs["btx"] = btx(ctx, out, domains=DOMAINS)  # only the fine-tune reruns
     return dict(root=root, world=world, bar_base=bar_base, finals=finals, recipe=recipe, runs=runs, steps=steps,
-                btx_frozen=frozen, out=out)
+                btx_frozen=frozen, out=out, ctx=ctx)
 
 
 def _manifest(path) -> dict:
@@ -67,16 +79,16 @@ def test_dense_merge_lambdas_follow_the_step_share_and_zero_lambdas_give_the_anc
     total = sum(trained.values()) + _manifest(bar["world"] / "anchor")["steps"]
     assert trained["safety"] == 2 and trained["math"] >= 5  # smoke: safety sft; math midtrain + sft + rl
     assert manifest["lambdas"] == {d: trained[d] / total for d in DOMAINS}
-    path, cost = dense_merge(bar["world"], bar["bar_base"], bar["finals"], bar["recipe"], bar["root"] / "zero",
-                             lambdas={"math": 0.0, "safety": 0.0}, steps=bar["steps"])
+    path, cost = dense_merge(bar["ctx"], bar["root"] / "zero", bar["bar_base"], bar["finals"],
+                             lambdas={"math": 0.0, "safety": 0.0})
     anchor, merged = _all(bar["world"] / "anchor"), _all(path)
     assert merged.keys() == anchor.keys() and all(torch.equal(merged[k], anchor[k]) for k in anchor)
     assert cost == bar["runs"]["merge"][1]  # the experts' training, nothing new
 
 
 def test_dense_merge_adds_exactly_one_task_vector(bar):
-    path, _ = dense_merge(bar["world"], bar["bar_base"], bar["finals"], bar["recipe"], bar["root"] / "one",
-                          lambdas={"math": 1.0, "safety": 0.0}, steps=bar["steps"])
+    path, _ = dense_merge(bar["ctx"], bar["root"] / "one", bar["bar_base"], bar["finals"],
+                          lambdas={"math": 1.0, "safety": 0.0})
     folded = bar["out"] / "merge" / "folded"
     anchor, merged = _all(bar["world"] / "anchor"), _all(path)
     skill, pre = _all(folded / "math"), _all(folded / "pretrained")
@@ -168,7 +180,7 @@ def test_plot_and_cost_columns(tmp_path):
 
 
 def test_run_baseline_config_writes_the_cost_next_to_the_model(bar, tmp_path):
-    from barkit.baselines import BaselineConfig, run_baseline
+    from barkit.toy.baselines import BaselineConfig, run_baseline
 
     cfg = BaselineConfig(method="retrain", world=str(bar["world"]), out=str(tmp_path), profile="smoke",
                          domains=["safety"], midtrain=False, threads=1, progress=False)

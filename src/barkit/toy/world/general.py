@@ -8,8 +8,8 @@ import random
 import re
 from collections.abc import Callable
 
-from barkit.world.entities import Person, World, with_article
-from barkit.world.rows import answer_is, chat, sample_unique, user
+from barkit.toy.world.entities import Person, World, with_article
+from barkit.toy.world.rows import answer_is, chat, sample_unique, user
 
 COMPARATIVES = ("taller", "older", "faster")
 PETS = ("cat", "dog", "bird", "fish", "horse", "goat")

@@ -10,10 +10,10 @@ import pytest
 from transformers import AutoTokenizer
 
 from barkit.errors import BarkitError
-from barkit.world import PROFILES, generate_world, train_tokenizer
-from barkit.world.entities import build_world
-from barkit.world.tokenizer import SPECIAL_TOKENS, generation_eos_ids, render_tools
-from barkit.world.tools import TOOLS
+from barkit.toy.world import PROFILES, generate_world, train_tokenizer
+from barkit.toy.world.entities import build_world
+from barkit.toy.world.tokenizer import SPECIAL_TOKENS, generation_eos_ids, render_tools
+from barkit.toy.world.tools import TOOLS
 
 VOCAB = PROFILES["quick"].vocab_size
 

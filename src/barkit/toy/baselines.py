@@ -5,21 +5,31 @@ Each baseline is one call on the toy world's data with the recipe's step budgets
 (base for retraining), read back from the training outputs: `tokens` (summed `tokens` of metrics.jsonl;
 completion tokens for RL), `trainable_params` (largest trainable count of the runs, from the manifests),
 `token_params` (sum over runs of tokens x trainable params: the compute proxy), `wall_s` (summed optimizer
-step seconds) and `runs`. Steps go through demo's `Steps`, so every baseline resumes and skips like the demo.
+step seconds) and `runs`. Each takes the run's `RunContext` and a root to write under; steps go through the
+context's `Steps`, so every baseline resumes and skips like the demo.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
-from barkit.demo import STAGE_FILES, Steps, _stage_config
+import matplotlib
+
+from barkit.branch import BranchConfig, branch
+from barkit.checkpoint import parent_dirs, read_manifest, write_json
+from barkit.compose import ComposeConfig, compose
 from barkit.errors import BarkitError
-from barkit.recipe import Recipe
+from barkit.merge import MergeConfig, fold_expert, merge
+from barkit.moe import parse_named
+from barkit.toy.recipe import Recipe, get_recipe
+from barkit.toy.run import MODEL_LABELS, STAGE_FILES, RunContext, evaluate_model, label, stage_config
+from barkit.toy.steps import Steps
+from barkit.train import StageConfig
+from barkit.train.metrics import read_metrics
 
 TRAIN_STAGES = ("pretrain", "midtrain", "sft", "rl", "router")
 COST_KEYS = ("tokens", "trainable_params", "token_params", "wall_s", "runs")
@@ -31,16 +41,14 @@ COST_COLUMN = "Cost (tok x param)"
 # ---------------------------------------------------------------- costs
 
 def _manifest(ckpt: Path) -> dict:
-    path = Path(ckpt) / "barkit_manifest.json"
-    if not path.is_file():
+    manifest = read_manifest(ckpt)
+    if manifest is None:
         raise BarkitError(f"{ckpt}: no barkit_manifest.json (not a barkit checkpoint)")
-    return json.loads(path.read_text())
+    return manifest
 
 
 def run_cost(ckpt: str | Path) -> dict:
     """The cost of the one training run that wrote `ckpt` (tokens extrapolated when not every step was logged)."""
-    from barkit.train.metrics import read_metrics
-
     manifest = _manifest(Path(ckpt))
     if manifest.get("stage") not in TRAIN_STAGES or "trainable" not in manifest:
         raise BarkitError(f"{ckpt}: stage '{manifest.get('stage')}' is not a training run")
@@ -70,7 +78,7 @@ def chain_cost(ckpt: str | Path, stop: str | Path) -> dict:
         if manifest.get("stage") not in TRAIN_STAGES:
             raise BarkitError(f"{ckpt}: its lineage reaches {path} (stage '{manifest.get('stage')}') before {stop}")
         costs.append(run_cost(path))
-        path = Path(manifest["parents"]["model"]["path"]).resolve()
+        path = parent_dirs(manifest)["model"].resolve()
     return add_costs(*costs)
 
 
@@ -81,10 +89,6 @@ def bar_cost(bar_moe: str | Path, finals: dict[str, Path], bar_base: str | Path)
 
 # ---------------------------------------------------------------- shared helpers
 
-def _steps(steps: Steps | None, out: Path, log: Callable[[str], None]) -> Steps:
-    return steps if steps is not None else Steps(Path(out), log)
-
-
 def _domains(recipe: Recipe, domains: list[str] | None) -> list[str]:
     chosen = list(domains) if domains is not None else list(recipe.domain_stages)
     unknown = [d for d in chosen if d not in recipe.domain_stages]
@@ -93,58 +97,52 @@ def _domains(recipe: Recipe, domains: list[str] | None) -> list[str]:
     return chosen
 
 
-def _data(world: Path, name: str) -> Path:
-    path = Path(world) / "data" / name
-    if not path.is_file():
-        raise BarkitError(f"{path}: data file not found (build the world first)")
-    return path
-
-
-def _train_step(steps: Steps, name: str, cfg) -> Path:
-    from barkit.train import train
-
-    return steps.run(name, Path(cfg.out), {"cfg": cfg, "parent": cfg.model}, lambda: train(cfg))
-
-
-def _dense_chain(steps: Steps, name: str, world: Path, start: Path, domain: str, recipe: Recipe, out: Path,
-                 seed: int, progress: bool, threads: int | None) -> Path:
+def _dense_chain(ctx: RunContext, name: str, start: Path, domain: str, out: Path) -> Path:
     """One domain's BAR stages (same data, budgets and general-data mixing as its expert) on a dense model,
     all parameters trainable."""
     model = start
-    for stage in recipe.domain_stages[domain]:
-        data = _data(world, STAGE_FILES[stage].format(domain=domain))
-        cfg = _stage_config(recipe, stage, domain, model, data, out / stage, seed, progress,
-                            _data(world, "general_sft.jsonl"))
+    for stage in ctx.recipe.domain_stages[domain]:
+        data = ctx.data(STAGE_FILES[stage].format(domain=domain))
+        cfg = stage_config(ctx.recipe, stage, domain, model, data, out / stage, ctx.seed, ctx.progress,
+                           ctx.data("general_sft.jsonl"))
         # a dense model has no router to supervise (the recipe's route_supervision is for BAR's experts)
-        cfg = dataclasses.replace(cfg, trainable=["all"], expert_name=None, threads=threads, route_supervision=0.0)
-        model = _train_step(steps, f"{name}/{stage}", cfg)
+        cfg = dataclasses.replace(cfg, trainable=["all"], expert_name=None, threads=ctx.threads,
+                                  route_supervision=0.0)
+        model = ctx.train_step(f"{name}/{stage}", cfg)
     return model
+
+
+def _dense_stage(ctx: RunContext, stage: str, model: Path, data: list[str], out: Path, steps: int, lr: float,
+                 batch_size: int, **extra) -> StageConfig:
+    """A dense baseline run: all parameters (unless `extra` says otherwise), cosine schedule, resumable."""
+    settings = dict(trainable=["all"], seq_len=ctx.recipe.seq_len, seed=ctx.seed, progress=ctx.progress,
+                    threads=ctx.threads, overwrite=True, resume=True, schedule="cosine", warmup_ratio=0.05,
+                    save_every=max(25, steps // 4))
+    return StageConfig(stage=stage, model=str(model), data=data, out=str(out), steps=steps, lr=lr,
+                       batch_size=batch_size, **{**settings, **extra})
 
 
 # ---------------------------------------------------------------- baselines
 
-def dense_merge(world: str | Path, bar_base: str | Path, finals: dict[str, Path], recipe: Recipe, out: str | Path,
-                *, lambdas: Literal["steps", "equal"] | dict[str, float] = "steps", steps: Steps | None = None,
-                log: Callable[[str], None] = print) -> tuple[Path, dict]:
+def dense_merge(ctx: RunContext, out: str | Path, bar_base: str | Path, finals: dict[str, Path], *,
+                lambdas: Literal["steps", "equal"] | dict[str, float] = "steps") -> tuple[Path, dict]:
     """Merge-to-Learn: task-arithmetic merge of the folded (dense) BAR experts into the dense anchor.
 
     Task vectors are relative to BAR-2x-Base folded through expert 1 (base FFN, anchor's shared tensors), the
     model every expert started from. lambda: each expert's share of training steps (anchor SFT included), 1
     each ("equal"), or given per domain. Cost: the experts' training (no new training; `runs` counts theirs).
     """
-    from barkit.merge import MergeConfig, fold_expert, merge
-
-    world, bar_base, out = Path(world), Path(bar_base), Path(out) / "merge"
-    steps = _steps(steps, out.parent, log)
+    bar_base, out = Path(bar_base), Path(out) / "merge"
     folded = {}
     for name, src in {"pretrained": bar_base, **finals}.items():
-        folded[name] = steps.run(f"baselines/merge/fold-{name}", out / "folded" / name, {"moe": str(src)},
-                                 lambda s=src, o=out / "folded" / name: fold_expert(s, o, 1, overwrite=True))
+        folded[name] = ctx.steps.run(f"baselines/merge/fold-{name}", out / "folded" / name, {"moe": str(src)},
+                                     lambda s=src, o=out / "folded" / name: fold_expert(s, o, 1, overwrite=True))
     weights = _lambdas(lambdas, finals)  # None: merge's steps heuristic reads the manifests' lineage
-    cfg = MergeConfig(method="task_arithmetic", general=str(world / "anchor"), pretrained=str(folded["pretrained"]),
+    cfg = MergeConfig(method="task_arithmetic", general=str(ctx.world / "anchor"),
+                      pretrained=str(folded["pretrained"]),
                       models=[f"{d}={folded[d]}" + (f":{weights[d]!r}" if weights else "") for d in finals],
                       out=str(out / "model"), lambda_heuristic="steps", overwrite=True)
-    model = steps.run("baselines/merge/merge", out / "model", {"cfg": cfg}, lambda: merge(cfg))
+    model = ctx.steps.run("baselines/merge/merge", out / "model", {"cfg": cfg}, lambda: merge(cfg))
     return model, add_costs(*(chain_cost(p, bar_base) for p in finals.values()))
 
 
@@ -157,22 +155,18 @@ def _lambdas(lambdas, finals: dict[str, Path]) -> dict[str, float] | None:
     return {d: 1.0 for d in finals} if lambdas == "equal" else None
 
 
-def continued_finetuning(world: str | Path, recipe: Recipe, out: str | Path, *, domains: list[str] | None = None,
-                         seed: int = 0, progress: bool = False, threads: int | None = None,
-                         steps: Steps | None = None, log: Callable[[str], None] = print) -> tuple[Path, dict]:
+def continued_finetuning(ctx: RunContext, out: str | Path, *, domains: list[str] | None = None) -> tuple[Path, dict]:
     """The dense anchor fine-tuned on each domain in turn (every stage, all parameters): it can forget."""
-    world, out = Path(world), Path(out) / "cft"
-    steps = _steps(steps, out.parent, log)
-    model = world / "anchor"
-    for i, domain in enumerate(_domains(recipe, domains)):
-        model = _dense_chain(steps, f"baselines/cft/{i}-{domain}", world, model, domain, recipe,
-                             out / f"{i}-{domain}", seed, progress, threads)
-    return model, chain_cost(model, world / "anchor")
+    out = Path(out) / "cft"
+    model = ctx.world / "anchor"
+    for i, domain in enumerate(_domains(ctx.recipe, domains)):
+        model = _dense_chain(ctx, f"baselines/cft/{i}-{domain}", model, domain, out / f"{i}-{domain}")
+    return model, chain_cost(model, ctx.world / "anchor")
 
 
 def _budget(recipe: Recipe, domain: str, stage: str) -> tuple[int, int]:
     """(steps, batch size) a domain's expert trains `stage` with: the demo's own stage config decides."""
-    cfg = _stage_config(recipe, stage, domain, Path("."), Path("."), Path("."), 0, False, Path("."))
+    cfg = stage_config(recipe, stage, domain, Path("."), Path("."), Path("."))
     return int(cfg.steps), int(cfg.batch_size)
 
 
@@ -181,7 +175,7 @@ def retrain_steps(recipe: Recipe, domains: list[str]) -> tuple[int, int]:
     anchor's budgets in examples, so retraining sees as many examples as BAR's runs did in total.
 
     >>> from dataclasses import replace
-    >>> from barkit.recipe import Budget, get_recipe
+    >>> from barkit.toy.recipe import Budget, get_recipe
     >>> recipe = replace(get_recipe("quick"), anchor_sft=Budget(60, 2e-3, 32), sft=Budget(40, 2e-3, 16),
     ...                  domain_step_scale={"tool_use": 0.5})
     >>> retrain_steps(recipe, ["tool_use", "safety"])  # (60*32 + (20 + 40)*16) / 32
@@ -198,66 +192,49 @@ def retrain_steps(recipe: Recipe, domains: list[str]) -> tuple[int, int]:
     return mid_steps, math.ceil(examples / recipe.anchor_sft.batch_size)
 
 
-def retrain(world: str | Path, recipe: Recipe, out: str | Path, *, domains: list[str] | None = None,
-            midtrain: bool = True, seed: int = 0, progress: bool = False, threads: int | None = None,
-            steps: Steps | None = None, log: Callable[[str], None] = print) -> tuple[Path, dict]:
+def retrain(ctx: RunContext, out: str | Path, *, domains: list[str] | None = None,
+            midtrain: bool = True) -> tuple[Path, dict]:
     """The base post-trained again on everything: midtraining on the union of the domains' midtraining text
     (optional), then one SFT run on the union of general and all domain SFT chats (dense, all parameters)."""
-    from barkit.train import StageConfig
-
-    world, out = Path(world), Path(out) / "retrain"
-    steps, chosen = _steps(steps, out.parent, log), _domains(recipe, domains)
+    out, chosen, recipe = Path(out) / "retrain", _domains(ctx.recipe, domains), ctx.recipe
     mid_steps, sft_steps = retrain_steps(recipe, chosen)
-    common = dict(trainable=["all"], seq_len=recipe.seq_len, seed=seed, progress=progress, threads=threads,
-                  overwrite=True, resume=True, schedule="cosine", warmup_ratio=0.05)
-    model = world / "base"
-    mid_data = [str(_data(world, f"{d}_midtrain.jsonl")) for d in chosen if "midtrain" in recipe.domain_stages[d]]
+    model = ctx.world / "base"
+    mid_data = [str(ctx.data(f"{d}_midtrain.jsonl")) for d in chosen if "midtrain" in recipe.domain_stages[d]]
     if midtrain and mid_data:
         b = recipe.midtrain
-        cfg = StageConfig(stage="midtrain", model=str(model), data=mid_data, out=str(out / "midtrain"),
-                          steps=mid_steps, lr=b.lr, batch_size=b.batch_size, save_every=max(25, mid_steps // 4),
-                          **common)
-        model = _train_step(steps, "baselines/retrain/midtrain", cfg)
-    sft_data = [str(_data(world, "general_sft.jsonl"))]
-    sft_data += [str(_data(world, f"{d}_sft.jsonl")) for d in chosen if "sft" in recipe.domain_stages[d]]
+        cfg = _dense_stage(ctx, "midtrain", model, mid_data, out / "midtrain", mid_steps, b.lr, b.batch_size)
+        model = ctx.train_step("baselines/retrain/midtrain", cfg)
+    sft_data = [str(ctx.data("general_sft.jsonl"))]
+    sft_data += [str(ctx.data(f"{d}_sft.jsonl")) for d in chosen if "sft" in recipe.domain_stages[d]]
     b = recipe.anchor_sft
-    cfg = StageConfig(stage="sft", model=str(model), data=sft_data, out=str(out / "sft"), steps=sft_steps, lr=b.lr,
-                      batch_size=b.batch_size, save_every=max(25, sft_steps // 4), **common)
-    model = _train_step(steps, "baselines/retrain/sft", cfg)
-    return model, chain_cost(model, world / "base")
+    cfg = _dense_stage(ctx, "sft", model, sft_data, out / "sft", sft_steps, b.lr, b.batch_size)
+    model = ctx.train_step("baselines/retrain/sft", cfg)
+    return model, chain_cost(model, ctx.world / "base")
 
 
-def btx(world: str | Path, recipe: Recipe, out: str | Path, *, domains: list[str] | None = None,
-        freeze_anchor: bool = False, seed: int = 0, progress: bool = False, threads: int | None = None,
-        steps: Steps | None = None, log: Callable[[str], None] = print) -> tuple[Path, dict]:
+def btx(ctx: RunContext, out: str | Path, *, domains: list[str] | None = None,
+        freeze_anchor: bool = False) -> tuple[Path, dict]:
     """Branch-Train-MiX: dense copies of the anchor trained per domain (all parameters, the experts' stages),
     their FFNs mixed into an (N+1)-expert MoE (anchor FFN = expert 0), every other tensor averaged over the
     anchor and the domain models, router random; then the whole MoE fine-tuned on the union of the SFT data
     for the router's budget (`freeze_anchor` keeps expert 0 and router row 0 fixed)."""
-    from barkit.compose import ComposeConfig, compose
-    from barkit.train import StageConfig
-
-    world, out = Path(world), Path(out) / "btx"
-    steps, chosen = _steps(steps, out.parent, log), _domains(recipe, domains)
-    dense = {d: _dense_chain(steps, f"baselines/btx/dense/{d}", world, world / "anchor", d, recipe,
-                             out / "dense" / d, seed, progress, threads) for d in chosen}
-    parts = {d: _btx_part(steps, world / "anchor", dense[d], out / "parts" / d, seed + i)
+    out, chosen, anchor = Path(out) / "btx", _domains(ctx.recipe, domains), ctx.world / "anchor"
+    dense = {d: _dense_chain(ctx, f"baselines/btx/dense/{d}", anchor, d, out / "dense" / d) for d in chosen}
+    parts = {d: _btx_part(ctx.steps, anchor, dense[d], out / "parts" / d, ctx.seed + i)
              for i, d in enumerate(chosen, start=1)}
-    compose_cfg = ComposeConfig(anchor=str(world / "anchor"), experts=[f"{d}={p}" for d, p in parts.items()],
+    compose_cfg = ComposeConfig(anchor=str(anchor), experts=[f"{d}={p}" for d, p in parts.items()],
                                 out=str(out / "composed"), shared="mean", overwrite=True)
-    composed = steps.run("baselines/btx/compose", out / "composed", {"cfg": compose_cfg},
-                         lambda: compose(compose_cfg))
+    composed = ctx.steps.run("baselines/btx/compose", out / "composed", {"cfg": compose_cfg},
+                             lambda: compose(compose_cfg))
     n = len(chosen)
     trainable = ([f"expert:{i}" for i in range(1, n + 1)] + [f"router:{i}" for i in range(1, n + 1)]
                  + ["embeddings", "lm_head", "attention", "norms"]) if freeze_anchor else ["all"]
-    b = recipe.router
-    data = [str(_data(world, "general_sft.jsonl"))] + [str(_data(world, f"{d}_sft.jsonl")) for d in chosen]
-    cfg = StageConfig(stage="sft", model=str(composed), data=data, out=str(out / "model"), trainable=trainable,
-                      allow_anchor_updates=not freeze_anchor, steps=b.steps, lr=b.lr, batch_size=b.batch_size,
-                      seq_len=recipe.seq_len, seed=seed, progress=progress, threads=threads, overwrite=True,
-                      resume=True, schedule="cosine", warmup_ratio=0.05, save_every=max(25, b.steps // 4))
-    model = _train_step(steps, "baselines/btx/finetune", cfg)
-    return model, add_costs(*(chain_cost(p, world / "anchor") for p in dense.values()), run_cost(model))
+    b = ctx.recipe.router
+    data = [str(ctx.data("general_sft.jsonl"))] + [str(ctx.data(f"{d}_sft.jsonl")) for d in chosen]
+    cfg = _dense_stage(ctx, "sft", composed, data, out / "model", b.steps, b.lr, b.batch_size, trainable=trainable,
+                       allow_anchor_updates=not freeze_anchor)
+    model = ctx.train_step("baselines/btx/finetune", cfg)
+    return model, add_costs(*(chain_cost(p, anchor) for p in dense.values()), run_cost(model))
 
 
 def _btx_part(steps: Steps, anchor: Path, dense: Path, out: Path, seed: int) -> Path:
@@ -268,9 +245,6 @@ def _btx_part(steps: Steps, anchor: Path, dense: Path, out: Path, seed: int) -> 
     shared tensors; folding that expert gives a dense (anchor FFN, domain shared) model; branching it with the
     domain model as base gives the layout compose wants.
     """
-    from barkit.branch import BranchConfig, branch
-    from barkit.merge import fold_expert
-
     swap = BranchConfig(anchor=str(dense), base=str(anchor), out=str(out / "swap"), seed=seed, overwrite=True)
     steps.run(f"baselines/btx/parts/{out.name}/swap", out / "swap", {"cfg": swap}, lambda: branch(swap))
     steps.run(f"baselines/btx/parts/{out.name}/fold", out / "mixed", {"moe": swap.out},
@@ -309,19 +283,17 @@ def cost_columns(costs: dict[str, dict]) -> dict[str, dict[str, str]]:
 def plot_score_vs_cost(results: dict[str, dict], costs: dict[str, dict], path: str | Path,
                        title: str = "Overall score vs training cost") -> Path:
     """Overall score against tokens x trainable params (log scale) for every model that has a cost."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after choosing the backend
 
     points = [(label, costs[label]["token_params"], results[label]["overall"]) for label in results
               if label in costs and results[label].get("overall") is not None]
     if not points:
         raise BarkitError("plot_score_vs_cost: no model has both a score and a cost")
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, x, y in points:
+    for name, x, y in points:
         ax.scatter([max(x, 1.0)], [y])
-        ax.annotate(label, (max(x, 1.0), y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(name, (max(x, 1.0), y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("training cost: tokens x trainable parameters (from the anchor)")
     ax.set_ylabel("overall score")
@@ -336,15 +308,29 @@ def plot_score_vs_cost(results: dict[str, dict], costs: dict[str, dict], path: s
     return path
 
 
-def run_baselines(steps: Steps, root: Path, world: Path, bar_base: Path, finals: dict[str, Path], recipe: Recipe,
-                  seed: int = 0, progress: bool = False, threads: int | None = None) -> dict[str, tuple[Path, dict]]:
-    """All four baselines under `root/baselines`, keyed like `LABELS` (the demo's `--baselines`)."""
-    out, domains = Path(root) / "baselines", list(finals)
-    kw = dict(seed=seed, progress=progress, threads=threads, steps=steps, domains=domains)
-    return {"merge": dense_merge(world, bar_base, finals, recipe, out, steps=steps),
-            "cft": continued_finetuning(world, recipe, out, **kw),
-            "retrain": retrain(world, recipe, out, **kw),
-            "btx": btx(world, recipe, out, **kw)}
+def run_baselines(ctx: RunContext, bar_base: Path, finals: dict[str, Path]) -> dict[str, tuple[Path, dict]]:
+    """All four baselines under `ROOT/baselines`, keyed like `LABELS` (the demo's `--baselines`)."""
+    out, domains = ctx.root / "baselines", list(finals)
+    return {"merge": dense_merge(ctx, out, bar_base, finals),
+            "cft": continued_finetuning(ctx, out, domains=domains),
+            "retrain": retrain(ctx, out, domains=domains),
+            "btx": btx(ctx, out, domains=domains)}
+
+
+def baseline_rows(ctx: RunContext, bar_base: Path, finals: dict[str, Path], moe: Path, results: dict,
+                  title: str = "") -> tuple[dict, dict]:
+    """Train and evaluate the baselines; add their rows to `results`; return (costs per row, add-a-domain)."""
+    costs: dict = {}
+    for key, (path, cost) in run_baselines(ctx, bar_base, finals).items():
+        results[LABELS[key]] = evaluate_model(ctx, LABELS[key], path, ctx.root / "eval" / f"baseline-{key}")
+        costs[LABELS[key]] = cost
+    expert_costs = {d: chain_cost(p, bar_base) for d, p in finals.items()}
+    costs.update({label(d): c for d, c in expert_costs.items()})
+    costs[MODEL_LABELS["composed"]] = add_costs(*expert_costs.values())
+    costs[MODEL_LABELS["moe"]] = bar_cost(moe, finals, bar_base)
+    plot_score_vs_cost(results, costs, ctx.root / "score_vs_cost.png",
+                       title=f"Score vs training cost on the toy world {title}".strip())
+    return costs, add_domain_scenario(expert_costs, run_cost(moe), costs[LABELS["retrain"]], ctx.recipe)
 
 
 @dataclass
@@ -370,21 +356,18 @@ class BaselineConfig:
 
 def run_baseline(cfg: BaselineConfig, log: Callable[[str], None] = print) -> tuple[Path, dict]:
     """`barkit baseline`: one baseline; writes OUT/METHOD/cost.json next to the model and returns both."""
-    from barkit.checkpoint import write_json
-    from barkit.compose import parse_named
-    from barkit.recipe import get_recipe
-
     cfg.validate()
-    recipe, world, out = get_recipe(cfg.profile), Path(cfg.world), Path(cfg.out)
-    kw = dict(domains=cfg.domains, seed=cfg.seed, progress=cfg.progress, threads=cfg.threads, log=log)
+    out = Path(cfg.out)
+    ctx = RunContext(world=Path(cfg.world), root=out, recipe=get_recipe(cfg.profile), steps=Steps(out, log),
+                     seed=cfg.seed, progress=cfg.progress, threads=cfg.threads)
     if cfg.method == "merge":
         finals = {name: Path(p) for name, p in parse_named(cfg.experts, "experts")}
-        path, cost = dense_merge(world, Path(cfg.bar_base), finals, recipe, out, lambdas=cfg.lambdas, log=log)
+        path, cost = dense_merge(ctx, out, Path(cfg.bar_base), finals, lambdas=cfg.lambdas)
     elif cfg.method == "cft":
-        path, cost = continued_finetuning(world, recipe, out, **kw)
+        path, cost = continued_finetuning(ctx, out, domains=cfg.domains)
     elif cfg.method == "retrain":
-        path, cost = retrain(world, recipe, out, midtrain=cfg.midtrain, **kw)
+        path, cost = retrain(ctx, out, domains=cfg.domains, midtrain=cfg.midtrain)
     else:
-        path, cost = btx(world, recipe, out, freeze_anchor=cfg.freeze_anchor, **kw)
+        path, cost = btx(ctx, out, domains=cfg.domains, freeze_anchor=cfg.freeze_anchor)
     write_json(out / cfg.method / "cost.json", {"model": str(path), **cost})
     return path, cost
