@@ -6,7 +6,6 @@ barkit loads every output back with stock transformers and refuses it unless eve
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -63,7 +62,3 @@ def max_logit_diff(model_a, model_b, vocab_size: int, seed: int = 0, batch: int 
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab_size, (batch, length), generator=gen)
     return (model_a(ids).logits.float() - model_b(ids).logits.float()).abs().max().item()
-
-
-def read_config(path: Path) -> dict:
-    return json.loads((Path(path) / "config.json").read_text())

