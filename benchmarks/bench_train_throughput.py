@@ -25,7 +25,7 @@ import torch
 from barkit.arch import ARCHITECTURES
 from barkit.branch import BranchConfig, branch
 from barkit.tiny import tiny_config, tiny_tokenizer
-from barkit.train import StageConfig, train, trainable
+from barkit.train import DistributedConfig, OptimConfig, SequenceConfig, StageConfig, train, trainable
 from barkit.train.optim import build_optimizer
 from barkit.verify import load_strict
 
@@ -81,7 +81,7 @@ def train_memory(model_dir: Path, declared: list[str], allow: bool, stage: str) 
     plan = trainable.build_plan(model, declared, spec, getattr(model.config, "num_experts", 0) if spec else 0,
                                 stage, allow)
     trainable.apply(plan, model)
-    cfg = StageConfig(stage=stage, model="-", data=["-"], out="-", lr=1e-3).resolve()
+    cfg = StageConfig(stage=stage, model="-", data=["-"], out="-", optim=OptimConfig(lr=1e-3)).resolve()
     optimizer = build_optimizer(model, cfg)
     ids = torch.randint(0, 300, (2, 16))
     model(input_ids=ids, labels=ids).loss.backward()
@@ -101,7 +101,8 @@ def run_variant(label, model_dir, declared, allow, data, args, out_root) -> dict
     tokens = args.batch_size * args.seq_len
     cfg = StageConfig(stage=stage, model=str(model_dir), data=[str(data)], out=str(out_root / label.replace(" ", "_")),
                       trainable=declared, allow_anchor_updates=allow, steps=args.steps, batch_size=args.batch_size,
-                      seq_len=args.seq_len, lr=2e-3, threads=args.threads, progress=False, verify="none")
+                      sequences=SequenceConfig(seq_len=args.seq_len), optim=OptimConfig(lr=2e-3),
+                      distributed=DistributedConfig(threads=args.threads), progress=False, verify="none")
     began = time.perf_counter()
     train(cfg, on_step=lambda step, row: times.append(row["step_s"]))
     wall = time.perf_counter() - began
@@ -125,7 +126,8 @@ def run_grpo(model_dir: Path, root: Path, args) -> dict:
     rl = RLConfig(prompts_per_step=16, num_generations=8, max_new_tokens=args.rl_new_tokens)
     times: list[float] = []
     cfg = StageConfig(stage="rl", model=str(model_dir), data=[str(path)], out=str(root / "grpo"), steps=args.rl_steps,
-                      lr=1e-4, threads=args.threads, progress=False, verify="none", rl=rl)
+                      optim=OptimConfig(lr=1e-4), distributed=DistributedConfig(threads=args.threads), progress=False,
+                      verify="none", rl=rl)
     train(cfg, on_step=lambda step, row: times.append(row["step_s"]))
     return {"step_s": statistics.median(times[1:] or times), "sequences": 16 * 8, "new_tokens": args.rl_new_tokens}
 

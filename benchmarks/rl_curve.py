@@ -103,8 +103,9 @@ def main() -> None:
                                 data / "general_sft.jsonl", heldout)
             rl = dataclasses.replace(cfg.rl, dynamic_sampling=dynamic, eval_every=args.eval_every,
                                      eval_max_prompts=args.heldout, eval_samples=args.eval_samples)
-            cfg = dataclasses.replace(cfg, steps=args.rl_steps, lr=args.lr, rl=rl, shared_lr_scale=scale,
-                                      overwrite=True, resume=False)
+            cfg = dataclasses.replace(cfg, steps=args.rl_steps, rl=rl, overwrite=True,
+                                      optim=dataclasses.replace(cfg.optim, lr=args.lr, shared_lr_scale=scale),
+                                      checkpoint=dataclasses.replace(cfg.checkpoint, resume=False))
             if not (Path(cfg.out) / "barkit_manifest.json").exists() or not args.reuse:
                 train(cfg)
             rows = read_metrics(Path(cfg.out) / "metrics.jsonl")

@@ -10,6 +10,7 @@ from barkit.compose import ComposeConfig, compose
 from barkit.errors import BarkitError
 from barkit.route import RouteConfig, UpgradeConfig, train_router, upgrade
 from barkit.tiny import make_dense_checkpoint
+from barkit.train import MixtureConfig, OptimConfig
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,8 @@ def _router_keys(reader):
 def test_route_changes_only_router_and_honours_top_k(composed, tmp_path):
     out = tmp_path / "routed"
     train_router(RouteConfig(model=str(composed["moe"]), data=[str(composed["data"])], out=str(out),
-                             sample_fraction=1.0, steps=3, lr=1e-2, batch_size=4, top_k=2, progress=False))
+                             mixture=MixtureConfig(sample_fraction=1.0), steps=3, optim=OptimConfig(lr=1e-2),
+                             batch_size=4, top_k=2, progress=False))
     src, dst = CheckpointReader(composed["moe"]), CheckpointReader(out)
     routers = _router_keys(src)
     assert set(src.keys()) == set(dst.keys())
@@ -53,7 +55,8 @@ def test_route_changes_only_router_and_honours_top_k(composed, tmp_path):
 def test_upgrade_swaps_one_expert_and_retrains_router(composed, tmp_path):
     out = tmp_path / "upgraded"
     upgrade(UpgradeConfig(model=str(composed["moe"]), data=[str(composed["data"])], out=str(out),
-                          replace=[f"code={composed['code_v2']}"], sample_fraction=1.0, steps=2, lr=1e-2,
+                          replace=[f"code={composed['code_v2']}"], mixture=MixtureConfig(sample_fraction=1.0),
+                          steps=2, optim=OptimConfig(lr=1e-2),
                           batch_size=4, progress=False))
     src, dst, new = CheckpointReader(composed["moe"]), CheckpointReader(out), CheckpointReader(composed["code_v2"])
     spec = spec_for_moe(src.config["model_type"])

@@ -100,6 +100,13 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     return obj
 
 
+def build_section(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build and validate a config dataclass from a mapping; errors name keys under `prefix`."""
+    if not isinstance(data, dict):
+        raise BarkitError(f"config key '{prefix.rstrip('.')}': expected a mapping, got {data!r}")
+    return _build(cls, data, prefix)
+
+
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = data
@@ -161,36 +168,63 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls: type, positional: tuple[str, ...] = ()) -> None:
-    """Add one CLI option per top-level scalar/list field of `cls`, plus `config`, `--set` and `--dry-run`.
-
-    Nested sections are reachable through `--set section.key=value`. Defaults are left as None so that
-    only flags the user actually gave override the YAML file.
-    """
+def _add_field_args(parser, cls: type, prefix: str, positional: tuple[str, ...]) -> None:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         inner, _ = _unwrap_optional(hints[f.name])
-        if dataclasses.is_dataclass(inner):
+        if dataclasses.is_dataclass(inner):  # a section: its fields as --section.field, grouped in --help
+            title = (inner.__doc__ or "").strip().splitlines()[0] if inner.__doc__ else ""
+            group = parser.add_argument_group(f"{prefix}{f.name}", title.replace("%", "%%"))
+            _add_field_args(group, inner, f"{prefix}{f.name}.", ())
             continue
         help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help strings
         if get_origin(inner) is Literal:
             help_text += f" (one of {', '.join(map(str, get_args(inner)))})"
+        if get_origin(inner) is dict or inner is dict:
+            parser.add_argument(_flag(prefix + f.name), dest=f"{prefix}{f.name}", default=None, type=_yaml_value,
+                                metavar="YAML", help=help_text)
+            continue
         nargs = "+" if get_origin(inner) in (list, tuple) else None
         if f.name in positional:  # positional, and also accepted as --flag
             parser.add_argument(f.name, nargs="?", default=None, help=help_text)
             parser.add_argument(_flag(f.name), dest=f"{f.name}{_FLAG_SUFFIX}", default=None, help=argparse.SUPPRESS)
         else:
-            parser.add_argument(_flag(f.name), dest=f.name, default=None, nargs=nargs, metavar=f.name.upper(),
-                                help=help_text)
+            parser.add_argument(_flag(prefix + f.name), dest=f"{prefix}{f.name}", default=None, nargs=nargs,
+                                metavar=f.name.upper(), help=help_text)
+
+
+def _yaml_value(text: str) -> Any:
+    return parse_set(f"value={text}")[1]
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type, positional: tuple[str, ...] = ()) -> None:
+    """Add one CLI option per config field (sections as `--section.field`, grouped in `--help`), plus
+    `config`, `--set` and `--dry-run`.
+
+    Defaults are left as None so that only flags the user actually gave override the YAML file.
+    """
+    _add_field_args(parser, cls, "", positional)
     parser.add_argument("--config", dest="config_file", default=None, help="YAML config file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config key, e.g. --set train.lr=1e-3 (repeatable)")
+                        help="override any config key, e.g. --set optim.lr=1e-3 (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+
+def _field_names(cls: type, prefix: str = "") -> set[str]:
+    names = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        inner, _ = _unwrap_optional(hints[f.name])
+        if dataclasses.is_dataclass(inner):
+            names |= _field_names(inner, f"{prefix}{f.name}.")
+        else:
+            names.add(f"{prefix}{f.name}")
+    return names
 
 
 def config_from_args(cls: type, args: argparse.Namespace) -> Any:
     """Resolve a config from parsed CLI args built by `add_config_args`."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _field_names(cls)
     given = vars(args)
     values = {k: v for k, v in given.items() if k in names and v is not None}
     for name in names:

@@ -6,6 +6,7 @@ bit-identical; upgrading costs one expert plus a router pass, not a retraining o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -16,34 +17,30 @@ from barkit.compose import replace_expert
 from barkit.errors import BarkitError
 from barkit.moe import parse_named
 from barkit.train import StageConfig, train
+from barkit.train.stages import Stage
 
 
-@dataclass
-class RouteConfig:
-    model: str = field(metadata={"help": "composed MoE checkpoint (barkit compose)"})
-    data: list[str] = field(metadata={"help": "chat JSONL files: the union of the domains' SFT data"})
-    out: str = field(metadata={"help": "output directory"})
-    sample_fraction: float = field(default=0.05, metadata={"help": "stratified share of each file (BAR: 5%)"})
+@dataclass(kw_only=True)
+class RouteConfig(StageConfig):
+    """The router stage of a composed MoE: every training setting of `barkit adapt`, plus `top_k`."""
+
+    stage: Stage = field(default="router", metadata={"help": "always router"})
     top_k: int | None = field(default=None, metadata={"help": "experts per token (default: the model's)"})
-    steps: int | None = None
-    epochs: float | None = None
-    lr: float | None = None
-    batch_size: int = 32
-    seq_len: int = 128
-    seed: int = 0
-    save_every: int = 0
-    resume: bool = False
-    progress: bool = True
-    overwrite: bool = False
+
+    def validate(self) -> None:
+        if self.stage != "router":
+            raise BarkitError(f"config key 'stage': route trains the router stage, not {self.stage}")
+        super().validate()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class UpgradeConfig(RouteConfig):
     replace: list[str] = field(default_factory=list, metadata={"help": "NAME=NEW_CKPT (one or more)"})
 
     def validate(self) -> None:
         if not self.replace:
             raise BarkitError("config key 'replace': give at least one NAME=NEW_CKPT")
+        super().validate()
 
 
 def _with_top_k(model: str, top_k: int | None, scratch: Path) -> str:
@@ -72,12 +69,9 @@ def _with_top_k(model: str, top_k: int | None, scratch: Path) -> str:
 def train_router(cfg: RouteConfig, model: str | None = None) -> Path:
     scratch = Path(cfg.out).with_name(f".{Path(cfg.out).name}.topk")
     source = _with_top_k(model or cfg.model, cfg.top_k, scratch)
+    stage = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(StageConfig)}
     try:
-        return train(StageConfig(stage="router", model=source, data=list(cfg.data), out=cfg.out,
-                                 sample_fraction=cfg.sample_fraction, steps=cfg.steps, epochs=cfg.epochs, lr=cfg.lr,
-                                 batch_size=cfg.batch_size, seq_len=cfg.seq_len, seed=cfg.seed,
-                                 save_every=cfg.save_every, resume=cfg.resume, progress=cfg.progress,
-                                 overwrite=cfg.overwrite))
+        return train(StageConfig(**{**stage, "model": source}))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

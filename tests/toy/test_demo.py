@@ -97,11 +97,12 @@ def test_redoing_a_step_redoes_the_steps_that_read_its_output(tmp_path):
 
 def test_cosmetic_config_fields_do_not_redo_a_step(tmp_path):
     from barkit.toy.steps import Steps
-    from barkit.train import StageConfig
+    from barkit.train import DistributedConfig, StageConfig
 
     out, ran = tmp_path / "run" / "expert", []
-    for progress in (True, False):
-        cfg = StageConfig(stage="sft", model="m", data=["d.jsonl"], out=str(out), progress=progress)
+    for progress, threads in ((True, None), (False, None), (False, 1)):  # threads sit in a section
+        cfg = StageConfig(stage="sft", model="m", data=["d.jsonl"], out=str(out), progress=progress,
+                          distributed=DistributedConfig(threads=threads))
         Steps(tmp_path / "run", lambda _: None).run("expert", out, {"cfg": cfg},
                                                     lambda: (out.mkdir(exist_ok=True), ran.append(progress)))
     assert ran == [True]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from barkit.branch import BranchConfig, branch
+from barkit.config import load_config
 from barkit.eval import verifiers
 from barkit.train import StageConfig, train
 
@@ -71,17 +72,13 @@ def run_stage():
 
 
 def _run_stage(out, stage, model, data, **kw):
-    kw.setdefault("progress", False)
-    kw.setdefault("threads", 1)  # tiny models gain nothing from more, and stay fast on a busy machine
-    kw.setdefault("seq_len", 32)
-    kw.setdefault("batch_size", 8)
-    kw.setdefault("steps", 4)
-    kw.setdefault("lr", 1e-2)
+    """Top-level keys as keywords, sections as dicts (optim={"lr": ...}); merged over small defaults."""
+    values = {"progress": False, "batch_size": 8, "steps": 4,
+              "distributed": {"threads": 1},  # tiny models gain nothing from more, and stay fast on a busy machine
+              "sequences": {"seq_len": 32}, "optim": {"lr": 1e-2}}
     if stage == "rl":
-        kw.setdefault("rl", {"prompts_per_step": 4, "num_generations": 4, "max_new_tokens": 8})
-    if isinstance(kw.get("rl"), dict):
-        from barkit.train import RLConfig
-
-        kw["rl"] = RLConfig(**kw["rl"])
-    return train(StageConfig(stage=stage, model=str(model), data=[data] if isinstance(data, str) else data,
-                             out=str(out), **kw))
+        values["rl"] = {"prompts_per_step": 4, "num_generations": 4, "max_new_tokens": 8}
+    for key, value in kw.items():
+        values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) else value
+    values.update(stage=stage, model=str(model), data=[data] if isinstance(data, str) else data, out=str(out))
+    return train(load_config(StageConfig, values=values))

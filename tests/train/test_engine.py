@@ -80,7 +80,7 @@ def test_stage_trains_exactly_its_declared_set(tmp_path, moe_ckpts, data_files, 
 def test_output_directory_contents(tmp_path, moe_ckpts, data_files, run_stage):
     parent = moe_ckpts["olmo2"]
     out = run_stage(tmp_path / "math", "sft", parent, data_files["chat"], expert_name="math", seed=5, steps=3,
-                    general_data=[data_files["general"]], general_ratio=0.5)
+                    mixture={"general_data": [data_files["general"]], "general_ratio": 0.5})
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "barkit_config.yaml", "barkit_manifest.json",
             "metrics.jsonl", "curves.png"} <= names
@@ -102,7 +102,7 @@ def test_output_directory_contents(tmp_path, moe_ckpts, data_files, run_stage):
     drift = {k for k, v in parent_config.items() if config.get(k) != v and k != "transformers_version"}
     assert drift == set()  # use_cache, rope, token ids... exactly as the parent had them
     resolved = (out / "barkit_config.yaml").read_text()
-    assert "lr: 0.01" in resolved and "schedule: linear" in resolved and "general_ratio: 0.5" in resolved
+    assert "  lr: 0.01" in resolved and "  kind: linear" in resolved and "  general_ratio: 0.5" in resolved
 
 
 def test_router_stage_changes_only_router_weights(tmp_path, dense_ckpts, data_files, run_stage):
@@ -120,7 +120,8 @@ def test_router_stage_changes_only_router_weights(tmp_path, dense_ckpts, data_fi
     moe.save_pretrained(tmp_path / "moe3")
     tiny_tokenizer().save_pretrained(tmp_path / "moe3")
     out = run_stage(tmp_path / "routed", "router", tmp_path / "moe3",
-                    [data_files["chat"], data_files["general"]], sample_fraction=0.5, min_rows_per_file=4)
+                    [data_files["chat"], data_files["general"]],
+                    mixture={"sample_fraction": 0.5, "min_rows_per_file": 4})
     before, after = _params(tmp_path / "moe3"), _params(out)
     for name, old in before.items():
         if name.endswith("mlp.gate.weight"):
@@ -143,8 +144,8 @@ def test_dense_model_trains_with_explicit_trainable(tmp_path, dense_ckpts, data_
 
 def test_sft_learns_a_mapping(tmp_path, moe_ckpts, data_files, run_stage):
     """A trivially learnable mapping (n + 1 -> the next number) reaches low loss and exact greedy answers."""
-    out = run_stage(tmp_path / "learned", "sft", moe_ckpts["olmo2"], data_files["chat"], steps=60, lr=2e-2,
-                    batch_size=20, warmup_steps=5)
+    out = run_stage(tmp_path / "learned", "sft", moe_ckpts["olmo2"], data_files["chat"], steps=60,
+                    optim={"lr": 2e-2}, batch_size=20, schedule={"warmup_steps": 5})
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["loss"] > 3.0
     assert sum(r["loss"] for r in rows[-5:]) / 5 < 0.5
@@ -162,7 +163,7 @@ def test_sft_learns_a_mapping(tmp_path, moe_ckpts, data_files, run_stage):
 
 
 def test_rl_raises_reward(tmp_path, moe_ckpts, data_files, run_stage, test_verifier):
-    out = run_stage(tmp_path / "rl", "rl", moe_ckpts["olmo2"], data_files["rl"], steps=30, lr=1e-2,
+    out = run_stage(tmp_path / "rl", "rl", moe_ckpts["olmo2"], data_files["rl"], steps=30, optim={"lr": 1e-2},
                     rl={"prompts_per_step": 4, "num_generations": 8, "max_new_tokens": 8,
                         "eval_data": data_files["rl"], "eval_every": 10})
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -216,7 +217,7 @@ def test_existing_output_and_stale_checkpoints_are_refused(tmp_path, moe_ckpts, 
 def test_weight_decay_never_reaches_the_anchor(tmp_path, moe_ckpts, data_files, run_stage):
     """AdamW's decoupled decay would shrink expert 0 (it shares a tensor with expert 1): restored each step."""
     parent = moe_ckpts["llama"]
-    out = run_stage(tmp_path / "wd", "midtrain", parent, data_files["text"], steps=3, weight_decay=0.5)
+    out = run_stage(tmp_path / "wd", "midtrain", parent, data_files["text"], steps=3, optim={"weight_decay": 0.5})
     _check_changes(_params(parent), _params(out), "midtrain")
 
 
@@ -224,7 +225,7 @@ def test_weight_decay_never_reaches_the_anchor(tmp_path, moe_ckpts, data_files, 
 def test_packed_chats_train_like_padded_ones(tmp_path, moe_ckpts, data_files, run_stage, family):
     """Packing is only a speed-up: per-chat attention and positions make the loss the padded batch's."""
     runs = {pack: run_stage(tmp_path / str(pack), "sft", moe_ckpts[family], [data_files["chat"], data_files["general"]],
-                            steps=3, pack_chats=pack) for pack in (True, False)}
+                            steps=3, sequences={"pack_chats": pack}) for pack in (True, False)}
     packed, padded = ([json.loads(x) for x in (runs[p] / "metrics.jsonl").read_text().splitlines()] for p in runs)
     assert [r["targets"] for r in packed] == [r["targets"] for r in padded]
     assert all(abs(a["loss"] - b["loss"]) < 1e-4 * b["loss"] for a, b in zip(packed, padded))
@@ -252,7 +253,8 @@ def test_route_supervision_sends_domain_tokens_to_the_expert_and_general_ones_to
     """With the router loss, router row 1 learns to take the domain's chats and leave general chats to the
     anchor (expert 0), whose weights stay bit-identical; the loss is logged and falls."""
     parent = moe_ckpts["olmo2"]
-    common = dict(general_data=[data_files["general"]], general_ratio=0.5, steps=12, lr=3e-2, seed=3)
+    common = dict(mixture={"general_data": [data_files["general"]], "general_ratio": 0.5}, steps=12,
+                  optim={"lr": 3e-2}, seed=3)
     out = run_stage(tmp_path / "routed", "sft", parent, data_files["chat"], route_supervision=1.0, **common)
     _check_changes(_params(parent), _params(out), "sft")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -15,7 +15,8 @@ def _write(path, lines):
 
 def _adapt(capsys, tmp_path, stage, model, data, *extra):
     code = main(["adapt", "--stage", stage, "--model", str(model), "--data", str(data), "--out",
-                 str(tmp_path / "out"), "--steps", "2", "--batch-size", "4", "--seq-len", "32", "--threads", "1",
+                 str(tmp_path / "out"), "--steps", "2", "--batch-size", "4", "--sequences.seq-len", "32",
+                 "--distributed.threads", "1",
                  "--progress", "false", *extra])
     return code, capsys.readouterr().err.strip()
 
@@ -63,7 +64,7 @@ def test_missing_data_file(tmp_path, capsys, moe_ckpts):
     (["--batch-size", "0"], "config key 'batch_size': must be >= 1"),
     (["--set", "rl.num_generations=1"], "config key 'rl.num_generations'"),
     (["--set", "bogus=1"], "unknown config key 'bogus'"),
-    (["--general-ratio", "0.5"], "config key 'general_data': required when general_ratio > 0"),
+    (["--mixture.general-ratio", "0.5"], "config key 'mixture.general_data': required when general_ratio > 0"),
 ])
 def test_bad_config(tmp_path, capsys, moe_ckpts, data_files, extra, needle):
     code, err = _adapt(capsys, tmp_path, "sft", moe_ckpts["olmo2"], data_files["chat"], *extra)

@@ -33,8 +33,8 @@ def _accelerate() -> str:
 def test_two_cpu_processes_end_identical_with_the_anchor_unchanged(tmp_path, moe_ckpts, data_files, run_stage):
     parent, out = moe_ckpts["olmo2"], tmp_path / "ddp"
     args = ["--stage", "sft", "--model", str(parent), "--data", data_files["chat"], "--out", str(out),
-            "--steps", "3", "--batch-size", "8", "--seq-len", "32", "--lr", "1e-2", "--threads", "1",
-            "--progress", "false"]
+            "--steps", "3", "--batch-size", "8", "--sequences.seq-len", "32", "--optim.lr", "1e-2",
+            "--distributed.threads", "1", "--progress", "false"]
     # the documented launch config (MULTI_GPU = torchrun); barkit runs on CPU (gloo) when no GPU is present
     launch = [_accelerate(), "launch", "--config_file", str(DDP_CONFIG), "--num_processes", "2",
               "--main_process_port", str(_free_port()), "-m", "barkit.cli", "adapt", *args]
@@ -55,8 +55,8 @@ def test_two_cpu_processes_end_identical_with_the_anchor_unchanged(tmp_path, moe
         assert torch.equal(old.get(spec.router_key(layer))[0], new.get(spec.router_key(layer))[0])
 
     # the loss is a mean over the whole global batch, so one process sees the same numbers
-    single = run_stage(tmp_path / "single", "sft", parent, data_files["chat"], steps=3, batch_size=8, seq_len=32,
-                       lr=1e-2)
+    single = run_stage(tmp_path / "single", "sft", parent, data_files["chat"], steps=3, batch_size=8,
+                       sequences={"seq_len": 32}, optim={"lr": 1e-2})
     two, one = read_metrics(out / "metrics.jsonl"), read_metrics(single / "metrics.jsonl")
     assert [r["targets"] for r in two] == [r["targets"] for r in one]
     assert abs(two[0]["loss"] - one[0]["loss"]) < 1e-5

@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from barkit.train import rl
 from barkit.train.data import RLPrompt
+from barkit.train.objectives import grpo as rl
 
 
 def test_score_uses_each_rows_verifier_and_keeps_none_as_nan():
@@ -62,32 +62,39 @@ def test_left_pad_and_positions():
     assert rl.positions(mask).tolist() == [[0, 1, 2], [0, 0, 0]]
 
 
+class _DecodeIds(rl.GRPOObjective):
+    """A subclass (the objective's extension seam) whose completions decode to the prompt id they came from."""
+
+    def decode(self, sequences, width):
+        return [str(int(s[width]) - 100) for s in sequences]
+
+
+def _stub_rollout(prompt_ids, samples, greedy):
+    """Deterministic 'generation': each completion is the prompt's first token and a stop token."""
+    seqs = [p + [p[0], 7] for p in prompt_ids for _ in range(samples)]
+    ids, mask = rl.left_pad([s[:-2] for s in seqs], 0)
+    tail = torch.tensor([s[-2:] for s in seqs])
+    return torch.cat([ids, tail], 1), torch.cat([mask, torch.ones_like(tail)], 1), ids.shape[1]
+
+
 def _stub_objective(monkeypatch, dynamic: bool, prompts_per_step: int = 4, rounds: int = 4):
-    """A GRPOObjective whose 'generation' is deterministic: prompt i's group gets rewards from `pattern`."""
+    """A GRPOObjective built as the engine builds it, with the rollout injected: prompt i's group gets rewards
+    from `pattern`."""
     from types import SimpleNamespace
 
-    from barkit.train.data import StepOrder
-    from barkit.train.stages import RLConfig
+    from barkit.tiny import tiny_tokenizer
+    from barkit.train.objectives import TrainContext
+    from barkit.train.stages import RLConfig, StageConfig
 
     # prompt id -> rewards of its 4 samples: ids divisible by 3 carry signal, the others all agree
     pattern = {i: [1.0, 0.0, 0.0, 1.0] if i % 3 == 0 else [float(i % 2)] * 4 for i in range(30)}
     prompts = [RLPrompt([100 + i] * (1 + i % 3), "stub", {"id": i}) for i in range(30)]
-    obj = rl.GRPOObjective.__new__(rl.GRPOObjective)
-    obj.cfg = SimpleNamespace(seed=0, grad_accum=1)
-    obj.rl = RLConfig(prompts_per_step=prompts_per_step, num_generations=4, dynamic_sampling=dynamic,
-                      max_sampling_rounds=rounds)
-    obj.prompts, obj.pad_id = prompts, 0
-    obj.acc = SimpleNamespace(process_index=0, num_processes=1)
-    obj.orders = {0: StepOrder(len(prompts), prompts_per_step, 0)}
-
-    def generate(prompt_ids, samples, greedy):
-        seqs = [p + [p[0], 7] for p in prompt_ids for _ in range(samples)]
-        ids, mask = rl.left_pad([s[:-2] for s in seqs], 0)
-        tail = torch.tensor([s[-2:] for s in seqs])
-        return torch.cat([ids, tail], 1), torch.cat([mask, torch.ones_like(tail)], 1), ids.shape[1]
-
-    obj.generate = generate
-    obj.decode = lambda seqs, width: [str(int(s[width]) - 100) for s in seqs]
+    cfg = StageConfig(stage="rl", model="m", data=["d"], out="o", rl=RLConfig(
+        prompts_per_step=prompts_per_step, num_generations=4, dynamic_sampling=dynamic,
+        max_sampling_rounds=rounds)).resolve()
+    runtime = SimpleNamespace(process_index=0, num_processes=1, device=torch.device("cpu"))
+    ctx = TrainContext(cfg, None, None, tiny_tokenizer(), runtime, total_steps=1, rollout=_stub_rollout)
+    obj = _DecodeIds(ctx, prompts, [])
     monkeypatch.setattr(rl, "score", lambda completions, group: torch.tensor(
         [pattern[int(c)][k % 4] for k, c in enumerate(completions)]))
     return obj, pattern

@@ -4,7 +4,7 @@ import pytest
 
 from barkit.config import load_config
 from barkit.errors import BarkitError
-from barkit.train import StageConfig
+from barkit.train import MixtureConfig, OptimConfig, StageConfig
 
 REQUIRED = {"model": "m", "data": ["d.jsonl"], "out": "o"}
 
@@ -18,27 +18,31 @@ REQUIRED = {"model": "m", "data": ["d.jsonl"], "out": "o"}
 ])
 def test_stage_defaults(stage, lr, schedule, epochs, trainable):
     cfg = StageConfig(stage=stage, **REQUIRED).resolve()
-    assert (cfg.lr, cfg.schedule, cfg.epochs, cfg.trainable) == (lr, schedule, epochs, trainable)
-    assert cfg.weight_decay == 0.0 and cfg.adam_betas == [0.9, 0.95] and cfg.max_grad_norm == 1.0
+    assert (cfg.optim.lr, cfg.schedule.kind, cfg.epochs, cfg.trainable) == (lr, schedule, epochs, trainable)
+    assert cfg.optim.weight_decay == 0.0 and cfg.optim.betas == [0.9, 0.95] and cfg.optim.max_grad_norm == 1.0
+    assert cfg.objective == ("grpo" if stage == "rl" else "lm")
 
 
 def test_explicit_values_win_and_general_ratio_defaults_with_general_data():
-    cfg = StageConfig(stage="sft", lr=2e-3, trainable=["all"], general_data=["g.jsonl"], **REQUIRED).resolve()
-    assert (cfg.lr, cfg.trainable, cfg.general_ratio) == (2e-3, ["all"], 0.5)
+    cfg = StageConfig(stage="sft", optim=OptimConfig(lr=2e-3), trainable=["all"],
+                      mixture=MixtureConfig(general_data=["g.jsonl"]), **REQUIRED).resolve()
+    assert (cfg.optim.lr, cfg.trainable, cfg.mixture.general_ratio) == (2e-3, ["all"], 0.5)
     assert StageConfig(stage="rl", **REQUIRED).resolve().rl.epsilon_high == 0.272
 
 
 def test_load_config_from_yaml_with_sections(tmp_path):
     path = tmp_path / "rl.yaml"
-    path.write_text("stage: rl\nmodel: m\ndata: [p.jsonl]\nout: o\nlr: 1e-4\nrl:\n  num_generations: 4\n  beta: 0.01\n")
+    path.write_text("stage: rl\nmodel: m\ndata: [p.jsonl]\nout: o\noptim:\n  lr: 1e-4\nrl:\n  num_generations: 4\n"
+                    "  beta: 0.01\n")
     cfg = load_config(StageConfig, path, overrides=["rl.epsilon_high=null"])
-    assert cfg.lr == 1e-4 and cfg.rl.num_generations == 4 and cfg.rl.beta == 0.01 and cfg.rl.epsilon_high is None
+    assert cfg.optim.lr == 1e-4 and cfg.rl.num_generations == 4 and cfg.rl.beta == 0.01 and cfg.rl.epsilon_high is None
 
 
 @pytest.mark.parametrize("values,needle", [
     ({"stage": "sft", "batch_size": 10, "grad_accum": 3}, "'batch_size': 10 is not divisible by grad_accum=3"),
-    ({"stage": "midtrain", "general_data": ["g"]}, "only the sft stage mixes general data"),
-    ({"stage": "sft", "warmup_ratio": 1.5}, "'warmup_ratio'"),
+    ({"stage": "midtrain", "mixture": {"general_data": ["g"]}}, "only the sft stage mixes general data"),
+    ({"stage": "sft", "schedule": {"warmup_ratio": 1.5}}, "'schedule.warmup_ratio'"),
+    ({"stage": "sft", "optim": {"lr": 1}, "schedule": {"typo": 1}}, "unknown config key 'schedule.typo'"),
     ({"stage": "sft", "trainable": []}, "'trainable': empty list"),
     ({"stage": "dpo"}, "'stage': 'dpo' is not one of"),
 ])
@@ -57,7 +61,8 @@ def test_shared_lr_scale_groups_shared_tensors_apart_from_experts_and_router(moe
 
     model = AutoModelForCausalLM.from_pretrained(str(moe_ckpts["olmo2"]), dtype=torch.float32)
     spec = spec_for_moe(model.config.model_type)
-    cfg = StageConfig("rl", "m", ["d"], "o", lr=1e-3, shared_lr_scale=0.1).resolve()
+    cfg = StageConfig(stage="rl", model="m", data=["d"], out="o",
+                      optim=OptimConfig(lr=1e-3, shared_lr_scale=0.1)).resolve()
     optimizer = build_optimizer(model, cfg, spec)
     set_lr(optimizer, 2e-3)
     lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}

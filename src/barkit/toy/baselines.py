@@ -28,7 +28,14 @@ from barkit.moe import parse_named
 from barkit.toy.recipe import Recipe, get_recipe
 from barkit.toy.run import MODEL_LABELS, STAGE_FILES, RunContext, evaluate_model, label, stage_config
 from barkit.toy.steps import Steps
-from barkit.train import StageConfig
+from barkit.train import (
+    CheckpointConfig,
+    DistributedConfig,
+    OptimConfig,
+    ScheduleConfig,
+    SequenceConfig,
+    StageConfig,
+)
 from barkit.train.metrics import read_metrics
 
 TRAIN_STAGES = ("pretrain", "midtrain", "sft", "rl", "router")
@@ -106,8 +113,8 @@ def _dense_chain(ctx: RunContext, name: str, start: Path, domain: str, out: Path
         cfg = stage_config(ctx.recipe, stage, domain, model, data, out / stage, ctx.seed, ctx.progress,
                            ctx.data("general_sft.jsonl"))
         # a dense model has no router to supervise (the recipe's route_supervision is for BAR's experts)
-        cfg = dataclasses.replace(cfg, trainable=["all"], expert_name=None, threads=ctx.threads,
-                                  route_supervision=0.0)
+        cfg = dataclasses.replace(cfg, trainable=["all"], expert_name=None, route_supervision=0.0,
+                                  distributed=DistributedConfig(threads=ctx.threads))
         model = ctx.train_step(f"{name}/{stage}", cfg)
     return model
 
@@ -115,11 +122,13 @@ def _dense_chain(ctx: RunContext, name: str, start: Path, domain: str, out: Path
 def _dense_stage(ctx: RunContext, stage: str, model: Path, data: list[str], out: Path, steps: int, lr: float,
                  batch_size: int, **extra) -> StageConfig:
     """A dense baseline run: all parameters (unless `extra` says otherwise), cosine schedule, resumable."""
-    settings = dict(trainable=["all"], seq_len=ctx.recipe.seq_len, seed=ctx.seed, progress=ctx.progress,
-                    threads=ctx.threads, overwrite=True, resume=True, schedule="cosine", warmup_ratio=0.05,
-                    save_every=max(25, steps // 4))
-    return StageConfig(stage=stage, model=str(model), data=data, out=str(out), steps=steps, lr=lr,
-                       batch_size=batch_size, **{**settings, **extra})
+    settings = dict(trainable=["all"], seed=ctx.seed, progress=ctx.progress, overwrite=True,
+                    sequences=SequenceConfig(seq_len=ctx.recipe.seq_len), optim=OptimConfig(lr=lr),
+                    schedule=ScheduleConfig(kind="cosine", warmup_ratio=0.05),
+                    checkpoint=CheckpointConfig(save_every=max(25, steps // 4), resume=True),
+                    distributed=DistributedConfig(threads=ctx.threads))
+    return StageConfig(stage=stage, model=str(model), data=data, out=str(out), steps=steps, batch_size=batch_size,
+                       **{**settings, **extra})
 
 
 # ---------------------------------------------------------------- baselines

@@ -23,6 +23,7 @@ from barkit.toy.recipe import Recipe, get_recipe, stage_budget
 from barkit.toy.run import DOMAIN_CATEGORY, MODEL_LABELS, RunContext, evaluate_model, label, train_expert
 from barkit.toy.steps import Steps, Workers, worker_plan
 from barkit.toy.world.build import WorldConfig, build_world
+from barkit.train import MixtureConfig, OptimConfig, SequenceConfig
 from barkit.train.stages import available_cores
 
 
@@ -93,9 +94,11 @@ def route_step(ctx: RunContext, composed: Path, domains: list[str]) -> Path:
     moe = ctx.root / "bar-moe"
     data = [str(ctx.world / "data" / f) for f in ["general_sft.jsonl", *(f"{d}_sft.jsonl" for d in domains)]]
     b = ctx.recipe.router
-    cfg = RouteConfig(model=str(composed), data=data, out=str(moe), sample_fraction=ctx.recipe.router_fraction,
-                      steps=b.steps, lr=b.lr, batch_size=b.batch_size, seq_len=ctx.recipe.seq_len, seed=ctx.seed,
-                      progress=ctx.progress, overwrite=True)
+    cfg = RouteConfig(model=str(composed), data=data, out=str(moe),
+                      mixture=MixtureConfig(sample_fraction=ctx.recipe.router_fraction), steps=b.steps,
+                      optim=OptimConfig(lr=b.lr), batch_size=b.batch_size,
+                      sequences=SequenceConfig(seq_len=ctx.recipe.seq_len), seed=ctx.seed, progress=ctx.progress,
+                      overwrite=True)
     return ctx.steps.run("route", moe, {"cfg": cfg}, lambda: train_router(cfg))
 
 

@@ -14,7 +14,17 @@ from barkit.errors import BarkitError
 from barkit.eval.harness import EvalConfig, evaluate, load_results
 from barkit.toy.recipe import Recipe, stage_budget
 from barkit.toy.steps import Steps
-from barkit.train import RLConfig, StageConfig, train
+from barkit.train import (
+    CheckpointConfig,
+    DistributedConfig,
+    MixtureConfig,
+    OptimConfig,
+    RLConfig,
+    ScheduleConfig,
+    SequenceConfig,
+    StageConfig,
+    train,
+)
 
 STAGE_FILES = {"midtrain": "{domain}_midtrain.jsonl", "sft": "{domain}_sft.jsonl", "rl": "{domain}_rl.jsonl"}
 DOMAIN_CATEGORY = {"math": "math", "code": "code", "tool_use": "tool_use", "safety": "safety"}
@@ -65,22 +75,23 @@ def stage_config(recipe: Recipe, stage: str, domain: str, model: Path, data: Pat
                  threads: int | None = None) -> StageConfig:
     """A domain expert's stage as the recipe budgets it (the baselines reuse it for their dense runs)."""
     budget = stage_budget(recipe, domain, stage)
-    extra: dict = {}
+    sections: dict = {}
     if stage == "sft":
-        extra = dict(general_data=[str(general)], general_ratio=recipe.general_ratio)
+        sections["mixture"] = MixtureConfig(general_data=[str(general)], general_ratio=recipe.general_ratio)
     if stage == "rl":
-        rl = budget
-        extra = dict(rl=RLConfig(prompts_per_step=rl.prompts_per_step, num_generations=rl.num_generations,
-                                 max_new_tokens=rl.max_new_tokens, eval_data=str(heldout or data),
-                                 eval_max_prompts=64),
-                     schedule="constant", warmup_ratio=0.0)
-    elif stage in ("midtrain", "sft"):
-        extra.update(schedule="cosine", warmup_ratio=0.05)
+        sections["rl"] = RLConfig(prompts_per_step=budget.prompts_per_step, num_generations=budget.num_generations,
+                                  max_new_tokens=budget.max_new_tokens, eval_data=str(heldout or data),
+                                  eval_max_prompts=64)
+        schedule = ScheduleConfig(kind="constant", warmup_ratio=0.0)
+    else:
+        schedule = ScheduleConfig(kind="cosine", warmup_ratio=0.05)
     return StageConfig(stage=stage, model=str(model), data=[str(data)], out=str(out), expert_name=domain,
-                       steps=budget.steps, lr=budget.lr, batch_size=budget.batch_size, seq_len=recipe.seq_len,
-                       seed=seed, progress=progress, overwrite=True, save_every=max(25, budget.steps // 4),
-                       resume=True, shared_lr_scale=recipe.shared_lr_scale, threads=threads,
-                       route_supervision=recipe.route_supervision if stage in ("midtrain", "sft") else 0.0, **extra)
+                       steps=budget.steps, batch_size=budget.batch_size, seed=seed, progress=progress,
+                       overwrite=True, route_supervision=recipe.route_supervision if stage in ("midtrain", "sft")
+                       else 0.0, optim=OptimConfig(lr=budget.lr, shared_lr_scale=recipe.shared_lr_scale),
+                       schedule=schedule, sequences=SequenceConfig(seq_len=recipe.seq_len),
+                       checkpoint=CheckpointConfig(save_every=max(25, budget.steps // 4), resume=True),
+                       distributed=DistributedConfig(threads=threads), **sections)
 
 
 def domain_stage_config(ctx: RunContext, stage: str, domain: str, model: Path, out: Path) -> StageConfig:

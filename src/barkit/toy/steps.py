@@ -70,10 +70,18 @@ PLAN_VERSION = 2
 
 def _plain(value):
     """A plan as JSON-able data: dataclasses as dicts without their cosmetic fields (a demo re-run with
-    --progress false must not redo the steps) and without fields left at their defaults."""
+    --progress false must not redo the steps) and without fields left at their defaults; a config section
+    (a nested dataclass) that says nothing else is left out too."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if f.name not in COSMETIC_KEYS and not _is_default(f, getattr(value, f.name))}
+        plan = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if f.name in COSMETIC_KEYS or _is_default(f, item):
+                continue
+            if dataclasses.is_dataclass(item) and not _plain(item):
+                continue
+            plan[f.name] = _plain(item)
+        return plan
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

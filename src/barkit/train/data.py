@@ -178,17 +178,19 @@ def _route_targets(examples: list[Example], width: int) -> torch.Tensor | None:
     return out
 
 
+def stratified_sample_per_file(per_file: list[list], fraction: float, min_rows: int, seed: int) -> list[list]:
+    """`fraction` of each file's examples (at least `min_rows`, at most all of them), file by file."""
+    return [take(examples, min(len(examples), max(min_rows, math.ceil(fraction * len(examples)))), seed + i)
+            for i, examples in enumerate(per_file)]
+
+
 def stratified_sample(per_file: list[list], fraction: float, min_rows: int, seed: int) -> list:
-    """`fraction` of each file's examples (at least `min_rows`, at most all of them).
+    """`stratified_sample_per_file`, concatenated.
 
     >>> len(stratified_sample([list(range(1000))], 0.05, 16, 0)), len(stratified_sample([[1, 2]], 0.05, 16, 0))
     (50, 2)
     """
-    out: list = []
-    for i, examples in enumerate(per_file):
-        n = min(len(examples), max(min_rows, math.ceil(fraction * len(examples))))
-        out.extend(take(examples, n, seed + i))
-    return out
+    return [e for part in stratified_sample_per_file(per_file, fraction, min_rows, seed) for e in part]
 
 
 def load_rl_prompts(path: str | Path, tokenizer, max_prompt_tokens: int,

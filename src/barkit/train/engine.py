@@ -13,29 +13,30 @@ import shutil
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
 
 from barkit.checkpoint import sha256_file
 from barkit.config import to_dict
 from barkit.errors import BarkitError
-from barkit.train import checkpointing, data, trainable
-from barkit.train.loop import LMObjective, Loop, StepCallback
+from barkit.train import checkpointing, trainable
+from barkit.train.loop import Loop, StepCallback
 from barkit.train.metrics import MetricsLog, plot_curves, read_metrics
 from barkit.train.model_io import ModelInfo, inspect_model, load_model, load_tokenizer, write_output
+from barkit.train.objectives import TrainContext, get_objective
 from barkit.train.optim import build_optimizer
-from barkit.train.stages import CHAT_STAGES, TEXT_STAGES, StageConfig, available_cores
+from barkit.train.stages import StageConfig, available_cores
 
 log = logging.getLogger("barkit.train")
 
 # Settings that change how a run is executed or reported but not what it computes.
-_NOT_IDENTITY = ("resume", "progress", "overwrite", "save_every", "keep_checkpoints", "log_every", "verify",
-                 "threads", "max_shard_size", "out")
+_NOT_IDENTITY = ("checkpoint", "progress", "overwrite", "log_every", "verify", "max_shard_size", "out",
+                 "distributed.threads")
 
 
 def make_accelerator(cfg: StageConfig):
-    from accelerate import Accelerator
-
-    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision)
-    torch.set_num_threads(cfg.threads or max(1, available_cores() // acc.state.num_processes))
+    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.distributed.mixed_precision)
+    torch.set_num_threads(cfg.distributed.threads or max(1, available_cores() // acc.state.num_processes))
     return acc
 
 
@@ -46,34 +47,8 @@ def _say(acc, text: str) -> None:
             print(text, flush=True)
 
 
-def load_data(cfg: StageConfig, tokenizer) -> tuple[list, list]:
-    """(training items, held-out RL prompts); text is packed, chats masked, mixtures and samples drawn."""
-    routed = cfg.route_supervision > 0  # domain tokens -> expert 1, general tokens -> the anchor (expert 0)
-    if cfg.stage in TEXT_STAGES:
-        examples = data.pack_text(cfg.data, tokenizer, cfg.seq_len)
-        return (data.with_route(examples, 1) if routed else examples), []
-    if cfg.stage in CHAT_STAGES:
-        per_file = [data.tokenize_chats(p, tokenizer, cfg.seq_len)[0] for p in cfg.data]
-        if cfg.stage == "router":
-            return data.stratified_sample(per_file, cfg.sample_fraction, cfg.min_rows_per_file, cfg.seed), []
-        general = [e for p in cfg.general_data for e in data.tokenize_chats(p, tokenizer, cfg.seq_len)[0]]
-        domain = [e for examples in per_file for e in examples]
-        if routed:
-            general, domain = data.with_route(general, 0), data.with_route(domain, 1)
-        return data.mix(domain, general, cfg.general_ratio or 0.0, cfg.seed), []
-    from barkit.eval.verifiers import VERIFIER_COLUMNS
-
-    limit = cfg.seq_len - cfg.rl.max_new_tokens
-    if limit < 1:
-        raise BarkitError(f"config key 'seq_len': {cfg.seq_len} leaves no room for prompts after "
-                          f"rl.max_new_tokens={cfg.rl.max_new_tokens}")
-    prompts = [p for path in cfg.data for p in data.load_rl_prompts(path, tokenizer, limit, VERIFIER_COLUMNS)]
-    held_out = data.load_rl_prompts(cfg.rl.eval_data, tokenizer, limit, VERIFIER_COLUMNS) if cfg.rl.eval_data else []
-    return prompts, held_out[:cfg.rl.eval_max_prompts]
-
-
 def data_files(cfg: StageConfig) -> dict[str, str]:
-    paths = [*cfg.data, *cfg.general_data, *([cfg.rl.eval_data] if cfg.rl.eval_data else [])]
+    paths = [*cfg.data, *cfg.mixture.general_data, *([cfg.rl.eval_data] if cfg.rl.eval_data else [])]
     return {str(Path(p).resolve()): sha256_file(Path(p)) for p in paths}
 
 
@@ -81,10 +56,9 @@ def identity(cfg: StageConfig, info: ModelInfo, files: dict[str, str]) -> dict:
     """What must match for a checkpoint to be resumed: semantic config, parent weights and data hashes."""
     flat = {}
     for key, value in to_dict(cfg).items():
-        if key in _NOT_IDENTITY:
-            continue
         items = value.items() if isinstance(value, dict) else [(None, value)]
         flat.update({key if sub is None else f"{key}.{sub}": v for sub, v in items})
+    flat = {k: v for k, v in flat.items() if k not in _NOT_IDENTITY and k.split(".")[0] not in _NOT_IDENTITY}
     return {**flat, "parent weights": info.reader.fingerprint(), **{f"data {p}": h for p, h in files.items()}}
 
 
@@ -101,25 +75,13 @@ def _rank_digests(acc, model: torch.nn.Module) -> list[str]:
     digest = _weights_digest(model)
     if acc.num_processes == 1:
         return [digest]
-    from accelerate.utils import gather_object
-
     return list(gather_object([digest]))
 
 
-def _objective(cfg, model, raw, tokenizer, items, held_out, acc, steps):
-    if cfg.stage != "rl":
-        return LMObjective(cfg, model, items, tokenizer.pad_token_id, acc, cfg.pack_chats and cfg.stage in CHAT_STAGES)
-    from barkit.eval.generation import stop_token_ids
-    from barkit.train.rl import GRPOObjective
-
-    return GRPOObjective(cfg, model, raw, tokenizer, items, acc, stop_token_ids(tokenizer), steps, held_out)
-
-
-def _steps(cfg: StageConfig, items: list) -> int:
-    """`steps` if given, else enough steps for `epochs` passes over the examples (prompts for rl)."""
+def _steps(cfg: StageConfig, items: list, per_step: int) -> int:
+    """`steps` if given, else enough steps for `epochs` passes over the items (`per_step` items a step)."""
     if cfg.steps is not None:
         return cfg.steps
-    per_step = cfg.rl.prompts_per_step if cfg.stage == "rl" else cfg.batch_size
     return max(1, math.ceil(cfg.epochs * len(items) / per_step))
 
 
@@ -136,7 +98,7 @@ def _check_sharding(acc, plan: trainable.TrainablePlan) -> None:
 
 def _open_work_dir(acc, cfg: StageConfig, root: Path, ident: dict) -> Path | None:
     """Check on every rank, then (re)create on the main one; return the checkpoint to resume from."""
-    keep = checkpointing.check(root, ident, cfg.resume, cfg.overwrite)
+    keep = checkpointing.check(root, ident, cfg.checkpoint.resume, cfg.overwrite)
     acc.wait_for_everyone()
     if acc.is_main_process:
         checkpointing.reset(root, ident, keep)
@@ -179,12 +141,14 @@ def _finish(cfg: StageConfig, info: ModelInfo, acc, raw, plan, before: str, root
     shutil.rmtree(root, ignore_errors=True)
 
 
-def train(cfg: StageConfig, on_step: StepCallback | None = None) -> Path:
-    """Run one stage; returns the output checkpoint directory. `on_step(step, metrics)` runs after each step."""
+def train(cfg: StageConfig, on_step: StepCallback | None = None, rollout=None) -> Path:
+    """Run one stage; returns the output checkpoint directory. `on_step(step, metrics)` runs after each step;
+    `rollout` replaces the sampler of objectives that generate (see barkit.train.objectives.grpo)."""
     explicit = cfg.trainable is not None
     cfg = cfg.resolve()
     cfg.validate()
-    cfg.rl.validate()
+    objective_cls = get_objective(cfg.objective)
+    settings = objective_cls.settings_from(cfg)
     acc = make_accelerator(cfg)
     if Path(cfg.out).exists() and not cfg.overwrite:
         raise BarkitError(f"{cfg.out}: output already exists (pass --overwrite true to replace it)")
@@ -192,23 +156,24 @@ def train(cfg: StageConfig, on_step: StepCallback | None = None) -> Path:
     if cfg.route_supervision > 0 and info.spec is None:
         raise BarkitError(f"{cfg.model}: config key 'route_supervision' needs a mixture-of-experts model")
     tokenizer = load_tokenizer(info.reader.path)
-    items, held_out = load_data(cfg, tokenizer)
+    items, held_out = objective_cls.load(cfg, tokenizer, settings)
     files = data_files(cfg)
     raw, plan = _model_and_plan(cfg, info, acc)
-    before, frozen, steps = trainable.frozen_fingerprint(plan, raw), trainable.FrozenRows(plan, raw), _steps(cfg, items)
+    steps = _steps(cfg, items, objective_cls.items_per_step(cfg))
+    before, frozen = trainable.frozen_fingerprint(plan, raw), trainable.FrozenRows(plan, raw)
     root = checkpointing.work_dir(cfg.out)
     ckpt = _open_work_dir(acc, cfg, root, identity(cfg, info, files))
 
     torch.manual_seed(cfg.seed + acc.process_index)
     model, optimizer = acc.prepare(raw, build_optimizer(raw, cfg, info.spec))
-    objective = _objective(cfg, model, raw, tokenizer, items, held_out, acc, steps)
+    objective = objective_cls(TrainContext(cfg, model, raw, tokenizer, acc, steps, rollout), items, held_out, settings)
     state = checkpointing.load(ckpt, raw, optimizer, acc) if ckpt is not None else {"step": 0}
     if ckpt is not None:
         _say(acc, f"resuming from {ckpt} (step {state['step']} of {steps})")
     metrics = MetricsLog(root / "metrics.jsonl", resume_step=state["step"]) if acc.is_main_process else None
-    if state["step"] == 0 and cfg.stage == "rl" and held_out:
+    if state["step"] == 0:
         scores = objective.evaluate(0)  # collective: every rank takes part
-        if metrics is not None:
+        if scores and metrics is not None:
             metrics.log({"step": 0, **scores})
     loop = Loop(cfg, model, raw, optimizer, acc, frozen, steps, root, metrics, on_step)
     last = loop.run(objective, state["step"])

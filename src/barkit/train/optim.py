@@ -16,29 +16,30 @@ from barkit.train.trainable import memory_templates
 
 
 def warmup_steps(cfg: StageConfig, total: int) -> int:
-    if cfg.warmup_steps is not None:
-        return min(cfg.warmup_steps, total)
-    return int(round(cfg.warmup_ratio * total))
+    if cfg.schedule.warmup_steps is not None:
+        return min(cfg.schedule.warmup_steps, total)
+    return int(round(cfg.schedule.warmup_ratio * total))
 
 
 def lr_at(step: int, total: int, cfg: StageConfig) -> float:
     """Linear warmup from lr/warmup (never 0), then cosine / linear decay towards min_lr_ratio * lr.
 
-    >>> from barkit.train.stages import StageConfig
-    >>> cfg = StageConfig("sft", "m", ["d"], "o", lr=1.0, schedule="linear", warmup_steps=2).resolve()
+    >>> from barkit.train.stages import OptimConfig, ScheduleConfig, StageConfig
+    >>> cfg = StageConfig(stage="sft", model="m", data=["d"], out="o", optim=OptimConfig(lr=1.0),
+    ...                   schedule=ScheduleConfig(kind="linear", warmup_steps=2)).resolve()
     >>> [round(lr_at(s, 6, cfg), 3) for s in range(6)]
     [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
     """
-    warm = warmup_steps(cfg, total)
+    warm, lr, kind = warmup_steps(cfg, total), cfg.optim.lr, cfg.schedule.kind
     if step < warm:
-        return cfg.lr * (step + 1) / warm
-    if cfg.schedule == "constant":
-        return cfg.lr
+        return lr * (step + 1) / warm
+    if kind == "constant":
+        return lr
     progress = (step - warm) / max(1, total - warm)
-    floor = cfg.min_lr_ratio * cfg.lr
-    if cfg.schedule == "cosine":
-        return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-    return floor + (cfg.lr - floor) * (1 - progress)
+    floor = cfg.schedule.min_lr_ratio * lr
+    if kind == "cosine":
+        return floor + (lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return floor + (lr - floor) * (1 - progress)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: StageConfig, spec: ArchSpec | None = None) -> torch.optim.AdamW:
@@ -50,16 +51,17 @@ def build_optimizer(model: torch.nn.Module, cfg: StageConfig, spec: ArchSpec | N
     recipe's scale leaves dense baselines at the full lr).
     """
     expert_side = list(memory_templates(spec).values()) if spec is not None else []  # expert FFNs, router
-    shared_scale = cfg.shared_lr_scale if spec is not None else 1.0
+    opt = cfg.optim
+    shared_scale = opt.shared_lr_scale if spec is not None else 1.0
     groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         scale = 1.0 if any(fnmatch.fnmatchcase(name, g) for g in expert_side) else shared_scale
         groups.setdefault((param.dim() >= 2, scale), []).append(param)
-    param_groups = [{"params": params, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_scale": scale}
+    param_groups = [{"params": params, "weight_decay": opt.weight_decay if decay else 0.0, "lr_scale": scale}
                     for (decay, scale), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], -kv[0][1]))]
-    return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+    return torch.optim.AdamW(param_groups, lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

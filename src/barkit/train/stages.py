@@ -1,8 +1,10 @@
-"""The stage config: one typed dataclass for every training job, with BAR's defaults per stage.
+"""The stage config: typed, nested sections for every training job, with BAR's defaults per stage.
 
-Fields left as None take the stage's default (`STAGE_DEFAULTS`); `resolve()` fills them in so the
-resolved config written next to each checkpoint says exactly what ran. Defaults are the published BAR
-hyperparameters (docs/design.md); tiny toy-world models want larger learning rates (~2e-3).
+Sections group what each part of training reads (optimizer, schedule, sequences, mixture, checkpointing,
+distributed, rl); every field carries help text that `barkit adapt --help` shows. Fields left as None take
+the stage's default (`STAGE_DEFAULTS`); `resolve()` fills them in so the resolved config written next to
+each checkpoint says exactly what ran. Defaults are the published BAR hyperparameters (docs/design.md);
+tiny toy-world models want larger learning rates (~2e-3).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from barkit.errors import BarkitError
 
@@ -18,6 +20,13 @@ from barkit.errors import BarkitError
 def available_cores() -> int:
     """CPU cores this process may run on (its affinity mask, not the machine's count): `threads`' default."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def doc(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with help text (shown by `--help`)."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
 
 
 Stage = Literal["pretrain", "midtrain", "sft", "rl", "router"]
@@ -35,42 +44,154 @@ STAGE_TRAINABLE: dict[str, list[str]] = {
     "router": ["router"],
 }
 
+# BAR's published values per stage: (optim.lr, schedule.kind, schedule.warmup_ratio, epochs)
 STAGE_DEFAULTS: dict[str, dict] = {
-    "pretrain": dict(lr=1e-3, schedule="cosine", warmup_ratio=0.01, epochs=1.0),
-    "midtrain": dict(lr=9e-4, schedule="cosine", warmup_ratio=0.05, epochs=1.0),
-    "sft": dict(lr=1e-4, schedule="linear", warmup_ratio=0.03, epochs=2.0),
-    "rl": dict(lr=6e-7, schedule="constant", warmup_ratio=0.0, epochs=1.0),
-    "router": dict(lr=1e-4, schedule="linear", warmup_ratio=0.03, epochs=2.0),
+    "pretrain": {"optim.lr": 1e-3, "schedule.kind": "cosine", "schedule.warmup_ratio": 0.01, "epochs": 1.0},
+    "midtrain": {"optim.lr": 9e-4, "schedule.kind": "cosine", "schedule.warmup_ratio": 0.05, "epochs": 1.0},
+    "sft": {"optim.lr": 1e-4, "schedule.kind": "linear", "schedule.warmup_ratio": 0.03, "epochs": 2.0},
+    "rl": {"optim.lr": 6e-7, "schedule.kind": "constant", "schedule.warmup_ratio": 0.0, "epochs": 1.0},
+    "router": {"optim.lr": 1e-4, "schedule.kind": "linear", "schedule.warmup_ratio": 0.03, "epochs": 2.0},
 }
+STAGE_OBJECTIVE = {"pretrain": "lm", "midtrain": "lm", "sft": "lm", "rl": "grpo", "router": "lm"}
+
+
+def _positive(section: str, obj: Any, *keys: str) -> None:
+    for key in keys:
+        if getattr(obj, key) < 1:
+            raise BarkitError(f"config key '{section}{key}': must be >= 1")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW over the trainable tensors (BAR: betas 0.9/0.95, no weight decay, gradient clip 1.0)."""
+
+    lr: float | None = doc("peak learning rate (default: the stage's BAR value)", None)
+    weight_decay: float = doc("AdamW weight decay on matrices (never on norms or 1-d tensors)", 0.0)
+    betas: list[float] = doc("AdamW betas", factory=lambda: [0.9, 0.95])
+    eps: float = doc("AdamW epsilon", 1e-8)
+    max_grad_norm: float = doc("clip the global gradient norm to this (0 = no clipping)", 1.0)
+    shared_lr_scale: float = doc(
+        "lr multiplier for trainable shared tensors (not expert FFNs or the router); < 1 keeps a domain's skill in "
+        "its expert, so composing (which averages shared tensors) loses less", 1.0)
+
+    def validate(self) -> None:
+        if self.lr is not None and self.lr <= 0:
+            raise BarkitError("config key 'optim.lr': must be > 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise BarkitError("config key 'optim.betas': expected two numbers in [0, 1)")
+        if not 0 < self.shared_lr_scale <= 1:
+            raise BarkitError("config key 'optim.shared_lr_scale': must be in (0, 1]")
+        if self.weight_decay < 0 or self.max_grad_norm < 0 or self.eps <= 0:
+            raise BarkitError("config keys 'optim.weight_decay', 'optim.max_grad_norm', 'optim.eps': must be >= 0 "
+                              "(eps > 0)")
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning rate as a pure function of the step: warmup, then cosine / linear decay or constant."""
+
+    kind: Literal["cosine", "linear", "constant"] | None = doc("decay shape (default: the stage's BAR value)", None)
+    warmup_ratio: float | None = doc("share of the steps spent warming up (default: the stage's)", None)
+    warmup_steps: int | None = doc("warmup length in steps (overrides warmup_ratio)", None)
+    min_lr_ratio: float = doc("decay ends at this fraction of the peak lr", 0.0)
+
+    def validate(self) -> None:
+        if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
+            raise BarkitError("config key 'schedule.warmup_ratio': must be in [0, 1)")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise BarkitError("config key 'schedule.warmup_steps': must be >= 0")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise BarkitError("config key 'schedule.min_lr_ratio': must be in [0, 1]")
+
+
+@dataclass
+class SequenceConfig:
+    """How text and chats become rows of tokens."""
+
+    seq_len: int = doc("tokens per sequence (packing / truncation)", 128)
+    pack_chats: bool = doc("sft/router: several chats per row, attention kept within each chat (same loss, less "
+                           "padding)", True)
+
+    def validate(self) -> None:
+        _positive("sequences.", self, "seq_len")
+
+
+@dataclass
+class MixtureConfig:
+    """Which rows a stage draws: SFT's general-data mix, the router's stratified sample."""
+
+    general_data: list[str] = doc("general chat JSONL mixed into sft", factory=list)
+    general_ratio: float | None = doc("fraction of the sft mix drawn from general_data (default 0.5 when given)",
+                                      None)
+    sample_fraction: float = doc("router: stratified share of each data file (BAR: 5%)", 0.05)
+    min_rows_per_file: int = doc("router: at least this many rows per data file", 32)
+
+    def validate(self) -> None:
+        _positive("mixture.", self, "min_rows_per_file")
+        if not 0 < self.sample_fraction <= 1:
+            raise BarkitError("config key 'mixture.sample_fraction': must be in (0, 1]")
+        if self.general_ratio is not None and not 0 <= self.general_ratio < 1:
+            raise BarkitError("config key 'mixture.general_ratio': must be in [0, 1)")
+        if self.general_ratio and not self.general_data:
+            raise BarkitError("config key 'mixture.general_data': required when general_ratio > 0")
+
+
+@dataclass
+class CheckpointConfig:
+    """Resumable training state (weights, optimizer, RNG, step) under OUT.ckpt."""
+
+    save_every: int = doc("checkpoint every N steps into OUT.ckpt (0 = never)", 0)
+    keep: int = doc("keep the newest N checkpoints", 2)
+    resume: bool = doc("continue from the last checkpoint in OUT.ckpt", False)
+
+    def validate(self) -> None:
+        _positive("checkpoint.", self, "keep")
+        if self.save_every < 0:
+            raise BarkitError("config key 'checkpoint.save_every': must be >= 0")
+
+
+@dataclass
+class DistributedConfig:
+    """Processes, threads and precision (launch several processes with torchrun or accelerate launch)."""
+
+    threads: int | None = doc("torch threads per process (default: the cores this process may use / processes)",
+                              None)
+    mixed_precision: Literal["no", "bf16", "fp16"] = doc("autocast compute precision", "no")
+
+    def validate(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise BarkitError("config key 'distributed.threads': must be >= 1")
 
 
 @dataclass
 class RLConfig:
-    """GRPO settings (TRL's names where TRL has them)."""
+    """GRPO with verifiable rewards (TRL's names where TRL has them; BAR: no KL, 8 samples, upper clip 0.272)."""
 
-    prompts_per_step: int = 16
-    num_generations: int = field(default=8, metadata={"help": "samples per prompt (the GRPO group)"})
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
-    epsilon: float = 0.2  # lower clip: ratio >= 1 - epsilon
-    epsilon_high: float | None = 0.272  # upper clip (BAR's asymmetric clipping); None = epsilon
-    beta: float = 0.0  # KL coefficient; 0 = no reference model (BAR)
-    num_iterations: int = 1  # optimizer updates per batch of generations
-    loss_type: Literal["dapo", "grpo"] = "dapo"  # dapo: mean over all completion tokens; grpo: per sequence
-    scale_rewards: Literal["group", "batch", "none"] = "group"
-    dynamic_sampling: bool = field(default=False, metadata={
-        "help": "DAPO's dynamic sampling: drop groups whose samples all got the same reward (zero advantage, "
-                "no gradient) and draw more prompts until prompts_per_step groups carry signal"})
-    max_sampling_rounds: int = field(default=4, metadata={
-        "help": "with dynamic_sampling, at most this many generation rounds per step (then train on what "
-                "was kept)"})
-    eval_data: str | None = field(default=None, metadata={"help": "held-out rl-prompt JSONL, scored greedily"})
-    eval_every: int = 0  # steps between held-out evaluations; 0 = only before and after training
-    eval_max_prompts: int = 64
-    eval_samples: int = field(default=0, metadata={
-        "help": "also score each held-out prompt with this many samples at the training temperature "
-                "(eval_reward_sampled: the expected reward GRPO optimises); 0 = greedy only"})
+    prompts_per_step: int = doc("prompts per optimizer step, all processes", 16)
+    num_generations: int = doc("samples per prompt: the GRPO group (Shao et al. 2024, DeepSeekMath)", 8)
+    max_new_tokens: int = doc("longest sampled completion", 64)
+    temperature: float = doc("sampling temperature", 1.0)
+    top_p: float = doc("nucleus sampling mass", 1.0)
+    epsilon: float = doc("lower clip of the probability ratio: ratio >= 1 - epsilon (PPO, Schulman et al. 2017)", 0.2)
+    epsilon_high: float | None = doc("upper clip: ratio <= 1 + epsilon_high (DAPO's clip-higher, Yu et al. 2025; "
+                                     "BAR 0.272); None = epsilon", 0.272)
+    beta: float = doc("KL coefficient against the starting model; 0 = no reference model (BAR, DAPO)", 0.0)
+    num_iterations: int = doc("optimizer updates per batch of generations (GRPO's mu)", 1)
+    loss_type: Literal["dapo", "grpo"] = doc("dapo: mean over all completion tokens of the batch (token-level, "
+                                             "DAPO); grpo: mean per sequence, then over sequences", "dapo")
+    scale_rewards: Literal["group", "batch", "none"] = doc(
+        "divide advantages by the reward std of the group, of the batch, or not at all (Dr. GRPO, Liu et al. 2025)",
+        "group")
+    dynamic_sampling: bool = doc(
+        "DAPO's dynamic sampling: drop groups whose samples all got the same reward (zero advantage, no gradient) "
+        "and draw more prompts until prompts_per_step groups carry signal", False)
+    max_sampling_rounds: int = doc("with dynamic_sampling, at most this many generation rounds per step (then "
+                                   "train on what was kept)", 4)
+    eval_data: str | None = doc("held-out rl-prompt JSONL, scored greedily", None)
+    eval_every: int = doc("steps between held-out evaluations; 0 = only before and after training", 0)
+    eval_max_prompts: int = doc("held-out prompts scored per evaluation", 64)
+    eval_samples: int = doc("also score each held-out prompt with this many samples at the training temperature "
+                            "(eval_reward_sampled: the expected reward GRPO optimises); 0 = greedy only", 0)
 
     def validate(self) -> None:
         for key in ("prompts_per_step", "num_generations", "max_new_tokens", "num_iterations", "eval_max_prompts",
@@ -89,63 +210,48 @@ class RLConfig:
             raise BarkitError("config keys 'rl.eval_every', 'rl.eval_samples': must be >= 0")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StageConfig:
-    stage: Stage = field(metadata={"help": "which training stage to run"})
-    model: str = field(metadata={"help": "input checkpoint directory"})
-    data: list[str] = field(metadata={"help": "training data JSONL file(s), comma separated"})
-    out: str = field(metadata={"help": "output checkpoint directory"})
-    trainable: list[str] | None = field(default=None, metadata={
-        "help": "trainable parameter globs/aliases (default: the stage's BAR set), e.g. expert:1,router:1"})
-    allow_anchor_updates: bool = field(default=False, metadata={
-        "help": "let trainable globs touch expert 0 / router row 0 (never needed by BAR)"})
-    expert_name: str | None = field(default=None, metadata={"help": "name of the trained expert (manifest)"})
-    general_data: list[str] = field(default_factory=list, metadata={"help": "general chat JSONL mixed into sft"})
-    general_ratio: float | None = field(default=None, metadata={
-        "help": "fraction of the sft mix drawn from general_data (default 0.5 when given)"})
-    sample_fraction: float = field(default=0.05, metadata={"help": "router: stratified share of each file"})
-    min_rows_per_file: int = field(default=32, metadata={"help": "router: at least this many rows per file"})
-    seq_len: int = field(default=128, metadata={"help": "tokens per sequence (packing / truncation)"})
-    pack_chats: bool = field(default=True, metadata={
-        "help": "sft/router: several chats per row, attention kept within each chat (same loss, less padding)"})
-    batch_size: int = field(default=32, metadata={"help": "sequences per optimizer step, all processes"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    epochs: float | None = None
-    steps: int | None = field(default=None, metadata={"help": "optimizer steps (overrides epochs)"})
-    lr: float | None = None
-    schedule: Literal["cosine", "linear", "constant"] | None = None
-    warmup_ratio: float | None = None
-    warmup_steps: int | None = field(default=None, metadata={"help": "overrides warmup_ratio"})
-    min_lr_ratio: float = 0.0
-    route_supervision: float = field(default=0.0, metadata={
-        "help": "weight of a router loss that sends domain tokens to expert 1 and general-data tokens to the "
-                "anchor (midtrain/sft of a 2-expert model); teaches router rows to specialise, so composed "
-                "experts do not all fire on every token (0 = off, BAR)"})
-    shared_lr_scale: float = field(default=1.0, metadata={
-        "help": "lr multiplier for trainable shared tensors (not expert FFNs or the router); < 1 keeps a "
-                "domain's skill in its expert, so composing (which averages shared tensors) loses less"})
-    weight_decay: float = 0.0
-    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    adam_eps: float = 1e-8
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    save_every: int = field(default=0, metadata={"help": "checkpoint every N steps into OUT.ckpt (0 = never)"})
-    keep_checkpoints: int = 2
-    resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint in OUT.ckpt"})
-    log_every: int = 1
-    threads: int | None = field(default=None, metadata={"help": "torch threads per process (default: cores)"})
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    progress: bool = True
-    max_shard_size: str = "1GB"
-    verify: Literal["auto", "full", "none"] = "auto"
-    overwrite: bool = False
-    rl: RLConfig = field(default_factory=RLConfig)
+    """One training stage: an input checkpoint, data, and what to train with which objective."""
+
+    stage: Stage = doc("which training stage to run")
+    model: str = doc("input checkpoint directory")
+    data: list[str] = doc("training data file(s), comma separated")
+    out: str = doc("output checkpoint directory")
+    objective: str | None = doc("training objective by name (lm, grpo, distill; default: grpo for rl, else lm)",
+                                None)
+    objective_args: dict = doc("settings of the chosen objective (see its docstring), e.g. "
+                               "--set objective_args.teachers=[A,B]", factory=dict)
+    trainable: list[str] | None = doc(
+        "trainable parameter globs/aliases (default: the stage's BAR set), e.g. expert:1,router:1", None)
+    allow_anchor_updates: bool = doc("let trainable globs touch expert 0 / router row 0 (never needed by BAR)",
+                                     False)
+    expert_name: str | None = doc("name of the trained expert (manifest)", None)
+    batch_size: int = doc("sequences per optimizer step, all processes", 32)
+    grad_accum: int = doc("micro-batches per optimizer step", 1)
+    epochs: float | None = doc("passes over the data (default: the stage's)", None)
+    steps: int | None = doc("optimizer steps (overrides epochs)", None)
+    seed: int = doc("seed of the batch order, initialisation and sampling", 0)
+    route_supervision: float = doc(
+        "weight of a router loss that sends domain tokens to expert 1 and general-data tokens to the anchor "
+        "(midtrain/sft of a 2-expert model); teaches router rows to specialise, so composed experts do not all "
+        "fire on every token (0 = off, BAR)", 0.0)
+    log_every: int = doc("write metrics every N steps", 1)
+    progress: bool = doc("show a progress bar", True)
+    max_shard_size: str = doc("largest output safetensors shard", "1GB")
+    verify: Literal["auto", "full", "keys", "none"] = doc(
+        "load the output back with transformers (auto: when small enough) and re-check the frozen bytes", "auto")
+    overwrite: bool = doc("replace an existing output directory", False)
+    optim: OptimConfig = doc("optimizer", factory=OptimConfig)
+    schedule: ScheduleConfig = doc("learning-rate schedule", factory=ScheduleConfig)
+    sequences: SequenceConfig = doc("tokenisation into rows", factory=SequenceConfig)
+    mixture: MixtureConfig = doc("data mixing and sampling", factory=MixtureConfig)
+    checkpoint: CheckpointConfig = doc("resumable checkpoints", factory=CheckpointConfig)
+    distributed: DistributedConfig = doc("processes, threads, precision", factory=DistributedConfig)
+    rl: RLConfig = doc("GRPO (rl stage)", factory=RLConfig)
 
     def validate(self) -> None:
-        positive = ("seq_len", "batch_size", "grad_accum", "keep_checkpoints", "log_every", "min_rows_per_file")
-        for key in positive:
-            if getattr(self, key) < 1:
-                raise BarkitError(f"config key '{key}': must be >= 1")
+        _positive("", self, "batch_size", "grad_accum", "log_every")
         if not self.data:
             raise BarkitError("config key 'data': at least one data file is required")
         if self.batch_size % self.grad_accum:
@@ -155,40 +261,32 @@ class StageConfig:
             raise BarkitError("config key 'steps': must be >= 1")
         if self.epochs is not None and self.epochs <= 0:
             raise BarkitError("config key 'epochs': must be > 0")
-        if self.lr is not None and self.lr <= 0:
-            raise BarkitError("config key 'lr': must be > 0")
         if self.route_supervision < 0:
             raise BarkitError("config key 'route_supervision': must be >= 0")
         if self.route_supervision > 0 and self.stage not in ("midtrain", "sft"):
             raise BarkitError(f"config key 'route_supervision': only midtrain and sft take it, not {self.stage}")
-        if not 0 < self.shared_lr_scale <= 1:
-            raise BarkitError("config key 'shared_lr_scale': must be in (0, 1]")
-        if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
-            raise BarkitError("config key 'warmup_ratio': must be in [0, 1)")
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise BarkitError("config key 'warmup_steps': must be >= 0")
-        if self.save_every < 0:
-            raise BarkitError("config key 'save_every': must be >= 0")
-        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
-            raise BarkitError("config key 'adam_betas': expected two numbers in [0, 1)")
-        if not 0 < self.sample_fraction <= 1:
-            raise BarkitError("config key 'sample_fraction': must be in (0, 1]")
-        if self.general_ratio is not None and not 0 <= self.general_ratio < 1:
-            raise BarkitError("config key 'general_ratio': must be in [0, 1)")
-        if self.general_ratio and not self.general_data:
-            raise BarkitError("config key 'general_data': required when general_ratio > 0")
-        if self.general_data and self.stage != "sft":
-            raise BarkitError(f"config key 'general_data': only the sft stage mixes general data, "
+        if self.mixture.general_data and self.stage != "sft":
+            raise BarkitError(f"config key 'mixture.general_data': only the sft stage mixes general data, "
                               f"not {self.stage}")
         if self.trainable is not None and not self.trainable:
             raise BarkitError("config key 'trainable': empty list (omit it for the stage default)")
-        if self.threads is not None and self.threads < 1:
-            raise BarkitError("config key 'threads': must be >= 1")
+        for section in (self.optim, self.schedule, self.sequences, self.mixture, self.checkpoint, self.distributed,
+                        self.rl):
+            section.validate()
 
     def resolve(self) -> "StageConfig":
         """A copy with every None default replaced by the stage's value."""
-        defaults = {**STAGE_DEFAULTS[self.stage], "trainable": list(STAGE_TRAINABLE[self.stage])}
-        if self.general_data:
-            defaults["general_ratio"] = 0.5
-        filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
-        return dataclasses.replace(self, **filled)
+        filled = dataclasses.replace(self, optim=dataclasses.replace(self.optim),
+                                     schedule=dataclasses.replace(self.schedule),
+                                     mixture=dataclasses.replace(self.mixture))
+        defaults = {**STAGE_DEFAULTS[self.stage], "trainable": list(STAGE_TRAINABLE[self.stage]),
+                    "objective": STAGE_OBJECTIVE[self.stage],
+                    **({"mixture.general_ratio": 0.5} if self.mixture.general_data else {})}
+        for dotted, value in defaults.items():
+            *path, key = dotted.split(".")
+            node = filled
+            for part in path:
+                node = getattr(node, part)
+            if getattr(node, key) is None:
+                setattr(node, key, value)
+        return filled

@@ -12,9 +12,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
+import torch
+from transformers import AutoTokenizer, Olmo2Config, Olmo2ForCausalLM
+
 from barkit.checkpoint import atomic_output_dir, write_json
 from barkit.errors import BarkitError
 from barkit.toy.recipe import Recipe, get_recipe
+from barkit.toy.world.circuits import seed_copy_circuit
+from barkit.toy.world.generate import GENERATOR_VERSION, generate_world
+from barkit.toy.world.profiles import get_profile
+from barkit.toy.world.tokenizer import train_tokenizer
+from barkit.train import CheckpointConfig, OptimConfig, ScheduleConfig, SequenceConfig, StageConfig, train
 
 WORLD_MANIFEST = "world_manifest.json"
 PHASES = ("data", "tokenizer", "base", "anchor")
@@ -30,7 +38,6 @@ class WorldConfig:
 
 def _key(cfg: WorldConfig, recipe: Recipe) -> dict:
     """What the world depends on: a change to any of it rebuilds the affected phases."""
-    from barkit.toy.world.generate import GENERATOR_VERSION
 
     return {"profile": cfg.profile, "seed": cfg.seed, "generator": GENERATOR_VERSION,
             "shape": asdict(recipe.shape), "seq_len": recipe.seq_len,
@@ -51,10 +58,7 @@ def _valid(root: Path, phase: str, manifest: dict, key: dict) -> bool:
 def init_dense_model(recipe: Recipe, tokenizer_dir: Path, out: Path, seed: int) -> Path:
     """A randomly initialised Olmo 2 model sized by the recipe (with the copy circuit if the recipe asks),
     saved with the world tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, Olmo2Config, Olmo2ForCausalLM
 
-    from barkit.toy.world.circuits import seed_copy_circuit
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     s = recipe.shape
@@ -74,14 +78,11 @@ def init_dense_model(recipe: Recipe, tokenizer_dir: Path, out: Path, seed: int) 
 
 
 def _phase_data(cfg, root, recipe, progress):
-    from barkit.toy.world.generate import generate_world
 
     return generate_world(root / "data", recipe.data_profile or cfg.profile, cfg.seed)
 
 
 def _phase_tokenizer(cfg, root, recipe, progress):
-    from barkit.toy.world.profiles import get_profile
-    from barkit.toy.world.tokenizer import train_tokenizer
 
     with atomic_output_dir(root / "tokenizer", overwrite=True) as tmp:
         tok = train_tokenizer(root / "data", tmp, get_profile(recipe.data_profile or cfg.profile).vocab_size)
@@ -89,26 +90,22 @@ def _phase_tokenizer(cfg, root, recipe, progress):
 
 
 def _phase_base(cfg, root, recipe, progress):
-    from barkit.train import StageConfig, train
-
     init = init_dense_model(recipe, root / "tokenizer", root / ".base-init", cfg.seed)
     b = recipe.pretrain
     train(StageConfig(stage="pretrain", model=str(init), data=[str(root / "data" / "pretrain.jsonl")],
-                      out=str(root / "base"), steps=b.steps, lr=b.lr, batch_size=b.batch_size,
-                      seq_len=recipe.seq_len, seed=cfg.seed, progress=progress, overwrite=True,
-                      save_every=max(50, b.steps // 4), resume=True))
+                      out=str(root / "base"), steps=b.steps, optim=OptimConfig(lr=b.lr), batch_size=b.batch_size,
+                      sequences=SequenceConfig(seq_len=recipe.seq_len), seed=cfg.seed, progress=progress,
+                      overwrite=True, checkpoint=CheckpointConfig(save_every=max(50, b.steps // 4), resume=True)))
     return {"steps": b.steps}
 
 
 def _phase_anchor(cfg, root, recipe, progress):
-    from barkit.train import StageConfig, train
-
     b = recipe.anchor_sft
     train(StageConfig(stage="sft", model=str(root / "base"), data=[str(root / "data" / "general_sft.jsonl")],
-                      out=str(root / "anchor"), trainable=["all"], steps=b.steps, lr=b.lr,
-                      batch_size=b.batch_size, seq_len=recipe.seq_len, seed=cfg.seed, progress=progress,
-                      overwrite=True, schedule="cosine", warmup_ratio=0.05,
-                      save_every=max(50, b.steps // 4), resume=True))
+                      out=str(root / "anchor"), trainable=["all"], steps=b.steps, optim=OptimConfig(lr=b.lr),
+                      batch_size=b.batch_size, sequences=SequenceConfig(seq_len=recipe.seq_len), seed=cfg.seed,
+                      progress=progress, overwrite=True, schedule=ScheduleConfig(kind="cosine", warmup_ratio=0.05),
+                      checkpoint=CheckpointConfig(save_every=max(50, b.steps // 4), resume=True)))
     return {"steps": b.steps}
 
 

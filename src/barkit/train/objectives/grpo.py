@@ -1,4 +1,4 @@
-"""GRPO with verifiable rewards, on the shared loop (see loop.py for why not TRL's GRPOTrainer).
+"""GRPO with verifiable rewards, on the shared loop (see barkit.train.loop for why not TRL's GRPOTrainer).
 
 It follows TRL's GRPO: `num_generations` samples per prompt from HF `generate`, rewards from the shared
 verifiers (TRL's reward contract `(completions, **columns) -> list[float | None]`), advantages normalised
@@ -6,6 +6,10 @@ within each prompt's group, the clipped surrogate with asymmetric bounds (1 - ep
 token-level ("dapo", TRL's default) or per-sequence ("grpo") averaging, and an optional KL term against
 the starting model (beta, 0 by default as in BAR). Code rewards use the verifier's `_reward` variant
 (pass rates below 0.99 count as 0) when one is registered.
+
+Rollouts go through one seam, `Rollout` (prompt ids -> sampled sequences): `HFRollout` uses HF `generate`
+on the training model; pass another to `train(cfg, rollout=...)` (e.g. a vLLM engine) or subclass
+`GRPOObjective` and register it under a new name.
 """
 
 from __future__ import annotations
@@ -17,14 +21,16 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from barkit.errors import BarkitError
+from barkit.eval.generation import clean_completion, stop_token_ids
+from barkit.eval.verifiers import VERIFIER_COLUMNS, VERIFIERS, get_verifier
+from barkit.train import data
 from barkit.train.data import RLPrompt, StepOrder
-from barkit.train.loop import raise_divisible, shard
-from barkit.train.stages import StageConfig
+from barkit.train.objectives.base import Objective, Update, shard
+from barkit.train.stages import RLConfig, StageConfig
 
 
 def reward_function(name: str) -> Callable:
-    from barkit.eval.verifiers import VERIFIERS, get_verifier
-
     return get_verifier(f"{name}_reward" if f"{name}_reward" in VERIFIERS else name)
 
 
@@ -144,40 +150,69 @@ def clipped_surrogate(logps_BT: torch.Tensor, old_BT: torch.Tensor | None, adv_B
     return per_token, clipped
 
 
-class GRPOObjective:
-    def __init__(self, cfg: StageConfig, model, raw_model, tokenizer, prompts: list[RLPrompt], accelerator,
-                 stop_ids: list[int], total_steps: int, eval_prompts: list[RLPrompt] | None = None):
-        self.cfg, self.rl, self.model, self.raw = cfg, cfg.rl, model, raw_model
-        self.tok, self.prompts, self.acc, self.stop_ids = tokenizer, prompts, accelerator, stop_ids
-        self.eval_prompts, self.total = eval_prompts or [], total_steps
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
-        self.orders = {0: StepOrder(len(prompts), cfg.rl.prompts_per_step, cfg.seed)}
-        world = accelerator.num_processes
-        if self.rl.prompts_per_step % world or (self.rl.prompts_per_step // world * self.rl.num_generations) \
-                % cfg.grad_accum:
-            raise_divisible(cfg, world)
-        self.ref = None
-        if self.rl.beta > 0:
-            self.ref = copy.deepcopy(raw_model).eval().requires_grad_(False)
+class HFRollout:
+    """Sampling with HF `generate` on the training model itself (eval mode while it samples)."""
+
+    def __init__(self, model, rl: RLConfig, stop_ids: list[int], pad_id: int, device):
+        self.model, self.rl, self.stop_ids, self.pad_id, self.device = model, rl, stop_ids, pad_id, device
 
     @torch.no_grad()
-    def generate(self, prompt_ids: list[list[int]], samples: int, greedy: bool) -> tuple[torch.Tensor, ...]:
-        """Left-padded prompts repeated `samples` times -> (input_ids, attention_mask, prompt width)."""
+    def __call__(self, prompt_ids: list[list[int]], samples: int, greedy: bool) -> tuple[torch.Tensor, ...]:
+        """Left-padded prompts repeated `samples` times -> (sequences, attention mask, prompt width)."""
         ids, mask = left_pad([p for p in prompt_ids for _ in range(samples)], self.pad_id)
-        self.raw.eval()
+        self.model.eval()
         sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=self.rl.temperature,
                                                               top_p=self.rl.top_p, top_k=0)
-        out = self.raw.generate(input_ids=ids.to(self.acc.device), attention_mask=mask.to(self.acc.device),
-                                max_new_tokens=self.rl.max_new_tokens, eos_token_id=self.stop_ids,
-                                pad_token_id=self.pad_id, **sampling)
-        self.raw.train()
+        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                  max_new_tokens=self.rl.max_new_tokens, eos_token_id=self.stop_ids,
+                                  pad_token_id=self.pad_id, **sampling)
+        self.model.train()
         completion = out[:, ids.shape[1]:].cpu()
         cmask = completion_mask(completion, self.stop_ids, self.pad_id)
         return torch.cat([ids, completion], 1), torch.cat([mask, cmask], 1), ids.shape[1]
 
-    def decode(self, sequences: torch.Tensor, width: int) -> list[str]:
-        from barkit.eval.generation import clean_completion
 
+class GRPOObjective(Objective):
+    name = "grpo"
+
+    @classmethod
+    def load(cls, cfg: StageConfig, tokenizer, settings) -> tuple[list, list]:
+        """Training prompts (each with its verifier's columns) and held-out prompts (`rl.eval_data`)."""
+        limit = cfg.sequences.seq_len - cfg.rl.max_new_tokens
+        if limit < 1:
+            raise BarkitError(f"config key 'sequences.seq_len': {cfg.sequences.seq_len} leaves no room for prompts "
+                              f"after rl.max_new_tokens={cfg.rl.max_new_tokens}")
+        prompts = [p for path in cfg.data for p in data.load_rl_prompts(path, tokenizer, limit, VERIFIER_COLUMNS)]
+        held_out = (data.load_rl_prompts(cfg.rl.eval_data, tokenizer, limit, VERIFIER_COLUMNS)
+                    if cfg.rl.eval_data else [])
+        return prompts, held_out[:cfg.rl.eval_max_prompts]
+
+    @classmethod
+    def items_per_step(cls, cfg: StageConfig) -> int:
+        return cfg.rl.prompts_per_step
+
+    def __init__(self, ctx, items: list[RLPrompt], held_out: list[RLPrompt], settings=None):
+        super().__init__(ctx, items, held_out, settings)
+        cfg, tokenizer = ctx.cfg, ctx.tokenizer
+        self.rl, self.raw, self.tok = cfg.rl, ctx.raw_model, tokenizer
+        self.prompts, self.eval_prompts, self.total = items, held_out, ctx.total_steps
+        self.stop_ids = stop_token_ids(tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+        self.rollout = ctx.rollout or HFRollout(self.raw, self.rl, self.stop_ids, self.pad_id, self.acc.device)
+        self.orders = {0: StepOrder(len(items), cfg.rl.prompts_per_step, cfg.seed)}
+        world, per_rank = self.acc.num_processes, self.rl.prompts_per_step // self.acc.num_processes
+        if self.rl.prompts_per_step % world or per_rank * self.rl.num_generations % cfg.grad_accum:
+            raise BarkitError(f"config key 'rl.prompts_per_step': {self.rl.prompts_per_step} prompts must split "
+                              f"evenly over {world} processes, and each process's samples over "
+                              f"grad_accum={cfg.grad_accum}")
+        self.ref = None
+        if self.rl.beta > 0:
+            self.ref = copy.deepcopy(self.raw).eval().requires_grad_(False)
+
+    def generate(self, prompt_ids: list[list[int]], samples: int, greedy: bool) -> tuple[torch.Tensor, ...]:
+        return self.rollout(prompt_ids, samples, greedy)
+
+    def decode(self, sequences: torch.Tensor, width: int) -> list[str]:
         texts = self.tok.batch_decode(sequences[:, width:], skip_special_tokens=False)
         return [clean_completion(t, self.tok) for t in texts]
 
@@ -208,7 +243,7 @@ class GRPOObjective:
             totals = self.acc.reduce(totals.to(self.acc.device), "sum").cpu()
         return float(totals[0] / totals[1]) if totals[1] else None
 
-    def __call__(self, step: int, update: Callable[[], float]) -> dict:
+    def __call__(self, step: int, update: Update) -> dict:
         rl, acc, world = self.rl, self.acc, self.acc.num_processes
         (seqs, mask, width, rewards), first, rounds = self._rollouts(step)
         adv = group_advantages(rewards.view(-1, rl.num_generations), rl.scale_rewards).flatten()
