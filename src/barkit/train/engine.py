@@ -107,7 +107,10 @@ def _open_work_dir(acc, cfg: StageConfig, root: Path, ident: dict) -> Path | Non
 
 
 def _model_and_plan(cfg: StageConfig, info: ModelInfo, acc) -> tuple[torch.nn.Module, trainable.TrainablePlan]:
-    raw = load_model(info, acc.device)
+    """The model in its checkpoint dtype (fp32 throughout without mixed precision), the trainable set applied and
+    the anchor's rows split off: trainable tensors in fp32 (the optimizer's master copy), frozen ones as stored."""
+    mixed = cfg.distributed.mixed_precision != "no"
+    raw = load_model(info, acc.device, info.dtype if mixed else torch.float32)
     plan = trainable.build_plan(raw, cfg.trainable, info.spec, info.num_experts, cfg.stage,
                                 cfg.allow_anchor_updates)
     trainable.apply(plan, raw)
@@ -118,6 +121,7 @@ def _model_and_plan(cfg: StageConfig, info: ModelInfo, acc) -> tuple[torch.nn.Mo
 
 def _finish(cfg: StageConfig, info: ModelInfo, acc, raw, plan, before: str, root: Path, extra: dict) -> None:
     """Re-check the frozen bytes and the replicas, then write the output (main process)."""
+    trainable.fuse_rows(raw)
     if trainable.frozen_fingerprint(plan, raw) != before:
         raise BarkitError("internal error: frozen parameters changed during training")
     digests = _rank_digests(acc, raw)
@@ -160,7 +164,8 @@ def train(cfg: StageConfig, on_step: StepCallback | None = None, rollout=None) -
     files = data_files(cfg)
     raw, plan = _model_and_plan(cfg, info, acc)
     steps = _steps(cfg, items, objective_cls.items_per_step(cfg))
-    before, frozen = trainable.frozen_fingerprint(plan, raw), trainable.FrozenRows(plan, raw)
+    before = trainable.frozen_fingerprint(plan, raw)
+    trainable.split_rows(plan, raw, master_dtype=torch.float32)
     root = checkpointing.work_dir(cfg.out)
     ckpt = _open_work_dir(acc, cfg, root, identity(cfg, info, files))
 
@@ -175,7 +180,7 @@ def train(cfg: StageConfig, on_step: StepCallback | None = None, rollout=None) -
         scores = objective.evaluate(0)  # collective: every rank takes part
         if scores and metrics is not None:
             metrics.log({"step": 0, **scores})
-    loop = Loop(cfg, model, raw, optimizer, acc, frozen, steps, root, metrics, on_step)
+    loop = Loop(cfg, model, raw, optimizer, acc, steps, root, metrics, on_step)
     last = loop.run(objective, state["step"])
     if metrics is not None:
         metrics.close()

@@ -3,7 +3,7 @@
 Why a lean loop on accelerate instead of transformers' Trainer / TRL's trainers: every stage (dense
 pretraining, BAR's sliced expert training, router training, GRPO) needs the same three guarantees that
 sit between `backward` and `optimizer.step` and around checkpoints: frozen rows of fused expert tensors
-masked and restored, a frozen-bytes fingerprint, and bit-identical resume after SIGKILL. Here the batch
+kept out of autograd, a frozen-bytes fingerprint, and bit-identical resume after SIGKILL. Here the batch
 order and the learning rate are functions of the step, so a checkpoint is just (weights, optimizer,
 RNG, step); with Trainer that state is spread over sampler skipping, its scheduler, RNG files and (for
 GRPO) a buffer of generations. On the tiny CPU models of the toy world Trainer's per-step cost was not
@@ -28,7 +28,6 @@ from barkit.train import checkpointing
 from barkit.train.metrics import MetricsLog
 from barkit.train.optim import lr_at, set_lr
 from barkit.train.stages import StageConfig
-from barkit.train.trainable import FrozenRows
 
 StepCallback = Callable[[int, dict], None]
 
@@ -40,22 +39,19 @@ class Loop:
     raw_model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     accelerator: object
-    frozen: FrozenRows
     total_steps: int
     root: Path
     metrics: MetricsLog | None
     on_step: StepCallback | None = None
 
     def update(self, lr: float) -> float:
-        """Mask frozen rows, clip, step, restore frozen rows; return the gradient norm."""
-        self.frozen.mask_grads()
+        """Clip, step; return the gradient norm."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         clip = self.cfg.optim.max_grad_norm
         norm = self.accelerator.clip_grad_norm_(params, clip) if clip > 0 else torch.tensor(0.0)
         set_lr(self.optimizer, lr)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.frozen.restore()
         return float(norm)
 
     def run(self, objective: Callable[[int, Callable[[], float]], dict], start: int) -> dict:

@@ -29,6 +29,11 @@ class ModelInfo:
     num_experts: int  # 0 for dense models
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The checkpoint's weight dtype (of its first tensor)."""
+        return self.reader.dtype(self.reader.keys()[0])
+
+    @property
     def family(self) -> str:
         return self.spec.name if self.spec else str(self.reader.config.get("model_type"))
 
@@ -58,8 +63,8 @@ def inspect_model(cfg: StageConfig, explicit_trainable: bool) -> ModelInfo:
     return info
 
 
-def load_model(info: ModelInfo, device) -> torch.nn.Module:
-    return verify.load_strict(info.reader.path, dtype=torch.float32).to(device).train()
+def load_model(info: ModelInfo, device, dtype: torch.dtype) -> torch.nn.Module:
+    return verify.load_strict(info.reader.path, dtype=dtype).to(device).train()
 
 
 def load_tokenizer(path: Path):
@@ -85,7 +90,7 @@ def write_output(cfg: StageConfig, info: ModelInfo, model: torch.nn.Module, work
                  check_frozen) -> Path:
     """save_pretrained into a temp dir with tokenizer, config, manifest, metrics and curves; load it back
     with stock transformers and re-check the frozen bytes before renaming it into place."""
-    dtype = info.reader.get(info.reader.keys()[0]).dtype
+    dtype = info.dtype
     with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
         model.to(dtype).save_pretrained(str(tmp), max_shard_size=cfg.max_shard_size)
         model.float()

@@ -12,7 +12,7 @@ import torch
 
 from barkit.arch import ArchSpec
 from barkit.train.stages import StageConfig
-from barkit.train.trainable import memory_templates
+from barkit.train.trainable import memory_templates, stock_name
 
 
 def warmup_steps(cfg: StageConfig, total: int) -> int:
@@ -57,7 +57,7 @@ def build_optimizer(model: torch.nn.Module, cfg: StageConfig, spec: ArchSpec | N
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        scale = 1.0 if any(fnmatch.fnmatchcase(name, g) for g in expert_side) else shared_scale
+        scale = 1.0 if any(fnmatch.fnmatchcase(stock_name(name), g) for g in expert_side) else shared_scale
         groups.setdefault((param.dim() >= 2, scale), []).append(param)
     param_groups = [{"params": params, "weight_decay": opt.weight_decay if decay else 0.0, "lr_scale": scale}
                     for (decay, scale), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], -kv[0][1]))]

@@ -3,10 +3,12 @@
 transformers 5 fuses the experts of a layer into one tensor (`mlp.experts.gate_up_proj [E, 2I, H]`), so
 "train expert 1 only" selects rows of a parameter: `model.layers.*.mlp.experts.gate_up_proj[1]`.
 Readable aliases expand to such globs (`expert:1`, `router:1`, `embeddings`, ...). A parameter is then
-fully trainable, frozen (requires_grad off, never given to the optimizer) or partial: its frozen rows get
-their gradient zeroed (so clipping and Adam moments ignore them) and are copied back after every
-optimizer step (so weight decay cannot drift them). A fingerprint of every frozen byte is taken before
-and after training and must match.
+fully trainable, frozen (requires_grad off, never given to the optimizer) or partial. A partial one is
+split (`split_rows`): a torch parametrization presents `cat(frozen rows, trainable rows)` under the stock
+attribute name, so the stock modeling code runs unchanged while the frozen rows are a tensor of their
+own, outside autograd and the optimizer, kept in the checkpoint's dtype. No gradient, Adam moment or
+restore copy exists for the anchor. `fuse_rows` puts the stock tensor back before saving. A fingerprint of
+every frozen byte is taken before and after training and must match.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
+from torch.nn.utils import parametrize
 
 from barkit.arch import ArchSpec
 from barkit.errors import BarkitError
@@ -177,26 +180,65 @@ def apply(plan: TrainablePlan, model: torch.nn.Module) -> None:
         raise BarkitError("config key 'trainable': nothing to train")
 
 
-class FrozenRows:
-    """Frozen rows of partially trainable tensors: zero their gradients, restore their values."""
+class RowSplit(torch.nn.Module):
+    """Parametrization of a partially trainable tensor: (frozen rows, trainable rows) -> the full tensor in
+    its original row order. The frozen piece keeps its own dtype; the result has the trainable piece's."""
 
-    def __init__(self, plan: TrainablePlan, model: torch.nn.Module):
-        params = dict(model.named_parameters())
-        self.items = []
-        for name in sorted(plan.partial):
-            param = params[name]
-            index = _frozen_index(plan, name, param)
-            self.items.append((param, index, param.detach()[index].clone()))
+    def __init__(self, frozen_rows: list[int], trainable_rows: list[int]):
+        super().__init__()
+        order = [*frozen_rows, *trainable_rows]
+        self.frozen_rows, self.trainable_rows = list(frozen_rows), list(trainable_rows)
+        self.in_order = order == sorted(order)
+        self.register_buffer("inverse", torch.tensor(sorted(range(len(order)), key=order.__getitem__)),
+                             persistent=False)
 
-    def mask_grads(self) -> None:
-        for param, index, _ in self.items:
-            if param.grad is not None:
-                param.grad.index_fill_(0, index, 0.0)
+    def forward(self, frozen: torch.Tensor, trainable: torch.Tensor) -> torch.Tensor:
+        full = torch.cat([frozen.to(trainable.dtype), trainable])
+        return full if self.in_order else full.index_select(0, self.inverse.to(full.device))
 
-    @torch.no_grad()
-    def restore(self) -> None:
-        for param, index, saved in self.items:
-            param.index_copy_(0, index, saved)
+    def right_inverse(self, full: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return full[self.frozen_rows].detach().clone(), full[self.trainable_rows].detach().clone()
+
+
+_SPLIT_NAME = re.compile(r"\.parametrizations\.(?P<attr>[^.]+)\.original\d+$")
+
+
+def stock_name(name: str) -> str:
+    """The stock parameter name behind a split piece's name (`...experts.parametrizations.down_proj.original1`
+    -> `...experts.down_proj`); other names unchanged."""
+    return _SPLIT_NAME.sub(lambda m: "." + m["attr"], name)
+
+
+def _owner(model: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str]:
+    path, _, attr = name.rpartition(".")
+    return model.get_submodule(path), attr
+
+
+def split_rows(plan: TrainablePlan, model: torch.nn.Module, master_dtype: torch.dtype | None = None) -> None:
+    """Hold every partial tensor's frozen rows apart from its trainable rows (see the module docstring); every
+    trainable tensor or piece is cast to `master_dtype` when given. Frozen ones keep their dtype."""
+    params = dict(model.named_parameters())
+    for name in plan.full:
+        if master_dtype is not None:
+            params[name].data = params[name].data.to(master_dtype)
+    for name in sorted(plan.partial):
+        module, attr = _owner(model, name)
+        size = getattr(module, attr).shape[0]
+        trainable_rows = plan.partial[name]
+        frozen_rows = [r for r in range(size) if r not in set(trainable_rows)]
+        parametrize.register_parametrization(module, attr, RowSplit(frozen_rows, trainable_rows), unsafe=True)
+        pieces = getattr(module.parametrizations, attr)
+        pieces.original0.requires_grad_(False)
+        if master_dtype is not None:
+            pieces.original1.data = pieces.original1.data.to(master_dtype)
+
+
+def fuse_rows(model: torch.nn.Module) -> None:
+    """Undo `split_rows`: every split tensor becomes one stock parameter again (for saving and checks)."""
+    for module in list(model.modules()):
+        if parametrize.is_parametrized(module):
+            for attr in list(module.parametrizations):
+                parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
 
 
 def frozen_fingerprint(plan: TrainablePlan, model: torch.nn.Module) -> str:
