@@ -17,6 +17,7 @@ from barkit.errors import BarkitError
 COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "branch": ("barkit.commands.branch_cmd", "BranchConfig", "upcycle a dense model into a 2-expert MoE"),
     "inspect": ("barkit.commands.inspect_cmd", None, "describe a checkpoint"),
+    "plan": ("barkit.commands.plan_cmd", None, "memory per device of a training stage, before launching it"),
     "compose": ("barkit.commands.compose_cmd", "ComposeConfig", "compose anchor + domain experts into one MoE"),
     "select": ("barkit.commands.select_cmd", "SelectConfig", "keep only some experts (opt-in/opt-out)"),
     "fold": ("barkit.commands.merge_cmd", "FoldConfig", "write the dense version of one expert of an MoE"),

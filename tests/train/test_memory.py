@@ -1,0 +1,51 @@
+"""`barkit plan`: predicted bytes equal what the trainer allocates on a tiny model; the CLI prints the table."""
+
+import torch
+
+from barkit.arch import ARCHITECTURES
+from barkit.cli import main
+from barkit.train import trainable
+from barkit.train.memory import largest_micro_batch, stage_memory
+from barkit.train.optim import build_optimizer
+from barkit.train.stages import STAGE_TRAINABLE, OptimConfig, StageConfig
+from barkit.verify import load_strict
+
+
+def _allocated(model_dir, stage) -> dict:
+    """Weights, gradients and AdamW state after one real step of the stage's setup (fp32, CPU)."""
+    model = load_strict(model_dir)
+    spec = ARCHITECTURES["olmo2"]
+    plan = trainable.build_plan(model, STAGE_TRAINABLE[stage], spec, 2, stage, False)
+    trainable.apply(plan, model)
+    trainable.split_rows(plan, model, master_dtype=torch.float32)
+    cfg = StageConfig(stage=stage, model="m", data=["d"], out="o", optim=OptimConfig(lr=1e-3)).resolve()
+    optimizer = build_optimizer(model, cfg, spec)
+    model(torch.tensor([[1, 2, 3, 4]])).logits.pow(2).mean().backward()
+    optimizer.step()
+    size = lambda ts: sum(t.numel() * t.element_size() for t in ts if t is not None)  # noqa: E731
+    return {"weights": size(model.parameters()), "grads": size(p.grad for p in model.parameters()),
+            "adam": size(t for s in optimizer.state.values() for t in s.values() if t.dim() > 0)}
+
+
+def test_plan_predicts_the_trainers_allocation_exactly(moe_ckpts):
+    for stage in ("midtrain", "sft", "rl"):
+        predicted = stage_memory(moe_ckpts["olmo2"], stage, mixed_precision=False)
+        measured = _allocated(moe_ckpts["olmo2"], stage)
+        assert (predicted.weight_bytes, predicted.grad_bytes, predicted.optimizer_bytes) == (
+            measured["weights"], measured["grads"], measured["adam"]), stage
+        assert predicted.state_bytes == predicted.minimum_bytes  # fp32 throughout: nothing above the minimum
+
+
+def test_fsdp_divides_the_state_and_the_micro_batch_grows_with_devices(moe_ckpts):
+    mem = stage_memory(moe_ckpts["olmo2"], "sft", mixed_precision=False)
+    room = mem.state_bytes / 1e9 + 0.01  # the state and 10 MB on one device
+    one, eight = (largest_micro_batch(mem, n, room, 64, checkpointing=False) for n in (1, 8))
+    assert 0 < one < eight
+    assert largest_micro_batch(mem, 1, mem.state_bytes / 2e9, 64, checkpointing=False) == 0
+
+
+def test_plan_command_prints_a_table(moe_ckpts, capsys):
+    assert main(["plan", str(moe_ckpts["olmo2"]), "--stage", "midtrain", "rl", "--devices", "1", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| stage | trainable | devices") and len(lines) == 2 + 4
+    assert main(["plan", str(moe_ckpts["olmo2"] / "missing")]) == 1
