@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "upgrade": ("barkit.commands.upgrade_cmd", "UpgradeConfig", "replace one expert and retrain the router"),
     "merge": ("barkit.commands.merge_cmd", "MergeConfig", "dense weight-space merging baselines"),
     "demo": ("barkit.commands.demo_cmd", "DemoConfig", "run BAR end to end on the toy world and print the table"),
+    "data": ("barkit.commands.data_cmd", None, "tokenise data once into token shards that training streams"),
     "world": ("barkit.commands.world_cmd", None, "build the embedded toy world (data, tokenizer, base, anchor)"),
     "baseline": ("barkit.commands.baseline_cmd", "BaselineConfig", "train one baseline (merge, cft, retrain, btx)"),
     "eval": ("barkit.commands.eval_cmd", "EvalConfig", "evaluate a model per category (or --compare results)"),

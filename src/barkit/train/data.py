@@ -7,9 +7,12 @@ batch of step `s` is a pure function of (data, seed, s): resuming needs only the
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,38 +109,58 @@ def check_messages(path: Path, lineno: int, messages: object, need_assistant: bo
     return messages
 
 
-def _check_template(tokenizer) -> None:
+def check_template(tokenizer) -> None:
     template = tokenizer.chat_template or ""
     if not _GENERATION_TAG.search(template):
         raise BarkitError("the model's tokenizer chat template has no {% generation %} markers, so assistant "
                           "tokens cannot be masked; add them to chat_template")
 
 
+def chat_example(path: Path, lineno: int, row: dict, tokenizer, seq_len: int) -> tuple[Example, bool]:
+    """One chat row -> (example with loss on assistant tokens only, whether it was truncated to seq_len)."""
+    messages = check_messages(path, lineno, row.get("messages"), need_assistant=True)
+    kwargs = {"tools": row["tools"]} if row.get("tools") else {}
+    try:
+        enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True, **kwargs)
+    except Exception as exc:  # jinja errors surface as several exception types
+        raise BarkitError(f"{path}:{lineno}: chat template failed ({exc})") from None
+    ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
+    if not any(mask):
+        raise BarkitError(f"{path}:{lineno}: the chat template marked no assistant tokens")
+    truncated = len(ids) > seq_len
+    ids, mask = ids[:seq_len], mask[:seq_len]
+    return Example(ids, [t if m else IGNORE for t, m in zip(ids, mask)]), truncated
+
+
 def tokenize_chats(path: str | Path, tokenizer, seq_len: int) -> tuple[list[Example], int]:
     """Chat rows -> examples with loss on assistant tokens only; returns (examples, truncated count)."""
     path = Path(path)
-    _check_template(tokenizer)
+    check_template(tokenizer)
     examples, truncated = [], 0
     for lineno, row in read_jsonl(path):
-        messages = check_messages(path, lineno, row.get("messages"), need_assistant=True)
-        kwargs = {"tools": row["tools"]} if row.get("tools") else {}
-        try:
-            enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                                return_assistant_tokens_mask=True, **kwargs)
-        except Exception as exc:  # jinja errors surface as several exception types
-            raise BarkitError(f"{path}:{lineno}: chat template failed ({exc})") from None
-        ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
-        if not any(mask):
-            raise BarkitError(f"{path}:{lineno}: the chat template marked no assistant tokens")
-        if len(ids) > seq_len:
-            truncated += 1
-            ids, mask = ids[:seq_len], mask[:seq_len]
-        example = Example(ids, [t if m else IGNORE for t, m in zip(ids, mask)])
+        example, cut = chat_example(path, lineno, row, tokenizer, seq_len)
+        truncated += cut
         if example.num_targets:
             examples.append(example)
     if not examples:
         raise BarkitError(f"{path}: no example keeps an assistant token within seq_len={seq_len}")
     return examples, truncated
+
+
+class Concatenated(Sequence):
+    """Several sequences of examples read as one, without copying them."""
+
+    def __init__(self, parts: list[Sequence]):
+        self.parts = parts
+        self.starts = list(itertools.accumulate([0, *(len(p) for p in parts)]))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __getitem__(self, index: int):
+        part = bisect.bisect_right(self.starts, index) - 1
+        return self.parts[part][index - self.starts[part]]
 
 
 def take(examples: list, count: int, seed: int) -> list:
@@ -225,17 +248,19 @@ class StepOrder:
 
     def __init__(self, size: int, batch_size: int, seed: int):
         self.size, self.batch_size, self.seed = size, batch_size, seed
-        self._perms: dict[int, list[int]] = {}
+        self._perms: dict[int, torch.Tensor] = {}
 
-    def _perm(self, epoch: int) -> list[int]:
+    def _perm(self, epoch: int) -> torch.Tensor:
+        """One epoch's permutation, held as a tensor (8 bytes an item: a streamed corpus of 12M sequences
+        needs 100 MB for it, where a Python list would need ~4x that)."""
         if epoch not in self._perms:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perms = {epoch: torch.randperm(self.size, generator=gen).tolist()}
+            self._perms = {epoch: torch.randperm(self.size, generator=gen)}
         return self._perms[epoch]
 
     def batch(self, step: int) -> list[int]:
         start = step * self.batch_size
-        return [self._perm(pos // self.size)[pos % self.size] for pos in range(start, start + self.batch_size)]
+        return [int(self._perm(pos // self.size)[pos % self.size]) for pos in range(start, start + self.batch_size)]
 
     def steps_for(self, epochs: float) -> int:
         return max(1, math.ceil(epochs * self.size / self.batch_size))

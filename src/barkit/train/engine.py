@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -20,11 +21,13 @@ from barkit.checkpoint import sha256_file
 from barkit.config import to_dict
 from barkit.errors import BarkitError
 from barkit.train import checkpointing, trainable
+from barkit.train.fsdp import FSDPRuntime, full_state_dict, is_sharded, shard_model
 from barkit.train.loop import Loop, StepCallback
 from barkit.train.metrics import MetricsLog, plot_curves, read_metrics
 from barkit.train.model_io import ModelInfo, inspect_model, load_model, load_tokenizer, write_output
 from barkit.train.objectives import TrainContext, get_objective
 from barkit.train.optim import build_optimizer
+from barkit.train.shards import META, is_shards
 from barkit.train.stages import StageConfig, available_cores
 
 log = logging.getLogger("barkit.train")
@@ -34,10 +37,26 @@ _NOT_IDENTITY = ("checkpoint", "progress", "overwrite", "log_every", "verify", "
                  "distributed.threads")
 
 
-def make_accelerator(cfg: StageConfig):
-    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.distributed.mixed_precision)
-    torch.set_num_threads(cfg.distributed.threads or max(1, available_cores() // acc.state.num_processes))
-    return acc
+def make_runtime(cfg: StageConfig):
+    """The process group: accelerate's Accelerator (one process, DDP) or barkit's FSDP2 runtime."""
+    _refuse_foreign_sharding(cfg)
+    if cfg.distributed.strategy == "fsdp":
+        runtime = FSDPRuntime()
+    else:
+        runtime = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.distributed.mixed_precision)
+    torch.set_num_threads(cfg.distributed.threads or max(1, available_cores() // runtime.num_processes))
+    return runtime
+
+
+def _refuse_foreign_sharding(cfg: StageConfig) -> None:
+    """A launch configured for accelerate's FSDP or DeepSpeed would not shard the way barkit needs (and on a
+    CPU host accelerate silently runs DDP instead): refuse it rather than train something else."""
+    asked = [name for name, var in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+             if os.environ.get(var, "").lower() == "true"]
+    if asked:
+        raise BarkitError(f"this launch asks accelerate for {asked[0]}, which barkit does not use: launch with "
+                          "torchrun (or accelerate launch with configs/accelerate/ddp.yaml) and set "
+                          "distributed.strategy: fsdp for barkit's own FSDP2 sharding")
 
 
 def _say(acc, text: str) -> None:
@@ -48,8 +67,10 @@ def _say(acc, text: str) -> None:
 
 
 def data_files(cfg: StageConfig) -> dict[str, str]:
+    """sha256 of every data file (of a token-shard directory: its meta.json, which holds the hashes of its
+    sources and tokenizer; hashing hundreds of GB of tokens per run would cost minutes)."""
     paths = [*cfg.data, *cfg.mixture.general_data, *([cfg.rl.eval_data] if cfg.rl.eval_data else [])]
-    return {str(Path(p).resolve()): sha256_file(Path(p)) for p in paths}
+    return {str(Path(p).resolve()): sha256_file(Path(p) / META if is_shards(p) else Path(p)) for p in paths}
 
 
 def identity(cfg: StageConfig, info: ModelInfo, files: dict[str, str]) -> dict:
@@ -85,17 +106,6 @@ def _steps(cfg: StageConfig, items: list, per_step: int) -> int:
     return max(1, math.ceil(cfg.epochs * len(items) / per_step))
 
 
-def _check_sharding(acc, plan: trainable.TrainablePlan) -> None:
-    """Checkpoints and outputs are written from full, replicated parameters (DDP). FSDP and DeepSpeed
-    shard parameters, gradients and optimizer state, which this engine does not gather yet; and they
-    could not mask rows of a fused expert tensor anyway. Refuse rather than write a wrong checkpoint."""
-    kind = str(acc.distributed_type).rsplit(".", 1)[-1]
-    if kind in ("FSDP", "DEEPSPEED"):
-        rows = f"; rows of fused tensors ({next(iter(plan.partial))}) cannot be masked under it" if plan.partial else ""
-        raise BarkitError(f"{kind} launches are not supported by barkit's trainer yet (sharded state is not "
-                          f"gathered for checkpoints){rows}; use configs/accelerate/ddp.yaml")
-
-
 def _open_work_dir(acc, cfg: StageConfig, root: Path, ident: dict) -> Path | None:
     """Check on every rank, then (re)create on the main one; return the checkpoint to resume from."""
     keep = checkpointing.check(root, ident, cfg.checkpoint.resume, cfg.overwrite)
@@ -114,17 +124,44 @@ def _model_and_plan(cfg: StageConfig, info: ModelInfo, acc) -> tuple[torch.nn.Mo
     plan = trainable.build_plan(raw, cfg.trainable, info.spec, info.num_experts, cfg.stage,
                                 cfg.allow_anchor_updates)
     trainable.apply(plan, raw)
-    _check_sharding(acc, plan)
     _say(acc, trainable.table(plan, raw))
     return raw, plan
 
 
+def _prepare(cfg: StageConfig, info: ModelInfo, acc, raw) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """DDP: accelerate wraps the model; FSDP: barkit shards it in place, then builds the optimizer over the
+    shards (so each rank holds the AdamW state of its own slice only)."""
+    if cfg.distributed.strategy != "fsdp":
+        return acc.prepare(raw, build_optimizer(raw, cfg, info.spec))
+    compute = None if cfg.distributed.mixed_precision == "no" else getattr(torch, {
+        "bf16": "bfloat16", "fp16": "float16"}[cfg.distributed.mixed_precision])
+    model = shard_model(raw, info.spec, compute, cfg.distributed.activation_checkpointing)
+    return model, build_optimizer(model, cfg, info.spec)
+
+
+def _gathered(cfg: StageConfig, info: ModelInfo, acc, raw, plan) -> torch.nn.Module | None:
+    """The trained model whole, with the stock parameter names: the replica itself, or (FSDP) the shards
+    gathered on the main process into a fresh copy of the input model (None on the other ranks)."""
+    if not is_sharded(raw):
+        trainable.fuse_rows(raw)
+        return raw
+    state = full_state_dict(raw)  # collective
+    if not acc.is_main_process:
+        return None
+    whole = load_model(info, "cpu", torch.float32)
+    trainable.split_rows(plan, whole, master_dtype=torch.float32)
+    whole.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    trainable.fuse_rows(whole)
+    return whole
+
+
 def _finish(cfg: StageConfig, info: ModelInfo, acc, raw, plan, before: str, root: Path, extra: dict) -> None:
     """Re-check the frozen bytes and the replicas, then write the output (main process)."""
-    trainable.fuse_rows(raw)
-    if trainable.frozen_fingerprint(plan, raw) != before:
+    sharded = is_sharded(raw)
+    raw = _gathered(cfg, info, acc, raw, plan)
+    if raw is not None and trainable.frozen_fingerprint(plan, raw) != before:
         raise BarkitError("internal error: frozen parameters changed during training")
-    digests = _rank_digests(acc, raw)
+    digests = ["sharded: one copy"] if sharded else _rank_digests(acc, raw)
     if len(set(digests)) != 1:
         raise BarkitError(f"internal error: data-parallel replicas diverged ({digests})")
     if not acc.is_main_process:
@@ -140,7 +177,8 @@ def _finish(cfg: StageConfig, info: ModelInfo, acc, raw, plan, before: str, root
 
     extra = {"trainable": {"declared": plan.declared, "full": plan.full, "partial": plan.partial,
                            "params": count, "total_params": total},
-             "data_parallel": {"world_size": acc.num_processes, "rank_weight_sha256": digests}, **extra}
+             "data_parallel": {"world_size": acc.num_processes, "strategy": cfg.distributed.strategy,
+                               "rank_weight_sha256": digests}, **extra}
     write_output(cfg, info, raw, root, extra, check_frozen)
     shutil.rmtree(root, ignore_errors=True)
 
@@ -153,7 +191,7 @@ def train(cfg: StageConfig, on_step: StepCallback | None = None, rollout=None) -
     cfg.validate()
     objective_cls = get_objective(cfg.objective)
     settings = objective_cls.settings_from(cfg)
-    acc = make_accelerator(cfg)
+    acc = make_runtime(cfg)
     if Path(cfg.out).exists() and not cfg.overwrite:
         raise BarkitError(f"{cfg.out}: output already exists (pass --overwrite true to replace it)")
     info = inspect_model(cfg, explicit)
@@ -170,7 +208,7 @@ def train(cfg: StageConfig, on_step: StepCallback | None = None, rollout=None) -
     ckpt = _open_work_dir(acc, cfg, root, identity(cfg, info, files))
 
     torch.manual_seed(cfg.seed + acc.process_index)
-    model, optimizer = acc.prepare(raw, build_optimizer(raw, cfg, info.spec))
+    model, optimizer = _prepare(cfg, info, acc, raw)
     objective = objective_cls(TrainContext(cfg, model, raw, tokenizer, acc, steps, rollout), items, held_out, settings)
     state = checkpointing.load(ckpt, raw, optimizer, acc) if ckpt is not None else {"step": 0}
     if ckpt is not None:

@@ -154,9 +154,16 @@ class CheckpointConfig:
 class DistributedConfig:
     """Processes, threads and precision (launch several processes with torchrun or accelerate launch)."""
 
+    strategy: Literal["ddp", "fsdp"] = doc(
+        "ddp: every process holds the whole model (one process: plain training); fsdp: barkit's FSDP2, weights, "
+        "gradients and optimizer state sharded over the processes, every expert split evenly", "ddp")
     threads: int | None = doc("torch threads per process (default: the cores this process may use / processes)",
                               None)
-    mixed_precision: Literal["no", "bf16", "fp16"] = doc("autocast compute precision", "no")
+    mixed_precision: Literal["no", "bf16", "fp16"] = doc(
+        "compute precision: 'no' trains in fp32 throughout; bf16/fp16 load weights in their checkpoint dtype, keep "
+        "trainable tensors in fp32 (master weights, gradients, AdamW) and compute in the lower precision "
+        "(autocast under ddp, FSDP2's mixed-precision policy with fp32 gradient reduction under fsdp)", "no")
+    activation_checkpointing: bool = doc("recompute each decoder layer's activations in backward (fsdp)", False)
 
     def validate(self) -> None:
         if self.threads is not None and self.threads < 1:

@@ -153,8 +153,9 @@ def clipped_surrogate(logps_BT: torch.Tensor, old_BT: torch.Tensor | None, adv_B
 class HFRollout:
     """Sampling with HF `generate` on the training model itself (eval mode while it samples)."""
 
-    def __init__(self, model, rl: RLConfig, stop_ids: list[int], pad_id: int, device):
+    def __init__(self, model, rl: RLConfig, stop_ids: list[int], pad_id: int, device, synced: bool = False):
         self.model, self.rl, self.stop_ids, self.pad_id, self.device = model, rl, stop_ids, pad_id, device
+        self.synced = synced  # sharded weights: every rank must run the same number of forward passes
 
     @torch.no_grad()
     def __call__(self, prompt_ids: list[list[int]], samples: int, greedy: bool) -> tuple[torch.Tensor, ...]:
@@ -165,7 +166,7 @@ class HFRollout:
                                                               top_p=self.rl.top_p, top_k=0)
         out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                   max_new_tokens=self.rl.max_new_tokens, eos_token_id=self.stop_ids,
-                                  pad_token_id=self.pad_id, **sampling)
+                                  pad_token_id=self.pad_id, synced_gpus=self.synced, **sampling)
         self.model.train()
         completion = out[:, ids.shape[1]:].cpu()
         cmask = completion_mask(completion, self.stop_ids, self.pad_id)
@@ -198,7 +199,11 @@ class GRPOObjective(Objective):
         self.prompts, self.eval_prompts, self.total = items, held_out, ctx.total_steps
         self.stop_ids = stop_token_ids(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
-        self.rollout = ctx.rollout or HFRollout(self.raw, self.rl, self.stop_ids, self.pad_id, self.acc.device)
+        self.rollout = ctx.rollout or HFRollout(self.raw, self.rl, self.stop_ids, self.pad_id, self.acc.device,
+                                                synced=getattr(self.acc, "sharded", False))
+        if getattr(self.acc, "sharded", False) and (self.rl.beta > 0 or self.rl.dynamic_sampling):
+            raise BarkitError("config keys 'rl.beta', 'rl.dynamic_sampling': not supported with distributed.strategy "
+                              "fsdp yet (a KL reference model; sampling rounds that differ between ranks)")
         self.orders = {0: StepOrder(len(items), cfg.rl.prompts_per_step, cfg.seed)}
         world, per_rank = self.acc.num_processes, self.rl.prompts_per_step // self.acc.num_processes
         if self.rl.prompts_per_step % world or per_rank * self.rl.num_generations % cfg.grad_accum:
@@ -234,11 +239,13 @@ class GRPOObjective(Objective):
     def _held_out_reward(self, samples: int, greedy: bool) -> float | None:
         mine = self.eval_prompts[self.acc.process_index::self.acc.num_processes]
         totals = torch.zeros(2)
-        if mine:
-            seqs, _, width = self.generate([p.prompt_ids for p in mine], samples, greedy=greedy)
-            rewards = score(self.decode(seqs, width), [p for p in mine for _ in range(samples)])
-            valid = rewards[~rewards.isnan()]
-            totals += torch.tensor([valid.sum().item(), valid.numel()])
+        if mine or getattr(self.acc, "sharded", False):  # sharded weights: every rank joins every forward pass
+            batch = mine or self.eval_prompts[:1]
+            seqs, _, width = self.generate([p.prompt_ids for p in batch], samples, greedy=greedy)
+            if mine:
+                rewards = score(self.decode(seqs, width), [p for p in mine for _ in range(samples)])
+                valid = rewards[~rewards.isnan()]
+                totals += torch.tensor([valid.sum().item(), valid.numel()])
         if self.acc.num_processes > 1:
             totals = self.acc.reduce(totals.to(self.acc.device), "sum").cpu()
         return float(totals[0] / totals[1]) if totals[1] else None

@@ -8,9 +8,11 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from barkit.errors import BarkitError
 from barkit.train import data
 from barkit.train.data import IGNORE, collate, collate_packed
 from barkit.train.objectives.base import Objective, Update, check_divisible, shard
+from barkit.train.shards import TokenShards, is_shards
 from barkit.train.stages import CHAT_STAGES, TEXT_STAGES, StageConfig
 
 
@@ -38,6 +40,18 @@ def load_chat_files(cfg: StageConfig, tokenizer) -> list[list[data.Example]]:
     return [data.tokenize_chats(p, tokenizer, cfg.sequences.seq_len)[0] for p in cfg.data]
 
 
+def load_shards(cfg: StageConfig, tokenizer) -> data.Sequence:
+    """Every data path as token shards of the stage's kind, concatenated lazily."""
+    kind = "text" if cfg.stage in TEXT_STAGES else "chat"
+    if not all(is_shards(p) for p in cfg.data):
+        raise BarkitError("config key 'data': token shards and JSONL files cannot be mixed (tokenise them all)")
+    if cfg.route_supervision > 0 or cfg.mixture.general_data:
+        raise BarkitError("config keys 'route_supervision', 'mixture.general_data': not available with token "
+                          "shards (tokenise the mixed data instead)")
+    parts = [TokenShards(p).check(tokenizer, cfg.sequences.seq_len, kind) for p in cfg.data]
+    return parts[0] if len(parts) == 1 else data.Concatenated(parts)
+
+
 def _to(tensor: torch.Tensor | None, device) -> torch.Tensor | None:
     return None if tensor is None else tensor.to(device)
 
@@ -50,9 +64,12 @@ class LMObjective(Objective):
 
     @classmethod
     def load(cls, cfg: StageConfig, tokenizer, settings) -> tuple[list, list]:
-        """Text is packed; chats masked; the sft mixture and the router's stratified sample are drawn."""
+        """Text is packed; chats masked; the sft mixture and the router's stratified sample are drawn. Token
+        shards (`barkit data tokenize`) are streamed instead of read into memory."""
         routed = cfg.route_supervision > 0  # domain tokens -> expert 1, general tokens -> the anchor (expert 0)
         seq_len, mix = cfg.sequences.seq_len, cfg.mixture
+        if any(is_shards(p) for p in cfg.data):
+            return load_shards(cfg, tokenizer), []
         if cfg.stage in TEXT_STAGES:
             examples = data.pack_text(cfg.data, tokenizer, seq_len)
             return (data.with_route(examples, 1) if routed else examples), []
