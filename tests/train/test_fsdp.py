@@ -62,8 +62,10 @@ def _max_diff(a: dict, b: dict) -> float:
 @pytest.fixture(scope="module")
 def rl_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("rl") / "rl.jsonl"
+    # a constraint random completions meet sometimes: rewards vary within groups, so GRPO has a gradient
+    short = [{"type": "length_constraints:number_words", "kwargs": {"num_words": 3, "relation": "less than"}}]
     path.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"{i} + 1"}],
-                                        "verifier": "math_answer", "answer": str(i + 1)}) + "\n"
+                                        "verifier": "instruction", "constraints": short}) + "\n"
                             for i in range(16)))
     return str(path)
 
@@ -111,7 +113,12 @@ def test_rl_sharded_matches_replicated(tmp_path, moe_ckpts, rl_file):
     assert _max_diff(runs["fsdp"], runs["ddp"]) <= TOLERANCE
     spec = ARCHITECTURES["olmo2"]
     before = _tensors(moe_ckpts["olmo2"])
-    assert all(torch.equal(runs["fsdp"][spec.expert_key(r, 0, 0)], before[spec.expert_key(r, 0, 0)]) for r in ROLES)
+    for layer in range(2):
+        assert all(torch.equal(runs["fsdp"][spec.expert_key(r, layer, 0)], before[spec.expert_key(r, layer, 0)])
+                   for r in ROLES)
+        assert torch.equal(runs["fsdp"][spec.router_key(layer)][0], before[spec.router_key(layer)][0])
+    assert not torch.equal(runs["fsdp"]["model.norm.weight"], before["model.norm.weight"])  # rl trains norms
+    AutoModelForCausalLM.from_pretrained(str(tmp_path / "fsdp"))
 
 
 KILLER = textwrap.dedent("""

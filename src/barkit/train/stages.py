@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
+
 from barkit.errors import BarkitError
 
 
@@ -159,10 +161,11 @@ class DistributedConfig:
         "gradients and optimizer state sharded over the processes, every expert split evenly", "ddp")
     threads: int | None = doc("torch threads per process (default: the cores this process may use / processes)",
                               None)
-    mixed_precision: Literal["no", "bf16", "fp16"] = doc(
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = doc(
         "compute precision: 'no' trains in fp32 throughout; bf16/fp16 load weights in their checkpoint dtype, keep "
         "trainable tensors in fp32 (master weights, gradients, AdamW) and compute in the lower precision "
-        "(autocast under ddp, FSDP2's mixed-precision policy with fp32 gradient reduction under fsdp)", "no")
+        "(autocast under ddp, FSDP2's mixed-precision policy with fp32 gradient reduction under fsdp); auto: "
+        "bf16 on a GPU that supports it (BAR's choice), 'no' on CPU", "auto")
     activation_checkpointing: bool = doc("recompute each decoder layer's activations in backward (fsdp)", False)
 
     def validate(self) -> None:
@@ -286,6 +289,10 @@ class StageConfig:
         filled = dataclasses.replace(self, optim=dataclasses.replace(self.optim),
                                      schedule=dataclasses.replace(self.schedule),
                                      mixture=dataclasses.replace(self.mixture))
+        filled.distributed = dataclasses.replace(self.distributed)
+        if filled.distributed.mixed_precision == "auto":
+            gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+            filled.distributed.mixed_precision = "bf16" if gpu_bf16 else "no"
         defaults = {**STAGE_DEFAULTS[self.stage], "trainable": list(STAGE_TRAINABLE[self.stage]),
                     "objective": STAGE_OBJECTIVE[self.stage],
                     **({"mixture.general_ratio": 0.5} if self.mixture.general_data else {})}
