@@ -4,7 +4,8 @@ import threading
 import pytest
 import torch
 
-from barkit.checkpoint import INDEX_NAME, CheckpointReader, ShardedWriter, atomic_output_dir
+from barkit.checkpoint import INDEX_NAME, CheckpointReader, ShardedWriter
+from barkit.outputs import atomic_output_dir
 
 
 def _write(tmp_path, tensors, max_shard, hashes: dict | None = None):
@@ -277,3 +278,112 @@ def test_hashing_works_in_a_forked_child(tmp_path):
     child.join(60)
     assert child.exitcode == 0, "forked child hung or failed while hashing"
     assert queue.get(timeout=5) == expected
+
+
+def _cache_writer(cache, paths):
+    import os
+
+    from barkit.checkpoint import cached_sha256_file
+
+    os.environ["BARKIT_HASH_CACHE"] = str(cache)
+    for path in paths:
+        cached_sha256_file(path)
+
+
+def test_concurrent_hash_cache_writers_lose_no_entry(tmp_path):
+    """8 processes remember 25 files each at once: the file lock keeps every one of the 200 entries."""
+    import multiprocessing
+
+    files = []
+    for i in range(200):
+        files.append(tmp_path / f"f{i}.bin")
+        files[-1].write_bytes(str(i).encode() * 10)
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_cache_writer, args=(tmp_path / "cache.json", files[k::8])) for k in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert all(w.exitcode == 0 for w in workers)
+    assert len(json.loads((tmp_path / "cache.json").read_text())) == 200
+
+
+def test_a_file_rewritten_with_the_same_size_and_mtime_is_hashed_again(tmp_path, monkeypatch):
+    import os
+
+    from barkit.checkpoint import cached_sha256_file, sha256_file
+
+    monkeypatch.setenv("BARKIT_HASH_CACHE", str(tmp_path / "cache.json"))
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"a" * 1000)
+    first = cached_sha256_file(f)
+    stat = f.stat()
+    f.write_bytes(b"b" * 1000)
+    os.utime(f, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # size and mtime as before: only ctime tells
+    assert cached_sha256_file(f) == sha256_file(f) != first
+
+
+def test_provenance_hashes_are_never_taken_from_a_manifest(tmp_path, monkeypatch):
+    from barkit.checkpoint import CheckpointReader, sha256_file
+    from barkit.tiny import make_dense_checkpoint
+
+    monkeypatch.setenv("BARKIT_HASH_CACHE", "off")
+    ckpt = make_dense_checkpoint(tmp_path / "d", "olmo2", seed=0)
+    name = "model.safetensors"
+    size = (ckpt / name).stat().st_size
+    (ckpt / "barkit_manifest.json").write_text(json.dumps(
+        {"weights_sha256": {"files": {name: {"sha256": "0" * 64, "size": size}}}}))  # a lie of the right size
+    assert CheckpointReader(ckpt).weights_sha256() == {name: sha256_file(ckpt / name)}
+
+
+def _lying_header(path, header: object) -> None:
+    """A safetensors file whose data section is 16 bytes (four float32), under the given header."""
+    import struct
+
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 16)
+
+
+@pytest.mark.parametrize("header,needle", [
+    ([1, 2], "the header is not a JSON object"),
+    ({"a": {"dtype": "F32", "shape": [4]}}, "tensor 'a': the header entry needs dtype, shape and data_offsets"),
+    ({"a": {"dtype": "F32", "shape": [8], "data_offsets": [0, 16]}}, "shape [8] of F32 is 32 bytes, but its "
+                                                                       "data_offsets span 16"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+      "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, "tensor 'b': data_offsets overlap"),
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}, "tensor 'a': data_offsets overlap another "
+                                                                      "tensor or leave a gap"),
+    ({"a": {"dtype": "Q4", "shape": [4], "data_offsets": [0, 16]}}, "unsupported dtype 'Q4'"),
+])
+def test_a_header_that_lies_is_refused_before_any_tensor_is_read(tmp_path, header, needle):
+    from barkit.errors import BarkitError
+
+    ckpt = tmp_path / "ck"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    _lying_header(ckpt / "model.safetensors", header)
+    with pytest.raises(BarkitError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        CheckpointReader(ckpt)
+
+
+def test_branch_refuses_a_lying_header_even_with_verify_keys(tmp_path, capsys):
+    """The header of the anchor claims a shape its bytes do not hold: refused, nothing written."""
+    import struct
+
+    from barkit.cli import main
+    from barkit.tiny import make_dense_checkpoint
+
+    anchor = make_dense_checkpoint(tmp_path / "anchor", "olmo2", seed=0)
+    path = anchor / "model.safetensors"
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    key = "model.norm.weight"
+    header[key]["shape"] = [header[key]["shape"][0] * 2]
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+    capsys.readouterr()
+    code = main(["branch", str(anchor), "--out", str(tmp_path / "out"), "--verify", "keys"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and f"tensor '{key}'" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["anchor"]

@@ -88,11 +88,15 @@ def test_merging_zero_task_vectors_is_the_identity_bit_for_bit():
             assert out.dtype == dtype and torch.equal(out, base)
 
 
-def test_parse_models():
-    assert parse_models(["math=/a/b:0.5", "code=/c", "x=/d:e"]) == [("math", "/a/b", 0.5), ("code", "/c", None),
-                                                                    ("x", "/d:e", None)]
+def test_parse_models(tmp_path):
+    colon = tmp_path / "d:e"
+    colon.mkdir()  # an existing directory whose name has a colon is a path, not a weight
+    assert parse_models(["math=/a/b:0.5", "code=/c", f"x={colon}"]) == [("math", "/a/b", 0.5), ("code", "/c", None),
+                                                                       ("x", str(colon), None)]
     with pytest.raises(BarkitError, match="duplicate"):
         parse_models(["a=/x", "a=/y"])
+    with pytest.raises(BarkitError, match="math=/a:abc: weight 'abc' is not a number"):
+        parse_models(["math=/a:abc"])
 
 
 # --- checkpoints ------------------------------------------------------------------------------------------

@@ -18,11 +18,11 @@ from barkit.checkpoint import (
     DEFAULT_SHARD_SIZE,
     CheckpointReader,
     ShardedWriter,
-    atomic_output_dir,
     hash_outputs_field,
     write_metadata,
 )
 from barkit.errors import BarkitError
+from barkit.outputs import atomic_output_dir
 from barkit.prompts import read_prompts
 
 NUM_BRANCH_EXPERTS = 2
@@ -75,7 +75,7 @@ def _prompt_token_ids(anchor_dir: Path, prompts_path: str, limit: int) -> list[l
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(anchor_dir))
+        tokenizer = AutoTokenizer.from_pretrained(str(anchor_dir), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise BarkitError(f"{anchor_dir}: no usable tokenizer for router init ({exc})") from None
     return [tokenizer(text)["input_ids"][:512] or [0] for text in read_prompts(prompts_path, limit)]
@@ -92,7 +92,8 @@ def domain_router_rows(cfg: BranchConfig, anchor: CheckpointReader, num_layers: 
     from transformers import AutoModelForCausalLM
 
     token_ids = _prompt_token_ids(anchor.path, cfg.prompts, cfg.max_prompts)
-    model = AutoModelForCausalLM.from_pretrained(str(anchor.path), dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(anchor.path), dtype=torch.float32, use_safetensors=True,
+                                                 local_files_only=True).eval()
     if cfg.router_init == "embed":
         table = model.get_input_embeddings().weight
         mean_H = torch.cat([table[torch.tensor(ids)] for ids in token_ids]).mean(0)
@@ -176,7 +177,7 @@ def branch(cfg: BranchConfig) -> Path:
     routers = router_weights(cfg, anchor, num_layers, hidden, dtype, anchor.config.get("initializer_range", 0.02))
     shared = set(anchor.keys()) - spec.dense_ffn_keys(num_layers)
     expected = spec.moe_keys(shared, num_layers, NUM_BRANCH_EXPERTS)
-    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
+    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite, inputs=(anchor.path, base.path)) as tmp:
         with ShardedWriter(tmp, cfg.max_shard_size, hash_outputs=cfg.hash_outputs) as writer:
             write_branch(anchor, base, spec, routers, writer)
         parents = {"anchor": anchor} if base is anchor else {"anchor": anchor, "base": base}

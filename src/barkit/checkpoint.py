@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import struct
 import sys
-import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import yaml
@@ -51,12 +51,43 @@ def _check_safetensors_file(path: Path) -> dict:
             header = json.loads(fh.read(header_len))
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise BarkitError(f"{path}: not a valid safetensors file ({exc})") from None
-    end = max((info["data_offsets"][1] for k, info in header.items() if k != "__metadata__"), default=0)
+    end = _check_header(path, header)
     if 8 + header_len + end != size:
         raise BarkitError(f"{path}: truncated or corrupt safetensors file "
                           f"(expected {8 + header_len + end} bytes, found {size})")
     header["__data_start__"] = 8 + header_len
     return header
+
+
+def _check_header(path: Path, header: object) -> int:
+    """Every tensor entry names a known dtype, a shape and offsets whose span is exactly shape x dtype bytes,
+    and the spans tile the data section without gaps or overlaps: a header that lies is refused before any
+    tensor is read. Returns the data section's length."""
+    if not isinstance(header, dict):
+        raise BarkitError(f"{path}: not a valid safetensors file (the header is not a JSON object)")
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int and o >= 0 for o in offsets)
+                and isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+            raise BarkitError(f"{path}: tensor '{name}': the header entry needs dtype, shape and data_offsets")
+        dtype = _TORCH_DTYPES.get(info.get("dtype"))
+        if dtype is None:
+            raise BarkitError(f"{path}: tensor '{name}' has unsupported dtype {info.get('dtype')!r}")
+        expected = math.prod(shape) * dtype.itemsize
+        if offsets[1] - offsets[0] != expected:
+            raise BarkitError(f"{path}: tensor '{name}': shape {shape} of {info['dtype']} is {expected} bytes, "
+                              f"but its data_offsets span {offsets[1] - offsets[0]}")
+        spans.append((offsets[0], offsets[1], name))
+    position = 0
+    for begin, end, name in sorted(spans):
+        if begin != position:
+            raise BarkitError(f"{path}: tensor '{name}': data_offsets overlap another tensor or leave a gap")
+        position = end
+    return position
 
 
 @dataclass(frozen=True)
@@ -91,8 +122,10 @@ class CheckpointReader:
             raise BarkitError(f"{config_path}: missing (not a Hugging Face checkpoint)")
         try:
             self.config: dict = json.loads(config_path.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BarkitError(f"{config_path}: invalid JSON ({exc})") from None
+        if not isinstance(self.config, dict):
+            raise BarkitError(f"{config_path}: expected a JSON object of config keys, got {type(self.config).__name__}")
         self.key_to_file = self._read_index()
         self._headers: dict[str, dict] = {}
         self._handles: dict[str, object] = {}
@@ -128,6 +161,12 @@ class CheckpointReader:
 
     def __contains__(self, key: str) -> bool:
         return key in self.key_to_file
+
+    def check_files(self) -> "CheckpointReader":
+        """Validate every weight file's header against its bytes now (before a loader trusts them)."""
+        for name in self.weight_files:
+            self._header(name)
+        return self
 
     def _header(self, name: str) -> dict:
         if name not in self._headers:
@@ -189,20 +228,12 @@ class CheckpointReader:
         return self
 
     def weights_sha256(self) -> dict[str, str]:
-        """sha256 per weight file; reuses the hashes in a barkit manifest or the hash cache when files match."""
+        """sha256 per weight file, computed (or remembered by the hash cache for this very file: path, size,
+        mtime, ctime, inode); never taken from a manifest, which a copied or edited file would not match."""
         return dict(self.hash_in_background()._hashes.result())
 
     def _compute_weights_sha256(self) -> dict[str, str]:
-        manifest = self.manifest()
-        recorded = ((manifest or {}).get("weights_sha256") or {}).get("files", {})  # None: hashing deferred
-        out = {}
-        for name in self.weight_files:
-            path = self.path / name
-            if name in recorded and recorded[name].get("size") == path.stat().st_size:
-                out[name] = recorded[name]["sha256"]
-            else:
-                out[name] = cached_sha256_file(path)
-        return out
+        return {name: cached_sha256_file(self.path / name) for name in self.weight_files}
 
     def fingerprint(self) -> str:
         """One hash for the whole weight set (combines the per-file hashes)."""
@@ -245,8 +276,28 @@ def hash_cache_path() -> Path:
 
 
 def _stat_key(path: Path) -> dict:
+    """What must be unchanged for a remembered hash to hold: a rewrite in place changes ctime even when it
+    keeps the size and restores the mtime."""
     st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "dev": st.st_dev}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino,
+            "dev": st.st_dev}
+
+
+@contextlib.contextmanager
+def _cache_file_lock(cache_file: Path):
+    """Serialise read-modify-write of the cache across processes (and threads, via `_CACHE_LOCK`)."""
+    with _CACHE_LOCK:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(cache_file.with_name(cache_file.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:  # a read-only home: no cache updates, no lock needed
+            yield False
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield True
+        finally:
+            os.close(fd)
 
 
 def cached_sha256_file(path: Path) -> str:
@@ -263,16 +314,16 @@ def cached_sha256_file(path: Path) -> str:
     if entry and entry.get("stat") == stat:
         return entry["sha256"]
     digest = sha256_file(path)
-    with _CACHE_LOCK:
-        cache = _read_cache(cache_file)
-        cache[key] = {"stat": stat, "sha256": digest}
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cache, sort_keys=True))
-            os.replace(tmp, cache_file)
-        except OSError:
-            pass  # a read-only home only costs re-hashing next time
+    with _cache_file_lock(cache_file) as writable:
+        if writable:
+            cache = _read_cache(cache_file)
+            cache[key] = {"stat": stat, "sha256": digest}
+            try:
+                tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+                tmp.write_text(json.dumps(cache, sort_keys=True))
+                os.replace(tmp, cache_file)
+            except OSError:
+                pass  # a full or read-only disk only costs re-hashing next time
     return digest
 
 
@@ -311,10 +362,13 @@ def parse_size(size: str | int) -> int:
     if isinstance(size, int):
         return size
     text = size.strip().upper()
-    for unit, factor in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3), ("B", 1)):
-        if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
+    try:
+        for unit, factor in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3), ("B", 1)):
+            if text.endswith(unit):
+                return int(float(text[: -len(unit)]) * factor)
+        return int(text)
+    except ValueError:
+        raise BarkitError(f"config key 'max_shard_size': {size!r} is not a size like 200MB or 5GB") from None
 
 
 def hash_outputs_field():
@@ -539,28 +593,6 @@ def _hash_range(digest, path: Path, offset: int, length: int, chunk: int = 8 << 
                 raise BarkitError(f"{path}: shorter than written while hashing it")
             digest.update(view[:n])
             done += n
-
-
-@contextlib.contextmanager
-def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory next to `target`; rename it into place only if the block succeeds."""
-    target = Path(target)
-    if target.exists() and not overwrite:
-        raise BarkitError(f"{target}: output already exists (pass --overwrite to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-        if target.exists():
-            trash = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, trash)
-            os.replace(tmp, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_manifest(ckpt: str | Path) -> dict | None:

@@ -63,6 +63,17 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def describe_error(exc: BaseException) -> str:
+    """One line for a user error: barkit's own message, or the file and the system's reason (a full disk, a
+    read-only or missing path, a file that is not UTF-8), caught here once for every command."""
+    if isinstance(exc, BarkitError):
+        return str(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not valid UTF-8 text (byte {exc.start}: {exc.reason})"
+    where = exc.filename if getattr(exc, "filename", None) else "a file"
+    return f"{where}: {exc.strerror or exc}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
@@ -81,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             print(dump_yaml(cfg), end="")
             return 0
         return int(module.run(cfg) or 0)
-    except BarkitError as exc:
-        print(f"barkit {args.command}: error: {exc}", file=sys.stderr)
+    except (BarkitError, OSError, UnicodeDecodeError) as exc:
+        print(f"barkit {args.command}: error: {describe_error(exc)}", file=sys.stderr)
         if os.environ.get("BARKIT_DEBUG"):
             raise
         return 1

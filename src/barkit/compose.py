@@ -21,7 +21,6 @@ from barkit.checkpoint import (
     DEFAULT_SHARD_SIZE,
     CheckpointReader,
     ShardedWriter,
-    atomic_output_dir,
     hash_outputs_field,
     write_metadata,
 )
@@ -37,6 +36,7 @@ from barkit.moe import (
     routing_config,
     verify_loads,
 )
+from barkit.outputs import atomic_output_dir
 from barkit.select import mask_experts
 
 
@@ -251,7 +251,7 @@ def compose(cfg: ComposeConfig) -> Path:
     config = anchor.moe_config(names, cfg.top_k or len(names), cfg.norm_topk_prob)
     expected = anchor.spec.moe_keys(set(anchor.shared_keys()), anchor.num_layers, len(names))
     check_anchor_experts(anchor, domains, "down", 0)  # fail fast, before writing anything
-    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
+    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite, inputs=tuple(r.path for r in parents.values())) as tmp:
         with ShardedWriter(tmp, cfg.max_shard_size, hash_outputs=cfg.hash_outputs) as writer, torch_threads(1):
             write_compose(anchor, domains, cfg.shared, writer)
         write_metadata(tmp, "compose", cfg, parents, writer.file_hashes, tokenizer_src=anchor.reader.path,
@@ -293,7 +293,7 @@ def replace_expert(model_dir: str | Path, name: str, new_ckpt: str | Path, out: 
         for role in ROLES:
             check_anchor_experts(anchor, {name: new}, role, layer)
     cfg = {"model": str(model_dir), "replace": f"{name}={new_ckpt}", "out": str(out)}
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, overwrite=overwrite, inputs=(src.path, new.path)) as tmp:
         with ShardedWriter(tmp, max_shard_size) as writer:
             _write_replaced(src, new, index, writer)
         config = routing_config(src.spec, src.reader.config, src.names,

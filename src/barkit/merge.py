@@ -28,7 +28,6 @@ from barkit.checkpoint import (
     DEFAULT_SHARD_SIZE,
     CheckpointReader,
     ShardedWriter,
-    atomic_output_dir,
     parent_dirs,
     read_manifest,
     write_metadata,
@@ -36,6 +35,7 @@ from barkit.checkpoint import (
 from barkit.errors import BarkitError
 from barkit.mixing import MergeSettings, accum_dtype, merge_tensors
 from barkit.moe import MoECheckpoint, VerifyMode, open_moe, parse_named, verify_loads
+from barkit.outputs import atomic_output_dir
 from barkit.select import mask_experts
 
 Method = Literal["task_arithmetic", "linear", "wise_ft", "ties", "dare", "dare_ties"]
@@ -145,7 +145,7 @@ def fold_expert(moe_dir: str | Path, out: str | Path, expert: int | str = 1, *,
         expert = int(expert)
     index = moe.index(expert) if isinstance(expert, str) else expert
     view = DenseView(moe, index)
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, overwrite=overwrite, inputs=(moe.path,)) as tmp:
         with ShardedWriter(tmp, max_shard_size) as writer:
             write_dense(view, writer)
         settings = FoldConfig(moe=str(moe_dir), out=str(out), expert=str(expert), max_shard_size=max_shard_size,
@@ -198,12 +198,15 @@ def parse_models(items: list[str]) -> list[tuple[str, str, float | None]]:
     out = []
     for name, rest in parse_named(items, "models"):
         path, sep, tail = rest.rpartition(":")
+        if not sep or Path(rest).exists():  # a directory whose name has a colon is a path, not a weight
+            out.append((name, rest, None))
+            continue
         try:
-            weight = float(tail) if sep else None
+            weight = float(tail)
         except ValueError:
-            weight = None
-        if weight is None or not math.isfinite(weight):
-            path, weight = rest, None
+            raise BarkitError(f"config key 'models': {name}={rest}: weight {tail!r} is not a number") from None
+        if not math.isfinite(weight):
+            raise BarkitError(f"config key 'models': {name}={rest}: weight {tail!r} is not finite")
         out.append((name, path, weight))
     return out
 
@@ -301,7 +304,7 @@ def merge(cfg: MergeConfig) -> Path:
                **{name: _reader(view) for name, view, _ in models}}
     for parent in parents.values():
         parent.hash_in_background()  # provenance hashes overlap the streaming below
-    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
+    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite, inputs=tuple(r.path for r in parents.values())) as tmp:
         with ShardedWriter(tmp, cfg.max_shard_size) as writer:
             write_merge(general, pretrained or general, [view for _, view, _ in models], lambdas, settings_for(cfg),
                         writer)

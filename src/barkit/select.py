@@ -16,9 +16,10 @@ import torch.nn.functional as F
 
 from barkit import verify
 from barkit.arch import ROLES, spec_for_moe
-from barkit.checkpoint import DEFAULT_SHARD_SIZE, ShardedWriter, atomic_output_dir, hash_outputs_field, write_metadata
+from barkit.checkpoint import DEFAULT_SHARD_SIZE, ShardedWriter, hash_outputs_field, write_metadata
 from barkit.errors import BarkitError
 from barkit.moe import ANCHOR, MoECheckpoint, VerifyMode, open_moe, routing_config, verify_loads
+from barkit.outputs import atomic_output_dir
 
 
 @dataclass
@@ -93,7 +94,7 @@ def select(cfg: SelectConfig) -> Path:
     moe = open_moe(cfg.model)
     kept = kept_indices(moe, cfg.keep, cfg.drop_anchor)
     config = selected_config(moe, kept, cfg.top_k)
-    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
+    with atomic_output_dir(cfg.out, overwrite=cfg.overwrite, inputs=(moe.path,)) as tmp:
         with ShardedWriter(tmp, cfg.max_shard_size, hash_outputs=cfg.hash_outputs) as writer:
             write_selected(moe, kept, writer)
         names = [moe.names[i] for i in kept]

@@ -30,7 +30,8 @@ def load_strict(path: Path, dtype: torch.dtype | None = torch.float32):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    model, info = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, output_loading_info=True)
+    model, info = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, output_loading_info=True,
+                                                       use_safetensors=True, local_files_only=True)
     problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if problems:
         raise BarkitError(f"{path}: transformers did not load every weight: {problems}")
@@ -41,7 +42,7 @@ def loaded_config_matches(path: Path, source_config: dict, keys: tuple[str, ...]
     """The saved config must keep rope, eps, token ids... of its source (FlexOlmo's defaults differ)."""
     from transformers import AutoConfig
 
-    loaded = AutoConfig.from_pretrained(str(path)).to_dict()
+    loaded = AutoConfig.from_pretrained(str(path), local_files_only=True).to_dict()
     for key in keys:
         if key in source_config and loaded.get(key) != source_config[key]:
             raise BarkitError(f"{path / 'config.json'}: '{key}' is {loaded.get(key)!r}, "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from barkit.checkpoint import CheckpointReader
 from barkit.errors import BarkitError
 
 POSITIONAL = ("model",)
@@ -32,13 +33,15 @@ class GenerateConfig:
 def load_for_generation(cfg: GenerateConfig):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    CheckpointReader(cfg.model).check_files()  # a clear error for a missing, config-less or truncated model
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model, local_files_only=True)
     if cfg.keep:
         from barkit.select import load_selected
 
         model = load_selected(cfg.model, cfg.keep, dtype=getattr(torch, cfg.dtype))
     else:
-        model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=getattr(torch, cfg.dtype))
+        model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=getattr(torch, cfg.dtype),
+                                                     use_safetensors=True, local_files_only=True)
     return model.eval(), tokenizer
 
 

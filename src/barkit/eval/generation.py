@@ -11,6 +11,7 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
+from barkit.checkpoint import CheckpointReader
 from barkit.errors import BarkitError
 
 END_MARKERS = ("<|end|>",)
@@ -69,9 +70,11 @@ class HFBackend:
     def from_pretrained(cls, path: str, dtype: str = "float32", **kw) -> "HFBackend":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        CheckpointReader(path).check_files()  # a clear error for a missing, config-less or truncated model
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), use_safetensors=True,
+                                                         local_files_only=True)
         except (OSError, ValueError) as exc:
             raise BarkitError(f"{path}: cannot load model for evaluation ({str(exc).splitlines()[0]})") from None
         return cls(model, tokenizer, **kw)

@@ -16,6 +16,7 @@ from typing import Callable, Literal
 from barkit.branch import BranchConfig, branch
 from barkit.checkpoint import write_json
 from barkit.compose import ComposeConfig, compose
+from barkit.errors import BarkitError
 from barkit.eval.report import markdown_table, plot_categories, plot_routing
 from barkit.route import RouteConfig, train_router
 from barkit.toy import baselines
@@ -48,6 +49,10 @@ class DemoConfig:
         "help": "domain experts trained (and models evaluated) side by side, each in its own process with "
                 "cores/workers threads (default: one per core; 1: one after another in this process)"})
     progress: bool = True
+
+    def validate(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise BarkitError("config key 'workers': must be >= 1")
 
 
 def _relative_cost(recipe: Recipe, domain: str) -> float:

@@ -52,19 +52,22 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise BarkitError(f"{path}: data file not found")
     rows, bad = [], []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                bad.append(lineno)
-                continue
-            if not isinstance(obj, dict):
-                bad.append(lineno)
-                continue
-            rows.append((lineno, obj))
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        raise BarkitError(f"{path}: not valid UTF-8 text (byte {exc.start})") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            bad.append(lineno)
+            continue
+        if not isinstance(obj, dict):
+            bad.append(lineno)
+            continue
+        rows.append((lineno, obj))
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (f" (and {len(bad) - 10} more)" if len(bad) > 10 else "")
         raise BarkitError(f"{path}: malformed JSON (not an object) on line{'s' * (len(bad) > 1)} {shown}")

@@ -6,6 +6,7 @@ appears atomically, after it was loaded back and its frozen bytes re-checked.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -20,6 +21,7 @@ from accelerate.utils import gather_object
 from barkit.checkpoint import sha256_file
 from barkit.config import to_dict
 from barkit.errors import BarkitError
+from barkit.outputs import output_lock, refuse_inside
 from barkit.train import checkpointing, trainable
 from barkit.train.fsdp import FSDPRuntime, full_state_dict, is_sharded, shard_model
 from barkit.train.loop import Loop, StepCallback
@@ -192,6 +194,12 @@ def train(cfg: StageConfig, on_step: StepCallback | None = None, rollout=None) -
     objective_cls = get_objective(cfg.objective)
     settings = objective_cls.settings_from(cfg)
     acc = make_runtime(cfg)
+    with output_lock(cfg.out) if acc.is_main_process else contextlib.nullcontext():  # the job owns OUT and OUT.ckpt
+        return _train(cfg, explicit, objective_cls, settings, acc, on_step, rollout)
+
+
+def _train(cfg: StageConfig, explicit: bool, objective_cls, settings, acc, on_step, rollout) -> Path:
+    refuse_inside(cfg.out, cfg.model)
     if Path(cfg.out).exists() and not cfg.overwrite:
         raise BarkitError(f"{cfg.out}: output already exists (pass --overwrite true to replace it)")
     info = inspect_model(cfg, explicit)

@@ -12,11 +12,11 @@ from barkit import verify
 from barkit.arch import ArchSpec, moe_model_types, moe_spec_of, num_experts, supported_dense_types
 from barkit.checkpoint import (
     CheckpointReader,
-    atomic_output_dir,
     sha256_file,
     write_metadata,
 )
 from barkit.errors import BarkitError
+from barkit.outputs import atomic_output_dir
 from barkit.train.stages import BAR_STAGES, StageConfig
 
 BAR_EXPERTS = 2
@@ -71,7 +71,7 @@ def load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise BarkitError(f"{path}: no usable tokenizer ({str(exc).splitlines()[0]})") from None
     if tokenizer.pad_token_id is None:

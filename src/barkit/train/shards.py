@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from barkit.checkpoint import atomic_output_dir, sha256_file, write_json
+from barkit.checkpoint import sha256_file, write_json
 from barkit.errors import BarkitError
+from barkit.outputs import atomic_output_dir
 from barkit.train.data import IGNORE, Example, chat_example, check_template
 
 META = "meta.json"
@@ -41,7 +42,7 @@ def _rows(path: Path) -> Iterator[tuple[int, dict]]:
     if not path.is_file():
         raise BarkitError(f"{path}: data file not found")
     with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
+        for lineno, line in _lines(path, handle):
             if not line.strip():
                 continue
             try:
@@ -51,6 +52,15 @@ def _rows(path: Path) -> Iterator[tuple[int, dict]]:
             if not isinstance(row, dict):
                 raise BarkitError(f"{path}:{lineno}: malformed JSON (not an object)")
             yield lineno, row
+
+
+def _lines(path: Path, handle) -> Iterator[tuple[int, str]]:
+    lineno = 0
+    try:
+        for lineno, line in enumerate(handle, 1):
+            yield lineno, line
+    except UnicodeDecodeError:
+        raise BarkitError(f"{path}:{lineno + 1}: not valid UTF-8 text") from None
 
 
 class _Writer:

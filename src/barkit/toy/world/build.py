@@ -15,8 +15,9 @@ from typing import Callable, Literal
 import torch
 from transformers import AutoTokenizer, Olmo2Config, Olmo2ForCausalLM
 
-from barkit.checkpoint import atomic_output_dir, write_json
+from barkit.checkpoint import write_json
 from barkit.errors import BarkitError
+from barkit.outputs import atomic_output_dir
 from barkit.toy.recipe import Recipe, get_recipe
 from barkit.toy.world.circuits import seed_copy_circuit
 from barkit.toy.world.generate import GENERATOR_VERSION, generate_world
@@ -60,7 +61,7 @@ def init_dense_model(recipe: Recipe, tokenizer_dir: Path, out: Path, seed: int) 
     saved with the world tokenizer."""
 
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
     s = recipe.shape
     config = Olmo2Config(vocab_size=len(tokenizer), hidden_size=s.hidden, intermediate_size=s.intermediate,
                          num_hidden_layers=s.layers, num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,

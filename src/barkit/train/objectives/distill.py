@@ -45,7 +45,7 @@ class TaughtExample(data.Example):
 
 @torch.no_grad()
 def teacher_targets(examples: list[data.Example], teacher_dir: str, batch_size: int) -> list[TaughtExample]:
-    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, local_files_only=True).eval()
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, local_files_only=True, use_safetensors=True).eval()
     taught = []
     for start in range(0, len(examples), batch_size):
         part = examples[start:start + batch_size]
