@@ -34,6 +34,7 @@ def main() -> None:
     print(f"bare subprocess.run([python, -c, pass]): {bare * 1000:7.1f} ms/program")
     print(f"sandbox run_python('pass'):              {sandboxed * 1000:7.1f} ms/program")
     print(f"ratio sandbox / bare:                    {sandboxed / bare:7.2f}x")
+    print(f"overhead per program (sandbox - bare):   {(sandboxed - bare) * 1000:7.1f} ms (target <= 50 ms)")
     start = time.perf_counter()
     run_many(["pass"] * args.runs, workers=2)
     print(f"run_many(workers=2) throughput:          {args.runs / (time.perf_counter() - start):7.1f} programs/s")

@@ -1,23 +1,27 @@
-"""Run untrusted Python (model-written code) in a separate, contained process.
+"""Run untrusted Python (model-written code) in a separate, contained process, or refuse to run it.
 
 Code never runs in the barkit process. Each program runs as ``python -I`` (``sys.executable``)
 under a small bootstrap (``_BOOT``) that applies the protections before the program's first line:
 
-* namespaces (``unshare`` binary): a new network namespace (no interfaces up, so nothing on the
-  host's localhost is reachable), a new PID namespace (the bootstrap is its PID 1; when it exits the
-  kernel kills every process left in it, fork bombs included) and a new mount namespace with fresh
-  tmpfs over ``/tmp``, ``/var/tmp`` and ``/dev/shm`` plus a fresh ``/proc``;
-* when running as root: the program switches to a random unprivileged uid/gid (unique per run, so
-  ``RLIMIT_NPROC`` is a real per-sandbox process cap: root ignores it) and so cannot write anything
-  it does not own. Directories the interpreter needs but that uid cannot reach (e.g. a Python under
-  a 0700 ``/root``) are covered by a tmpfs that re-exposes only the interpreter's own paths;
+* namespaces (``unshare`` binary): network (no interfaces up, so nothing on the host's localhost is
+  reachable), PID (the bootstrap is its PID 1; when it exits the kernel kills every process left in it,
+  fork bombs and daemons included), IPC (no SysV segment outlives the program), UTS and mount;
+* the file system: every mount is made read-only except private, size- and inode-capped tmpfs over
+  ``/tmp``, ``/var/tmp``, ``/dev/shm`` and the work dir, and a fresh ``/proc``; nothing of the caller's
+  (``/run/lock``, the caller's ``sys.path``, its home) can be written;
+* privileges: when barkit runs as root the program switches to a random unprivileged uid/gid (unique per
+  run, so ``RLIMIT_NPROC`` is a real per-sandbox cap); in every mode the capability bounding set is
+  emptied, the effective/permitted/inheritable sets are cleared and ``no_new_privs`` is set, so the
+  program cannot unmount, remount or regain anything (rootless containers use the user-namespace mode);
 * rlimits: CPU, address space (memory), file size, process count, open files, no core dumps;
-* a fresh temporary working directory as cwd and HOME, an empty environment (minimal PATH), and a
-  new session whose process group is killed as a whole on the wall-clock timeout.
+* a fresh work dir as cwd and HOME, an empty environment (minimal PATH), and a new session whose process
+  group is killed as a whole on the wall-clock timeout.
 
-Without root, the user-namespace variant keeps the namespaces but cannot switch uid; without
-``unshare`` only rlimits, the fresh cwd/env and the process-group kill remain.
-``sandbox_protections()`` says which are active on this machine.
+The first use in a process verifies the isolation with a probe program (it must fail to write a
+caller-owned directory, to reach a port listening on the host's localhost and to hold capabilities, and
+its /tmp must be private). If anything is missing, `run_python` raises `SandboxUnavailable` naming it:
+the sandbox refuses rather than silently weakens. ``BARKIT_UNSANDBOXED=1`` is the explicit opt-in to run
+model code with no isolation; it prints a warning in every process that uses it.
 """
 
 from __future__ import annotations
@@ -25,17 +29,21 @@ from __future__ import annotations
 import ast
 import concurrent.futures
 import functools
+import json
 import os
 import random
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from barkit.errors import BarkitError
 
 MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
 SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
@@ -50,7 +58,11 @@ import ctypes, os, resource, sys
 cfg = eval(sys.argv[1], {"__builtins__": {}})
 report = {"mounts": [], "mount_errors": [], "uid_switched": False}
 libc = ctypes.CDLL(None, use_errno=True)
-MS_BIND, MS_REC, MS_PRIVATE, MS_NOSUID, MS_NODEV = 4096, 16384, 1 << 18, 2, 4
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
+MS_REC, MS_PRIVATE, MS_NOATIME, MS_NODIRATIME = 16384, 1 << 18, 1024, 2048
+MS_RELATIME, MS_STRICTATIME = 1 << 21, 1 << 24
+KEEP_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
+              "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
 
 def mount(src, tgt, fstype, flags, data=None):
     enc = lambda s: None if s is None else s.encode()
@@ -64,13 +76,49 @@ def make_mountpoint(path, is_dir):
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         open(path, "a").close()
 
+def unescape(field):
+    return field.encode().decode("unicode_escape") if "\\" in field else field
+
+def read_only_everywhere(writable):
+    # every mount but the private scratch dirs, the work dir and /proc becomes read-only: code can read the
+    # interpreter and libraries, and write nothing of the caller's (the flags the kernel locked are kept)
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split() for line in f]
+    for fields in mounts:
+        point, options = unescape(fields[4]), fields[5].split(",")
+        if point in writable or point == "/proc" or point.startswith("/proc/") or "ro" in options:
+            continue
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+        for name in options:
+            flags |= KEEP_FLAGS.get(name, 0)
+        try:
+            mount(None, point, None, flags)
+        except OSError as e:
+            if e.errno != 2:  # ENOENT: a mount point hidden under a cover
+                report["mount_errors"].append("read-only %s: %s" % (point, e.strerror))
+
+def drop_bounding_set():  # while still privileged: no later execve can regain a capability
+    for cap in range(64):
+        libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
+
+def drop_capabilities():
+    PR_SET_NO_NEW_PRIVS = 38
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+    if libc.capset(header, (ctypes.c_uint32 * 6)()) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "no_new_privs failed")
+
+workdir = cfg["workdir"]
+with open(os.path.join(workdir, "main.py"), "rb") as f:
+    source = f.read()
 if cfg["mount_ns"]:
     try:
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         keep_fds = {p: os.open(p, os.O_PATH) for p in cfg["keep"] if os.path.exists(p)}
         for cover, mode in cfg["covers"]:
             try:
-                mount("tmpfs", cover, "tmpfs", MS_NOSUID | MS_NODEV, "mode=" + mode)
+                mount("tmpfs", cover, "tmpfs", MS_NOSUID | MS_NODEV, "mode=" + mode + "," + cfg["tmpfs"])
                 report["mounts"].append(cover)
             except OSError as e:
                 report["mount_errors"].append(str(e))
@@ -84,6 +132,14 @@ if cfg["mount_ns"]:
         if cfg["pid_ns"]:
             mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)
             report["mounts"].append("/proc")
+        os.makedirs(workdir, mode=0o700, exist_ok=True)
+        mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, "mode=700," + cfg["tmpfs"])
+        with open(os.path.join(workdir, "main.py"), "wb") as f:
+            f.write(source)
+        if cfg["uid"] is not None:
+            os.chown(workdir, cfg["uid"], cfg["uid"])
+            os.chown(os.path.join(workdir, "main.py"), cfg["uid"], cfg["uid"])
+        read_only_everywhere({c for c, m in cfg["covers"] if m == "1777"} | {workdir})
     except OSError as e:
         report["mount_errors"].append(str(e))
 
@@ -94,11 +150,15 @@ if pid == 0:
         os.close(status_fd)
         for name, value in cfg["rlimits"].items():
             resource.setrlimit(getattr(resource, name), (value, value))
+        if cfg["mount_ns"]:
+            drop_bounding_set()
         if cfg["uid"] is not None:
             os.setgroups([])
             os.setgid(cfg["uid"])
             os.setuid(cfg["uid"])
-        os.chdir(cfg["workdir"])
+        if cfg["mount_ns"]:
+            drop_capabilities()
+        os.chdir(workdir)
         os.environ.clear()
         os.environ.update(cfg["env"])
         os.umask(0o077)
@@ -110,8 +170,7 @@ if pid == 0:
     sys.path.insert(0, os.getcwd())
     program = {"__name__": "__main__", "__file__": "main.py", "__builtins__": __builtins__}
     try:
-        with open("main.py", encoding="utf-8") as f:
-            exec(compile(f.read(), "main.py", "exec"), program)
+        exec(compile(source, "main.py", "exec"), program)
     except SystemExit:
         raise
     except BaseException as e:
@@ -141,18 +200,120 @@ class SandboxResult:
     wall_s: float = 0.0
 
 
+class SandboxUnavailable(BarkitError):
+    """This machine cannot contain model-written code; running it anyway needs an explicit opt-in."""
+
+
+UNSANDBOXED_ENV = "BARKIT_UNSANDBOXED"  # "1": run model-written code with no isolation (unsafe, warns)
+
+_PROBE = """
+import json, os, socket
+out = {}
+try:
+    with open(%(caller_file)r, "w") as f:
+        f.write("escaped")
+    out["caller_files"] = True
+except OSError:
+    out["caller_files"] = False
+with open("/proc/self/status") as f:
+    out["capabilities"] = any(l.startswith("CapEff:") and int(l.split()[1], 16) != 0 for l in f)
+s = socket.socket()
+s.settimeout(1)
+try:
+    s.connect(("127.0.0.1", %(port)d))
+    out["network"] = True
+except OSError:
+    out["network"] = False
+try:
+    with open(%(tmp_file)r, "w") as f:
+        f.write("x")
+except OSError:
+    pass
+print(json.dumps(out))
+"""
+
+
+def _probe_dir() -> Path:
+    """A directory of the caller's, outside every scratch dir, that anyone may write (so only isolation, not
+    permissions, keeps the probe out)."""
+    base = Path.home() / ".cache" / "barkit"
+    base.mkdir(parents=True, exist_ok=True)
+    probe = Path(tempfile.mkdtemp(prefix="sandbox-probe-", dir=base))
+    probe.chmod(0o777)
+    return probe
+
+
+def _missing_isolation(mode: str) -> list[str]:
+    """Run a probe program in `mode` and list the isolation it did not get."""
+    if mode == "plain":
+        return ["namespaces (the unshare tool is missing, or this container may not create namespaces)"]
+    token = f"barkit-probe-{os.getpid()}-{random.randrange(1 << 30)}"
+    host_tmp = Path(tempfile.gettempdir()) / token
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    probe = _probe_dir()
+    try:
+        code = _PROBE % {"caller_file": str(probe / "escaped"), "port": listener.getsockname()[1],
+                         "tmp_file": str(host_tmp)}
+        result = _run(code, mode, timeout_s=10, memory_mb=512, max_file_mb=1, max_procs=8, scratch_mb=8,
+                      max_files=64, stdin=None)
+        found = json.loads(result.stdout) if result.ok else None
+        missing = [] if found else [f"a working sandbox (the probe failed: {result.stderr.strip()[-200:]})"]
+        if found:
+            missing += [what for key, what in (("caller_files", "read-only access to the caller's files"),
+                                              ("capabilities", "dropped capabilities"),
+                                              ("network", "a network namespace")) if found[key]]
+        if host_tmp.exists() or (probe / "escaped").exists():
+            missing.append("a private /tmp" if host_tmp.exists() else "read-only access to the caller's files")
+        return missing
+    finally:
+        listener.close()
+        host_tmp.unlink(missing_ok=True)
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+@functools.lru_cache(maxsize=1)
+def verified_mode() -> str:
+    """The isolation mode, verified once per process by a probe program. Refuses (`SandboxUnavailable`, one
+    line saying what is missing) rather than run model code with less; `BARKIT_UNSANDBOXED=1` runs it with
+    none at all and warns."""
+    mode = _mode()
+    missing = _missing_isolation(mode)
+    if not missing:
+        return mode
+    if os.environ.get(UNSANDBOXED_ENV) == "1":
+        print(f"barkit: WARNING: model-written code runs UNSANDBOXED ({UNSANDBOXED_ENV}=1); missing: "
+              f"{'; '.join(missing)}", file=sys.stderr, flush=True)
+        return "plain"
+    raise SandboxUnavailable(f"sandbox: refusing to run model-written code without {'; '.join(missing)}; run "
+                             f"where unshare can create namespaces (root, or unprivileged user namespaces), or "
+                             f"set {UNSANDBOXED_ENV}=1 to run it unsandboxed (unsafe)")
+
+
 @functools.lru_cache(maxsize=1)
 def _mode() -> str:
     """Pick the strongest isolation this machine allows: 'root-ns', 'userns' or 'plain'."""
     unshare = shutil.which("unshare")
     if unshare is None:
         return "plain"
-    flags = ["--net", "--pid", "--mount", "--fork", "--kill-child"]
-    if os.geteuid() == 0 and _works([unshare, *flags, "true"]):
+    flags = NAMESPACES
+    if os.geteuid() == 0 and _works([unshare, *flags, "true"]) and _can_chown_to_unprivileged():
         return "root-ns"
     if _works([unshare, "--user", "--map-root-user", *flags, "true"]):
         return "userns"
     return "plain"
+
+
+def _can_chown_to_unprivileged() -> bool:
+    """Root in a user namespace (a rootless container) cannot hand files to uids it does not map."""
+    with tempfile.NamedTemporaryFile() as f:
+        uid = _UID_RANGE[0]
+        try:
+            os.chown(f.name, uid, uid)
+            return True
+        except OSError:
+            return False
 
 
 def _works(cmd: list[str]) -> bool:
@@ -162,8 +323,11 @@ def _works(cmd: list[str]) -> bool:
         return False
 
 
+NAMESPACES = ["--net", "--pid", "--mount", "--ipc", "--uts", "--fork", "--kill-child"]
+
+
 def _command(mode: str) -> list[str]:
-    ns = ["--net", "--pid", "--mount", "--fork", "--kill-child"]
+    ns = NAMESPACES
     if mode == "root-ns":
         return [shutil.which("unshare") or "unshare", *ns]
     if mode == "userns":
@@ -223,24 +387,32 @@ def run_python(
     memory_mb: int = 512,
     max_file_mb: int = 10,
     max_procs: int = 32,
+    scratch_mb: int = 64,
+    max_files: int = 4096,
     stdin: str | None = None,
 ) -> SandboxResult:
-    """Run `code` as a contained `python -I` program; never raises for anything the code does."""
-    mode = _mode()
+    """Run `code` as a contained `python -I` program; never raises for anything the code does. Raises
+    `SandboxUnavailable` when this machine cannot contain it (see `verified_mode`). The work dir and every
+    scratch dir are tmpfs of `scratch_mb` and `max_files` inodes each."""
+    return _run(code, verified_mode(), timeout_s=timeout_s, memory_mb=memory_mb, max_file_mb=max_file_mb,
+                max_procs=max_procs, scratch_mb=scratch_mb, max_files=max_files, stdin=stdin)
+
+
+def _run(code: str, mode: str, *, timeout_s: float, memory_mb: int, max_file_mb: int, max_procs: int,
+         scratch_mb: int, max_files: int, stdin: str | None) -> SandboxResult:
     switch_uid = mode == "root-ns"
     uid = random.randrange(*_UID_RANGE) if switch_uid else None
     with tempfile.TemporaryDirectory(prefix="barkit-sbx-") as host_dir:
         workdir = os.path.join(host_dir, "work")
         os.mkdir(workdir, 0o700)
         Path(workdir, "main.py").write_text(code, encoding="utf-8")
-        if uid is not None:
-            os.chown(workdir, uid, uid)
         covers, keep = _mount_plan(workdir, switch_uid) if mode != "plain" else ([], [])
         status_r, status_w = os.pipe()
         cfg = {
             "mount_ns": mode != "plain", "pid_ns": mode != "plain", "covers": covers, "keep": keep,
             "status_fd": status_w, "uid": uid, "workdir": workdir,
             "rlimits": _rlimits(timeout_s, memory_mb, max_file_mb, max_procs),
+            "tmpfs": f"size={scratch_mb}m,nr_inodes={max_files}",
             "env": {"PATH": MINIMAL_PATH, "HOME": workdir},
         }
         cmd = [*_command(mode), sys.executable, "-I", "-c", _BOOT, repr(cfg)]
@@ -363,20 +535,23 @@ def run_many(codes: list[str], workers: int = 2, **kwargs) -> list[SandboxResult
 
 @functools.lru_cache(maxsize=1)
 def sandbox_protections() -> dict[str, bool | str]:
-    """Which protections are active here (probes once: runs a tiny program in the sandbox)."""
-    mode = _mode()
-    probe = run_python("import os; print(os.getuid())", timeout_s=10)
-    uid_ok = probe.ok and probe.stdout.strip().isdigit() and int(probe.stdout) != 0
-    namespaces = mode != "plain" and probe.ok
+    """Which protections are active here (verifies the mode once; raises `SandboxUnavailable` when model code
+    would not be contained)."""
+    mode = verified_mode()
+    contained = mode != "plain"
     return {
         "mode": mode,
         "separate_process": True,
         "rlimits": "cpu, address space, file size, processes, open files, core",
-        "unprivileged_uid": mode == "root-ns" and uid_ok,
-        "nproc_limit_effective": (mode == "root-ns" and uid_ok) or os.geteuid() != 0,
-        "network_namespace": namespaces,
-        "pid_namespace": namespaces,
-        "private_tmp": namespaces,
+        "unprivileged_uid": mode == "root-ns",
+        "capabilities_dropped": contained,
+        "read_only_filesystem": contained,
+        "nproc_limit_effective": mode == "root-ns" or os.geteuid() != 0,
+        "network_namespace": contained,
+        "pid_namespace": contained,
+        "ipc_namespace": contained,
+        "private_tmp": contained,
+        "scratch_quota": contained,
         "fresh_cwd_and_home": True,
         "empty_env": True,
         "process_group_kill": True,
