@@ -80,3 +80,38 @@ def test_an_output_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(BarkitError, match="exists and is not a directory"):
         with atomic_output_dir(tmp_path / "out", overwrite=True):
             pass
+
+
+def _branch_and_die(anchor, out):
+    """Branch, SIGKILLed after its first shard is on disk (mid-write)."""
+    from barkit import checkpoint
+    from barkit.branch import BranchConfig, branch
+
+    real = checkpoint._write_all
+    calls = []
+
+    def write_then_die(fd, data):
+        real(fd, data)
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    checkpoint._write_all = write_then_die
+    branch(BranchConfig(anchor=str(anchor), out=str(out), max_shard_size="20KB"))
+
+
+def test_branch_killed_mid_write_then_rerun_leaves_a_complete_output_and_no_temp_dir(tmp_path):
+    from barkit.branch import BranchConfig, branch
+    from barkit.checkpoint import CheckpointReader
+    from barkit.tiny import make_dense_checkpoint
+
+    anchor = make_dense_checkpoint(tmp_path / "anchor", seed=0)
+    child = multiprocessing.get_context("fork").Process(target=_branch_and_die, args=(anchor, tmp_path / "out"))
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    assert [p.name for p in tmp_path.glob(".out.tmp-*")] and not (tmp_path / "out").exists()
+    branch(BranchConfig(anchor=str(anchor), out=str(tmp_path / "out"), max_shard_size="20KB"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["anchor", "out"]
+    reader = CheckpointReader(tmp_path / "out").check_files()
+    assert len(reader.weight_files) > 1 and len(reader.keys()) > 0

@@ -150,3 +150,26 @@ def test_without_namespaces_scoring_refuses_with_one_line(tmp_path, capsys, monk
     finally:
         sandbox._mode.cache_clear()
         sandbox.verified_mode.cache_clear()
+
+
+def test_root_in_a_user_namespace_uses_the_user_namespace_mode(monkeypatch):
+    """In a rootless container root cannot hand files to an unmapped uid (os.chown fails): the sandbox picks
+    the user-namespace mode instead of crashing, and its probe still verifies full isolation."""
+    monkeypatch.setattr(sandbox, "_can_chown_to_unprivileged", lambda: False)
+    sandbox._mode.cache_clear()
+    sandbox.verified_mode.cache_clear()
+    try:
+        if sandbox._mode() == "plain":
+            pytest.skip("no user namespaces here")
+        assert sandbox.verified_mode() == "userns"
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen()
+            programs = {k: v for k, v in _programs(server.getsockname()[1]).items()
+                        if k in ("write /etc", "plant sitecustomize.py", "remount / read-write",
+                                 "unmount the /tmp cover", "connect to the host's localhost", "write /run/lock")}
+            results = run_many(list(programs.values()), workers=2, timeout_s=3)
+        assert [r.stdout for r in results if "ESCAPED" in r.stdout] == []
+    finally:
+        sandbox._mode.cache_clear()
+        sandbox.verified_mode.cache_clear()
