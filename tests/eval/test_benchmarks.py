@@ -28,7 +28,7 @@ def test_humaneval_items():
     assert len(items) == 164
     first = items[0]
     assert (first["id"], first["category"], first["benchmark"], first["verifier"]) == \
-        ("HumanEval/0", "code", "humaneval", "code_tests")
+        ("HumanEval/0", "code", "humaneval", "code_pass")
     assert first["entry_point"] == "has_close_elements"
     assert first["prompt_prefix"].startswith("from typing import List")
     assert first["prompt_prefix"] in first["messages"][0]["content"]

@@ -120,7 +120,7 @@ def _humaneval_items() -> list[dict]:
     with gzip.open(fetch("humaneval"), "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     return [{
-        "id": row["task_id"], "category": "code", "benchmark": "humaneval", "verifier": "code_tests",
+        "id": row["task_id"], "category": "code", "benchmark": "humaneval", "verifier": "code_pass",  # pass@1
         "messages": [{"role": "user", "content": HUMANEVAL_INSTRUCTION + "```python\n" + row["prompt"] + "```"}],
         "prompt_prefix": row["prompt"], "tests": row["test"], "entry_point": row["entry_point"],
     } for row in rows]

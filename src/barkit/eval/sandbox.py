@@ -109,10 +109,52 @@ def drop_capabilities():
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "no_new_privs failed")
 
+def work_tmpfs(path):
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=700," + cfg["tmpfs"])
+    with open(os.path.join(path, "main.py"), "wb") as f:
+        f.write(source)
+    if cfg["uid"] is not None:
+        os.chown(path, cfg["uid"], cfg["uid"])
+        os.chown(os.path.join(path, "main.py"), cfg["uid"], cfg["uid"])
+
+def minimal_root():
+    # a new root holding only the interpreter and the system libraries (read-only), /dev's harmless nodes,
+    # a fresh /proc and private /tmp and work dir: no data, benchmark or file of the caller's is visible
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
+    new = "/tmp/root"
+    os.mkdir(new)
+    mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755," + cfg["tmpfs"])
+    for src in cfg["root_binds"]:
+        dst = new + src
+        if os.path.islink(src):
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.symlink(os.readlink(src), dst)
+        elif os.path.exists(src):
+            make_mountpoint(dst, os.path.isdir(src))
+            mount(src, dst, None, MS_BIND | MS_REC)
+    os.makedirs(new + "/proc")
+    mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV)
+    os.makedirs(new + "/tmp")
+    mount("tmpfs", new + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777," + cfg["tmpfs"])
+    work_tmpfs(new + workdir)
+    read_only_everywhere({new + "/tmp", new + workdir, new + "/proc"})
+    os.chdir(new)
+    if libc.chroot(b".") != 0:
+        raise OSError(ctypes.get_errno(), "chroot failed")
+    os.chdir("/")
+    report["mounts"].append("minimal root")
+
 workdir = cfg["workdir"]
 with open(os.path.join(workdir, "main.py"), "rb") as f:
     source = f.read()
-if cfg["mount_ns"]:
+if cfg["mount_ns"] and cfg["root_binds"]:
+    try:
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        minimal_root()
+    except OSError as e:
+        report["mount_errors"].append(str(e))
+elif cfg["mount_ns"]:
     try:
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         keep_fds = {p: os.open(p, os.O_PATH) for p in cfg["keep"] if os.path.exists(p)}
@@ -132,13 +174,7 @@ if cfg["mount_ns"]:
         if cfg["pid_ns"]:
             mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)
             report["mounts"].append("/proc")
-        os.makedirs(workdir, mode=0o700, exist_ok=True)
-        mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, "mode=700," + cfg["tmpfs"])
-        with open(os.path.join(workdir, "main.py"), "wb") as f:
-            f.write(source)
-        if cfg["uid"] is not None:
-            os.chown(workdir, cfg["uid"], cfg["uid"])
-            os.chown(os.path.join(workdir, "main.py"), cfg["uid"], cfg["uid"])
+        work_tmpfs(workdir)
         read_only_everywhere({c for c, m in cfg["covers"] if m == "1777"} | {workdir})
     except OSError as e:
         report["mount_errors"].append(str(e))
@@ -148,6 +184,9 @@ pid = os.fork()
 if pid == 0:
     try:
         os.close(status_fd)
+        for src, dst in cfg["fd_map"]:  # a channel to another sandbox, at the fd number the program expects
+            os.dup2(src, dst)
+            os.close(src)
         for name, value in cfg["rlimits"].items():
             resource.setrlimit(getattr(resource, name), (value, value))
         if cfg["mount_ns"]:
@@ -398,8 +437,40 @@ def run_python(
                 max_procs=max_procs, scratch_mb=scratch_mb, max_files=max_files, stdin=stdin)
 
 
+def run_pair(trusted: str, untrusted: str, *, timeout_s: float = 5.0, memory_mb: int = 512,
+             **limits) -> tuple[SandboxResult, SandboxResult]:
+    """Run a trusted program and untrusted code in two separate sandboxes joined only by two pipes: the
+    trusted side writes to fd `CHANNEL[0]` and reads fd `CHANNEL[1]`, the untrusted side reads `CHANNEL[0]`
+    and writes `CHANNEL[1]`. They share no process, memory or file; the untrusted side also gets a minimal
+    root (the interpreter and system libraries only), so no data of the caller's is visible to it."""
+    mode = verified_mode()
+    requests, answers = os.pipe(), os.pipe()
+    sides = {"trusted": (trusted, {requests[1]: CHANNEL[0], answers[0]: CHANNEL[1]}, False),
+             "untrusted": (untrusted, {requests[0]: CHANNEL[0], answers[1]: CHANNEL[1]}, True)}
+    settings = dict(timeout_s=timeout_s, memory_mb=memory_mb, max_file_mb=limits.get("max_file_mb", 10),
+                    max_procs=limits.get("max_procs", 32), scratch_mb=limits.get("scratch_mb", 64),
+                    max_files=limits.get("max_files", 4096), stdin=None)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(_run, code, mode, fd_map=fds, minimal_root=minimal, **settings)
+                   for name, (code, fds, minimal) in sides.items()}
+        return futures["trusted"].result(), futures["untrusted"].result()
+
+
+CHANNEL = (40, 41)  # fd numbers of the pair's pipes inside each sandbox (below RLIMIT_NOFILE)
+
+
+def _root_binds() -> list[str]:
+    """What a minimal root holds: the interpreter's own prefix and the system's shared libraries."""
+    binds = [sys.base_prefix, "/usr/lib", "/usr/lib64", "/lib", "/lib64", "/lib32", "/usr/lib32",
+             "/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"]
+    return [p for p in binds if os.path.lexists(p)]
+
+
 def _run(code: str, mode: str, *, timeout_s: float, memory_mb: int, max_file_mb: int, max_procs: int,
-         scratch_mb: int, max_files: int, stdin: str | None) -> SandboxResult:
+         scratch_mb: int, max_files: int, stdin: str | None, fd_map: dict[int, int] | None = None,
+         minimal_root: bool = False) -> SandboxResult:
+    """One sandboxed program. `fd_map` ({host fd: fd in the program}): descriptors handed to the program and
+    closed here once it started; `minimal_root`: see `run_pair`."""
     switch_uid = mode == "root-ns"
     uid = random.randrange(*_UID_RANGE) if switch_uid else None
     with tempfile.TemporaryDirectory(prefix="barkit-sbx-") as host_dir:
@@ -414,25 +485,28 @@ def _run(code: str, mode: str, *, timeout_s: float, memory_mb: int, max_file_mb:
             "rlimits": _rlimits(timeout_s, memory_mb, max_file_mb, max_procs),
             "tmpfs": f"size={scratch_mb}m,nr_inodes={max_files}",
             "env": {"PATH": MINIMAL_PATH, "HOME": workdir},
+            "fd_map": sorted((fd_map or {}).items()),
+            "root_binds": _root_binds() if minimal_root and mode != "plain" else [],
         }
         cmd = [*_command(mode), sys.executable, "-I", "-c", _BOOT, repr(cfg)]
         try:
-            return _execute(cmd, host_dir, status_r, status_w, stdin, timeout_s)
+            return _execute(cmd, host_dir, status_r, status_w, stdin, timeout_s, list(fd_map or {}))
         finally:
             os.close(status_r)
 
 
-def _execute(cmd, host_dir, status_r, status_w, stdin, timeout_s) -> SandboxResult:
+def _execute(cmd, host_dir, status_r, status_w, stdin, timeout_s, handed: list[int]) -> SandboxResult:
     out_path, err_path = os.path.join(host_dir, "stdout"), os.path.join(host_dir, "stderr")
     in_path = os.path.join(host_dir, "stdin")
     Path(in_path).write_text(stdin or "", encoding="utf-8")
     start = time.monotonic()
     with open(in_path, "rb") as fin, open(out_path, "wb") as fout, open(err_path, "wb") as ferr:
         proc = subprocess.Popen(
-            cmd, stdin=fin, stdout=fout, stderr=ferr, pass_fds=(status_w,), cwd=host_dir,
+            cmd, stdin=fin, stdout=fout, stderr=ferr, pass_fds=(status_w, *handed), cwd=host_dir,
             env={"PATH": MINIMAL_PATH}, start_new_session=True, close_fds=True,
         )
-        os.close(status_w)
+        for fd in (status_w, *handed):  # the program holds its copies: EOF reaches the other side when it ends
+            os.close(fd)
         timed_out = _wait(proc, timeout_s)
     wall_s = time.monotonic() - start
     report = _read_report(status_r)

@@ -8,15 +8,16 @@ item is not applicable (skipped, not scored 0). Columns per verifier are listed 
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import json
 import re
-import secrets
 import string
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
 from barkit.errors import BarkitError
+from barkit.eval.code_verdict import Verdict, verdict
 
 Score = float | None
 
@@ -226,47 +227,6 @@ def _split_tests(tests: str, entry_point: str) -> tuple[str, str | None, list[st
     return ast.unparse(ast.Module(others, [])), param, steps
 
 
-_HARNESS = '''
-
-# ---- barkit test harness ----
-def _barkit_run_tests(_os=__import__("os")):
-    g = globals()
-    try:
-        exec(compile({setup!r}, "<tests>", "exec"), g)
-        if {param!r} is not None:
-            g[{param!r}] = g[{entry!r}]
-        ready = True
-    except BaseException:
-        ready = False
-    for i, src in enumerate({steps!r}):
-        ok = False
-        if ready:
-            try:
-                exec(compile(src, "<tests>", "exec"), g)
-                ok = True
-            except BaseException:
-                ok = False
-        _os.write(1, ("\\n{token} %d %d\\n" % (i, ok)).encode())
-_barkit_run_tests()
-'''
-
-
-def build_test_program(completion: str, tests: str, entry_point: str,
-                       prompt_prefix: str = "") -> tuple[str, str, list[int]]:
-    """(program source, report token, indices of counted steps) for one completion.
-
-    Every top-level statement of the tests (or of ``check``'s body) runs separately, so the
-    score is a pass rate; only statements containing an ``assert`` are counted (all of them
-    when none does). The token marks the harness's report lines in stdout.
-    """
-    setup, param, steps = _split_tests(tests, entry_point)
-    token = "BARKIT-" + secrets.token_hex(8)
-    harness = _HARNESS.format(setup=setup, param=param, entry=entry_point, steps=steps, token=token)
-    counted = [i for i, s in enumerate(steps) if _contains_assert(ast.parse(s))]
-    code = extract_code(completion)
-    return prompt_prefix + code + harness, token, counted or list(range(len(steps)))
-
-
 _CODE_FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
 
 
@@ -282,41 +242,57 @@ def extract_code(completion: str) -> str:
     return match.group(1) if match else completion
 
 
-def _pass_rate(stdout: str, token: str, counted: list[int]) -> float:
-    passed = {int(i) for i, ok in re.findall(re.escape(token) + r" (\d+) ([01])", stdout) if ok == "1"}
-    return sum(1 for i in counted if i in passed) / len(counted) if counted else 0.0
+def _verdicts(completions: list[str], tests: list[str], entry_point: list[str], prompt_prefix: list[str] | None,
+              timeout_s: float, workers: int) -> list[tuple[Verdict, list[int]] | None]:
+    """(verdict, indices of the counted steps) per completion (None where it has no tests): each completion
+    runs apart from its tests (`barkit.eval.code_verdict`), `workers` completions side by side."""
+    prefixes = prompt_prefix or [""] * len(completions)
+    jobs = []
+    for k, (completion, test, entry, prefix) in enumerate(zip(as_texts(completions), tests, entry_point, prefixes)):
+        if not test:
+            continue
+        setup, param, steps = _split_tests(test, entry)
+        counted = [i for i, s in enumerate(steps) if _contains_assert(ast.parse(s))] or list(range(len(steps)))
+        jobs.append((k, (extract_code(completion), prefix or "", setup, param, steps, entry), counted))
+    out: list = [None] * len(completions)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = pool.map(lambda job: verdict(*job[1], timeout_s=timeout_s), jobs)
+        for (k, _, counted), result in zip(jobs, results):
+            out[k] = (result, counted)
+    return out
 
 
 def code_tests(completions: list[str], tests: list[str], entry_point: list[str],
                prompt_prefix: list[str] | None = None, *, timeout_s: float = 5.0,
                workers: int = 2, **_: Any) -> list[Score]:
-    """Fraction of test statements that pass when the completion runs in the sandbox.
+    """Partial credit: the fraction of test statements (those with an assert) that pass. A denser signal
+    than pass/fail, but not HumanEval's metric (that is `code_pass`).
 
     >>> code_tests(["def add(a, b):\\n    return a + b\\n"],
     ...            tests=["assert add(1, 2) == 3\\nassert add(2, 2) == 5"], entry_point=["add"])
     [0.5]
     """
-    from barkit.eval.sandbox import run_many
+    return [None if v is None else v[0].pass_rate(v[1])
+            for v in _verdicts(completions, tests, entry_point, prompt_prefix, timeout_s, workers)]
 
-    prefixes = prompt_prefix or [""] * len(completions)
-    jobs: list[tuple[int, str, list[int]]] = []
-    programs: list[str] = []
-    rows = zip(as_texts(completions), tests, entry_point, prefixes)
-    for k, (completion, test, entry, prefix) in enumerate(rows):
-        if not test:
-            continue
-        program, token, counted = build_test_program(completion, test, entry, prefix or "")
-        jobs.append((k, token, counted))
-        programs.append(program)
-    scores: list[Score] = [None] * len(completions)
-    results = run_many(programs, workers=workers, timeout_s=timeout_s)
-    for (k, token, counted), result in zip(jobs, results):
-        scores[k] = _pass_rate(result.stdout, token, counted)
-    return scores
+
+def code_pass(completions: list[str], tests: list[str], entry_point: list[str],
+              prompt_prefix: list[str] | None = None, *, timeout_s: float = 5.0,
+              workers: int = 2, **_: Any) -> list[Score]:
+    """1.0 if every test statement runs without an exception, else 0.0: HumanEval's functional correctness,
+    whose mean over problems is pass@1 (`barkit.eval.scoring.pass_at_k` for n samples).
+
+    >>> code_pass(["def add(a, b):\\n    return a + b\\n", "def add(a, b):\\n    return 3\\n"],
+    ...           tests=["assert add(1, 2) == 3\\nassert add(2, 2) == 4"] * 2, entry_point=["add"] * 2)
+    [1.0, 0.0]
+    """
+    return [None if v is None else float(v[0].all_passed())
+            for v in _verdicts(completions, tests, entry_point, prompt_prefix, timeout_s, workers)]
 
 
 def code_tests_reward(completions: list[str], **columns: Any) -> list[Score]:
-    """RL reward: the pass rate, zeroed below 0.99 (as BAR does), so partial code earns nothing.
+    """RL reward: the pass rate, zeroed below 0.99 (as BAR does), so partial code earns nothing; the same
+    unforgeable verdict as evaluation.
 
     >>> code_tests_reward(["def add(a, b):\\n    return a + b\\n"],
     ...                   tests=["assert add(1, 2) == 3\\nassert add(2, 2) == 5"], entry_point=["add"])
@@ -639,6 +615,7 @@ VERIFIERS: dict[str, Callable[..., list[Score]]] = {
     "exact_match": exact_match,
     "math_answer": math_answer,
     "code_tests": code_tests,
+    "code_pass": code_pass,
     "code_tests_reward": code_tests_reward,
     "tool_call": tool_call,
     "safety": safety,
@@ -652,6 +629,7 @@ VERIFIER_COLUMNS: dict[str, tuple[str, ...]] = {
     "exact_match": ("answer",),
     "math_answer": ("answer",),
     "code_tests": ("tests", "entry_point"),
+    "code_pass": ("tests", "entry_point"),
     "code_tests_reward": ("tests", "entry_point"),
     "tool_call": ("tools", "ground_truth"),
     "safety": ("harmful",),

