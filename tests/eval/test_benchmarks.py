@@ -74,9 +74,15 @@ def bfcl_items(wheels_available):
     return load_benchmark("bfcl")
 
 
-def test_bfcl_items_cover_simple_multiple_parallel(bfcl_items):
-    counts = {s: sum(1 for it in bfcl_items if it["subset"] == s) for s in ("simple", "multiple", "parallel")}
-    assert counts == {"simple": 400, "multiple": 200, "parallel": 200}
+@pytest.fixture(scope="module")
+def bfcl_call_items(bfcl_items):
+    return [it for it in bfcl_items if it["ground_truth"]]
+
+
+def test_bfcl_items_cover_simple_multiple_parallel_and_irrelevance(bfcl_items):
+    counts = {s: sum(1 for it in bfcl_items if it["subset"] == s)
+              for s in ("simple", "multiple", "parallel", "irrelevance")}
+    assert counts == {"simple": 400, "multiple": 200, "parallel": 200, "irrelevance": 240}
     item = bfcl_items[0]
     assert (item["id"], item["category"], item["verifier"]) == ("simple_python_0", "tool_use", "tool_call")
     assert item["ground_truth"] == [{"calculate_triangle_area": {"base": [10], "height": [5], "unit": ["units", ""]}}]
@@ -93,13 +99,25 @@ def test_bfcl_parallel_ground_truth_scores_one_when_reversed(bfcl_items):
     assert scores == [1.0] * len(parallel)
 
 
-def test_bfcl_wrong_function_name_scores_zero(bfcl_items):
+def test_bfcl_wrong_function_name_scores_zero(bfcl_call_items):
     perturbed = []
-    for it in bfcl_items:
+    for it in bfcl_call_items:
         calls = _calls(it["ground_truth"])
         calls[0]["name"] += "_v2"
         perturbed.append(calls)
-    assert _score(bfcl_items, perturbed) == [0.0] * len(bfcl_items)
+    assert _score(bfcl_call_items, perturbed) == [0.0] * len(bfcl_call_items)
+
+
+def test_bfcl_irrelevance_scores_no_call_and_undecodable_calls_as_right(bfcl_items):
+    """As the official checker: nothing that decodes as a call is right, any call is wrong."""
+    items = [it for it in bfcl_items if it["subset"] == "irrelevance"]
+    some_tool = items[0]["tools"][0]["name"]
+    for completion, expected in (("I cannot help with that using these tools.", 1.0),
+                                 ("<tool_call>{not json}</tool_call>", 1.0),
+                                 (f'<tool_call>{{"name": "{some_tool}", "arguments": {{}}}}</tool_call>', 0.0)):
+        scores = tool_call([completion] * len(items), ground_truth=[it["ground_truth"] for it in items],
+                           tools=[it["tools"] for it in items])
+        assert scores == [expected] * len(items), completion
 
 
 def _wrong(value):
@@ -114,9 +132,9 @@ def _wrong(value):
     return None
 
 
-def test_bfcl_wrong_value_scores_zero(bfcl_items):
+def test_bfcl_wrong_value_scores_zero(bfcl_call_items):
     chosen, perturbed = [], []
-    for it in bfcl_items:
+    for it in bfcl_call_items:
         calls = _calls(it["ground_truth"])
         args = calls[0]["arguments"]
         name = next((k for k, v in args.items() if _wrong(v) is not None), None)
@@ -129,9 +147,9 @@ def test_bfcl_wrong_value_scores_zero(bfcl_items):
     assert _score(chosen, perturbed) == [0.0] * len(chosen)
 
 
-def test_bfcl_missing_required_argument_scores_zero(bfcl_items):
+def test_bfcl_missing_required_argument_scores_zero(bfcl_call_items):
     chosen, perturbed = [], []
-    for it in bfcl_items:
+    for it in bfcl_call_items:
         calls = _calls(it["ground_truth"])
         spec = next(t for t in it["tools"] if t["name"] == calls[0]["name"])
         required = [r for r in spec["parameters"].get("required", []) if r in calls[0]["arguments"]]

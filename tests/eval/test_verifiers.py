@@ -164,7 +164,20 @@ def test_match_types_follow_the_schema():
     assert not match_tool_calls([{**ok, "arguments": {**ok["arguments"], "tags": ["wind", "rain"]}}], truth, TOOLS)
     int_truth = [{"math.add": {"a": [1], "b": [2]}}]
     assert not match_tool_calls([_call("math.add", a=True, b=2)], int_truth, TOOLS)  # bool is not int
-    assert match_tool_calls([_call("math_add", a=1, b=2)], int_truth, TOOLS)         # dots as underscores
+    assert not match_tool_calls([_call("math_add", a=1, b=2)], int_truth, TOOLS)     # names exact, as official
+
+
+def test_match_follows_the_official_checker_where_it_differed():
+    """Each disagreement with BFCL's official AST checker, fixed: an allowed null, ints in a float array,
+    exact function names, and (irrelevance) an undecodable call block read as no call."""
+    spec = [{"name": "f", "parameters": {"type": "dict", "required": ["a"], "properties": {
+        "a": {"type": "string"}, "xs": {"type": "array", "items": {"type": "float"}}}}}]
+    truth = [{"f": {"a": [None, "x"], "xs": [[1.0, 2.0], ""]}}]
+    assert match_tool_calls([_call("f", a=None)], truth, spec)                      # null allowed
+    assert match_tool_calls([_call("f", a="x", xs=[1.0, 2.0])], truth, spec)
+    assert not match_tool_calls([_call("f", a="x", xs=[1, 2])], truth, spec)         # int in a float array
+    assert tool_call(["<tool_call>{not json}</tool_call>", "<tool_call>{\"name\": \"f\", \"arguments\": {}}"
+                      "</tool_call>", "no call needed"], ground_truth=[[], [], []], tools=[spec] * 3) == [1.0, 0.0, 1.0]
 
 
 def test_match_parallel_calls_in_any_order():

