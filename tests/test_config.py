@@ -82,3 +82,27 @@ def test_every_command_prints_help(capsys):
             main([name, "--help"])
         assert exit_info.value.code == 0, name
         assert "usage: barkit" in capsys.readouterr().out, name
+
+
+def test_adapt_help_shows_every_config_field_with_its_help(capsys):
+    """Every field of the stage config, nested sections included, is a flag with help text in --help."""
+    import dataclasses
+    import typing
+
+    from barkit.cli import main
+    from barkit.train import StageConfig
+
+    def fields(cls, prefix=""):
+        for f in dataclasses.fields(cls):
+            inner = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(inner):
+                yield from fields(inner, f"{prefix}{f.name}.")
+            else:
+                yield prefix + f.name, f.metadata.get("help", "")
+
+    with pytest.raises(SystemExit):
+        main(["adapt", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    missing = [name for name, help_text in fields(StageConfig)
+               if not help_text or "--" + name.replace("_", "-") not in text]
+    assert missing == []
