@@ -169,7 +169,8 @@ def test_ifbench_items_and_coverage(wheels_available):
     items = load_benchmark("ifbench")
     assert len(items) == 294
     first = items[0]
-    assert (first["id"], first["category"], first["verifier"]) == ("ifbench-0", "chat", "instruction")
+    assert (first["id"], first["category"], first["verifier"]) == ("ifbench-0", "chat", "instruction_strict")
+    assert first["metrics"] == ["instruction_loose", "instruction"]
     assert first["constraints"][0]["type"] == "count:keywords_multiple"
     assert first["constraints"][0]["kwargs"] == {"keyword1": "kaleidoscope", "keyword2": "nebula",
                                                  "keyword3": "whisper", "keyword4": "labyrinth",

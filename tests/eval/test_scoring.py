@@ -38,3 +38,20 @@ def test_pass_at_k_over_samples():
     assert rows[0]["score"] == 0.5
     assert rows[0]["pass_at_k"][1] == 0.5
     assert rows[0]["pass_at_k"][2] == pytest.approx(1 - 1 / 6)
+
+
+def test_extra_metrics_and_unscored_items_are_reported_by_name():
+    """An item's extra `metrics` are scored on the same completions; items no checker can score are counted
+    as unscored in the benchmark table, not dropped."""
+    from barkit.eval.report import benchmark_table
+
+    lower = {"type": "change_case:english_lowercase", "kwargs": {}}
+    items = [{"id": f"i{k}", "category": "chat", "benchmark": "ifbench", "verifier": "instruction_strict",
+              "metrics": ["instruction_loose"], "messages": [], "constraints": cons}
+             for k, cons in enumerate([[lower], [lower], [{"type": "no:such_check", "kwargs": {}}]])]
+    completions = [["Sure!\nall lowercase"], ["ALL CAPS"], ["anything"]]
+    results = aggregate(score_items(items, completions))
+    bench = results["benchmarks"]["ifbench"]
+    assert (bench["metric"], bench["score"], bench["scored"], bench["n"]) == ("prompt-level strict", 0.0, 2, 3)
+    assert bench["metrics"] == {"prompt-level loose": 50.0}
+    assert "| ifbench | chat | prompt-level strict | 0.0 | 2 / 3 | prompt-level loose 50.0 |" in benchmark_table(results)

@@ -159,7 +159,9 @@ def _ifbench_items() -> list[dict]:
     rows = _read_jsonl_member(fetch("ifbench"), _IFBENCH_DATA)
     return [{
         "id": f"ifbench-{row['key']}", "category": "chat", "benchmark": "ifbench",
-        "verifier": "instruction", "messages": [{"role": "user", "content": row["prompt"]}],
+        # the official metric is prompt-level strict; loose and the instruction-level share alongside
+        "verifier": "instruction_strict", "metrics": ["instruction_loose", "instruction"],
+        "messages": [{"role": "user", "content": row["prompt"]}],
         "constraints": [{"type": t, "kwargs": {k: v for k, v in kw.items() if v is not None}}
                         for t, kw in zip(row["instruction_id_list"], row["kwargs"])],
     } for row in rows]

@@ -14,7 +14,7 @@ from barkit.checkpoint import read_manifest, write_json
 from barkit.config import to_dict
 from barkit.errors import BarkitError
 from barkit.eval.generation import GenerationSettings, HFBackend, make_backend
-from barkit.eval.report import markdown_table, plot_categories, plot_routing
+from barkit.eval.report import benchmark_table, markdown_table, plot_categories, plot_routing
 from barkit.eval.scoring import CATEGORIES, aggregate, score_items
 
 REAL_SUITES = ("humaneval", "bfcl", "ifbench")  # packaged benchmarks (barkit.eval.benchmarks)
@@ -111,7 +111,7 @@ def routing_by_category(backend: HFBackend, items: list[dict], batch_size: int =
 def write_report(out: Path, name: str, results: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", results)
-    (out / "table.md").write_text(markdown_table({name: results}))
+    (out / "table.md").write_text(markdown_table({name: results}) + "\n" + benchmark_table(results))
     plot_categories({name: results}, out / "categories.png", title=f"{name}: scores per category")
     if results.get("routing"):
         plot_routing(results["routing"]["shares"], results["routing"]["experts"], out / "routing.png",

@@ -25,6 +25,17 @@ def markdown_table(results: dict[str, dict], extra_columns: dict[str, dict[str, 
     return "\n".join(lines) + "\n"
 
 
+def benchmark_table(results: dict) -> str:
+    """One row per benchmark: its metric by name, the score, how many items were scored (the rest could not
+    be, e.g. an instruction with no checker: shown, never dropped) and any extra metrics."""
+    lines = ["| Benchmark | Category | Metric | Score | Scored / items | Other metrics |", "|---|---|---|---|---|---|"]
+    for name, b in results.get("benchmarks", {}).items():
+        others = ", ".join(f"{k} {_cell(v)}" for k, v in b.get("metrics", {}).items())
+        lines.append(f"| {name} | {b['category']} | {b.get('metric', '')} | {_cell(b.get('score'))} | "
+                     f"{b['scored']} / {b['n']} | {others} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_categories(results: dict[str, dict], path: Path, title: str = "Scores per category") -> Path:
     """Grouped bars: categories on the x axis, one bar per model."""
     import matplotlib

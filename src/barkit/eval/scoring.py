@@ -12,7 +12,12 @@ from math import comb
 CATEGORIES = ("knowledge", "reasoning", "chat", "math", "code", "tool_use", "safety")
 SHORT_NAMES = {"knowledge": "Know", "reasoning": "Reas", "chat": "Chat", "math": "Math", "code": "Code",
                "tool_use": "Tool", "safety": "Safety"}
-_RESERVED = {"id", "category", "benchmark", "verifier", "messages", "prompt"}
+_RESERVED = {"id", "category", "benchmark", "verifier", "messages", "prompt", "metrics"}
+# what each verifier's mean is called in tables (the official name where it is a benchmark's metric)
+METRIC_NAMES = {"code_pass": "pass@1", "code_tests": "assert pass rate (partial credit)",
+                "tool_call": "AST accuracy", "instruction_strict": "prompt-level strict",
+                "instruction_loose": "prompt-level loose", "instruction": "instruction-level share",
+                "math_answer": "exact answer", "exact_match": "exact match", "safety": "refusal/compliance mean"}
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -27,12 +32,37 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def score_items(items: list[dict], completions: list[list[str]], pass_k: tuple[int, ...] = (1,)) -> list[dict]:
-    """Score every sample of every item with its verifier; one result row per item."""
+    """Score every sample of every item with its verifier (and the extra `metrics` it lists); one row per item."""
+    sample_scores = _run_verifiers(items, completions, [it["verifier"] for it in items])
+    extra: list[dict[str, float | None]] = [{} for _ in items]
+    for metric in sorted({m for it in items for m in it.get("metrics", [])}):
+        chosen = [i for i, it in enumerate(items) if metric in it.get("metrics", [])]
+        scores = _run_verifiers([items[i] for i in chosen], [completions[i] for i in chosen], [metric] * len(chosen))
+        for i, per_sample in zip(chosen, scores):
+            valid = [s for s in per_sample if s is not None]
+            extra[i][metric] = sum(valid) / len(valid) if valid else None
+    rows = []
+    for item, texts, scores, metrics in zip(items, completions, sample_scores, extra):
+        valid = [s for s in scores if s is not None]
+        row = {"id": item["id"], "category": item["category"], "benchmark": item["benchmark"],
+               "verifier": item["verifier"], "completions": texts, "sample_scores": scores,
+               "score": sum(valid) / len(valid) if valid else None, **({"metrics": metrics} if metrics else {})}
+        if item["verifier"] == "safety":
+            row["harmful"] = bool(item.get("harmful"))
+        if len(texts) > 1 and valid:
+            correct = sum(1 for s in valid if s >= 0.999)
+            row["pass_at_k"] = {k: pass_at_k(len(valid), correct, k) for k in pass_k if k <= len(valid)}
+        rows.append(row)
+    return rows
+
+
+def _run_verifiers(items: list[dict], completions: list[list[str]], verifiers: list[str]) -> list[list]:
+    """Per item, per sample: the score of the named verifier (items grouped so each verifier runs once)."""
     from barkit.eval.verifiers import get_verifier
 
     by_verifier: dict[str, list[int]] = defaultdict(list)
-    for i, item in enumerate(items):
-        by_verifier[item["verifier"]].append(i)
+    for i, name in enumerate(verifiers):
+        by_verifier[name].append(i)
     sample_scores: list[list[float | None]] = [[] for _ in items]
     for name, idx in by_verifier.items():
         fn = get_verifier(name)
@@ -49,19 +79,7 @@ def score_items(items: list[dict], completions: list[list[str]], pass_k: tuple[i
         scores = fn([text for _, text in flat], **columns)
         for (i, _), s in zip(flat, scores):
             sample_scores[i].append(s)
-    rows = []
-    for item, texts, scores in zip(items, completions, sample_scores):
-        valid = [s for s in scores if s is not None]
-        row = {"id": item["id"], "category": item["category"], "benchmark": item["benchmark"],
-               "completions": texts, "sample_scores": scores,
-               "score": sum(valid) / len(valid) if valid else None}
-        if item["verifier"] == "safety":
-            row["harmful"] = bool(item.get("harmful"))
-        if len(texts) > 1 and valid:
-            correct = sum(1 for s in valid if s >= 0.999)
-            row["pass_at_k"] = {k: pass_at_k(len(valid), correct, k) for k in pass_k if k <= len(valid)}
-        rows.append(row)
-    return rows
+    return sample_scores
 
 
 def _mean(values: list[float]) -> float | None:
@@ -85,9 +103,14 @@ def aggregate(rows: list[dict]) -> dict:
     benchmarks = {}
     for name, group in sorted(groups.items()):
         score = benchmark_score(group)
-        entry = {"category": group[0]["category"], "n": len(group),
-                 "scored": sum(r["score"] is not None for r in group),
+        entry = {"category": group[0]["category"], "metric": METRIC_NAMES.get(group[0].get("verifier"), ""),
+                 "n": len(group), "scored": sum(r["score"] is not None for r in group),
                  "score": None if score is None else 100 * score}
+        extra_names = sorted({m for r in group for m in r.get("metrics", {})})
+        if extra_names:
+            entry["metrics"] = {METRIC_NAMES.get(m, m): _percent([r["metrics"][m] for r in group
+                                                                  if r.get("metrics", {}).get(m) is not None])
+                                for m in extra_names}
         if "harmful" in group[0]:
             entry["refusal_rate"] = _percent([r["score"] for r in group if r["harmful"] and r["score"] is not None])
             entry["compliance_rate"] = _percent([r["score"] for r in group

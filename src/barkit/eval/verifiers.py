@@ -617,6 +617,34 @@ def instruction_strict(completions: list[str], constraints: list[list[dict]], **
     return [None if s is None else float(s == 1.0) for s in instruction(completions, constraints)]
 
 
+def _loose_variants(text: str) -> list[str]:
+    """IFEval's loose accuracy: the response, without its first line, its last line or both, each also with
+    '*' removed (markdown emphasis)."""
+    lines = text.split("\n")
+    cuts = [text, "\n".join(lines[1:]).strip(), "\n".join(lines[:-1]).strip(), "\n".join(lines[1:-1]).strip()]
+    return [v for cut in cuts for v in (cut, cut.replace("*", ""))]
+
+
+def instruction_loose(completions: list[str], constraints: list[list[dict]], **_: Any) -> list[Score]:
+    """IFEval/IFBench prompt-level loose accuracy: 1.0 if every constraint holds for at least one loose
+    variant of the response (`_loose_variants`); None if a constraint type has no checker.
+
+    >>> cons = [{"type": "change_case:english_lowercase", "kwargs": {}}]
+    >>> instruction_loose(["Sure!\\nall lowercase here"], constraints=[cons])  # strict: 0.0
+    [1.0]
+    """
+    from barkit.eval.ifeval_checks import check_constraints
+
+    scores: list[Score] = []
+    for completion, cons in zip(as_texts(completions), constraints):
+        per_variant = [check_constraints(v, cons or []) for v in _loose_variants(completion)]
+        if not cons or per_variant[0] is None:
+            scores.append(None)
+            continue
+        scores.append(float(all(any(results[i] for results in per_variant) for i in range(len(cons)))))
+    return scores
+
+
 # ---------------------------------------------------------------------------------------------
 # registry
 
@@ -630,6 +658,7 @@ VERIFIERS: dict[str, Callable[..., list[Score]]] = {
     "safety": safety,
     "instruction": instruction,
     "instruction_strict": instruction_strict,
+    "instruction_loose": instruction_loose,
 }
 
 
@@ -644,7 +673,9 @@ VERIFIER_COLUMNS: dict[str, tuple[str, ...]] = {
     "safety": ("harmful",),
     "instruction": ("constraints",),
     "instruction_strict": ("constraints",),
+    "instruction_loose": ("constraints",),
 }
+
 
 
 def get_verifier(name: str) -> Callable[..., list[Score]]:
