@@ -116,7 +116,8 @@ def test_bfcl_irrelevance_scores_no_call_and_undecodable_calls_as_right(bfcl_ite
                                  ("<tool_call>{not json}</tool_call>", 1.0),
                                  (f'<tool_call>{{"name": "{some_tool}", "arguments": {{}}}}</tool_call>', 0.0)):
         scores = tool_call([completion] * len(items), ground_truth=[it["ground_truth"] for it in items],
-                           tools=[it["tools"] for it in items])
+                           tools=[it["tools"] for it in items],
+                           undecodable_is_no_call=[it["undecodable_is_no_call"] for it in items])
         assert scores == [expected] * len(items), completion
 
 

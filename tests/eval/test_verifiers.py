@@ -176,8 +176,12 @@ def test_match_follows_the_official_checker_where_it_differed():
     assert match_tool_calls([_call("f", a=None)], truth, spec)                      # null allowed
     assert match_tool_calls([_call("f", a="x", xs=[1.0, 2.0])], truth, spec)
     assert not match_tool_calls([_call("f", a="x", xs=[1, 2])], truth, spec)         # int in a float array
-    assert tool_call(["<tool_call>{not json}</tool_call>", "<tool_call>{\"name\": \"f\", \"arguments\": {}}"
-                      "</tool_call>", "no call needed"], ground_truth=[[], [], []], tools=[spec] * 3) == [1.0, 0.0, 1.0]
+    completions = ["<tool_call>{not json}</tool_call>", '<tool_call>{"name": "f", "arguments": {}}</tool_call>',
+                   "no call needed"]
+    assert tool_call(completions, ground_truth=[[]] * 3, tools=[spec] * 3,
+                     undecodable_is_no_call=[True] * 3) == [1.0, 0.0, 1.0]
+    # elsewhere (the toy world) a malformed call block is never right, not even when no call was expected
+    assert tool_call(completions, ground_truth=[[]] * 3, tools=[spec] * 3) == [0.0, 0.0, 1.0]
 
 
 def test_match_parallel_calls_in_any_order():

@@ -151,6 +151,7 @@ def _bfcl_items() -> list[dict]:
                 "id": q["id"], "category": "tool_use", "benchmark": "bfcl", "verifier": "tool_call",
                 "messages": q["question"][0], "tools": q["function"],
                 "ground_truth": a["ground_truth"], "subset": subset,
+                "undecodable_is_no_call": subset in NO_CALL_SUBSETS,  # the official checker's reading
             })
     return items
 

@@ -498,7 +498,7 @@ def _assign(calls: list[dict], ground_truth: list[dict], tools, used: frozenset)
 
 
 def tool_call(completions: list[str], ground_truth: list[list[dict]], tools: list | None = None,
-              **_: Any) -> list[Score]:
+              undecodable_is_no_call: list[bool] | None = None, **_: Any) -> list[Score]:
     """1.0 if the completion's tool calls match the BFCL ground truth (any order).
 
     >>> tools = [[{"name": "add", "parameters": {"type": "dict", "required": ["a", "b"],
@@ -509,15 +509,15 @@ def tool_call(completions: list[str], ground_truth: list[list[dict]], tools: lis
     [1.0, 0.0]
     """
     tools = tools or [None] * len(completions)
+    flags = undecodable_is_no_call or [False] * len(completions)
     scores: list[Score] = []
-    for completion, truth, specs in zip(as_texts(completions), ground_truth, tools):
+    for completion, truth, specs, lenient in zip(as_texts(completions), ground_truth, tools, flags):
         if truth is None:
             scores.append(None)
             continue
         calls = parse_tool_calls(completion)
-        if not truth:  # BFCL irrelevance: right when nothing decodes as a call (malformed blocks included)
-            scores.append(1.0 if not calls else 0.0)
-            continue
+        if calls is None and lenient:
+            calls = []  # BFCL's checker reads an undecodable call block as no call (its irrelevance category)
         matched = match_tool_calls(calls, truth, specs)
         scores.append(1.0 if matched else 0.0)
     return scores
