@@ -274,12 +274,17 @@ print(json.dumps(out))
 
 def _probe_dir() -> Path:
     """A directory of the caller's, outside every scratch dir, that anyone may write (so only isolation, not
-    permissions, keeps the probe out)."""
-    base = Path.home() / ".cache" / "barkit"
-    base.mkdir(parents=True, exist_ok=True)
-    probe = Path(tempfile.mkdtemp(prefix="sandbox-probe-", dir=base))
-    probe.chmod(0o777)
-    return probe
+    permissions, keeps the probe out): under ~/.cache/barkit, else the current directory."""
+    for base in (Path.home() / ".cache" / "barkit", Path.cwd()):
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            probe = Path(tempfile.mkdtemp(prefix=".barkit-sandbox-probe-", dir=base))
+            probe.chmod(0o777)
+            return probe
+        except OSError:
+            continue
+    raise SandboxUnavailable("sandbox: no writable directory (home or current) to verify the isolation in; "
+                             f"set HOME to one, or {UNSANDBOXED_ENV}=1 to run model code unsandboxed (unsafe)")
 
 
 def _missing_isolation(mode: str) -> list[str]:
