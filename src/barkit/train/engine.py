@@ -23,7 +23,7 @@ from barkit.config import to_dict
 from barkit.errors import BarkitError
 from barkit.outputs import output_lock, refuse_inside
 from barkit.train import checkpointing, trainable
-from barkit.train.fsdp import FSDPRuntime, full_state_dict, is_sharded, shard_model
+from barkit.train.fsdp import DTYPES, FSDPRuntime, full_state_dict, is_sharded, shard_model
 from barkit.train.loop import Loop, StepCallback
 from barkit.train.metrics import MetricsLog, plot_curves, read_metrics
 from barkit.train.model_io import ModelInfo, inspect_model, load_model, load_tokenizer, write_output
@@ -135,8 +135,7 @@ def _prepare(cfg: StageConfig, info: ModelInfo, acc, raw) -> tuple[torch.nn.Modu
     shards (so each rank holds the AdamW state of its own slice only)."""
     if cfg.distributed.strategy != "fsdp":
         return acc.prepare(raw, build_optimizer(raw, cfg, info.spec))
-    compute = None if cfg.distributed.mixed_precision == "no" else getattr(torch, {
-        "bf16": "bfloat16", "fp16": "float16"}[cfg.distributed.mixed_precision])
+    compute = None if cfg.distributed.mixed_precision == "no" else DTYPES[cfg.distributed.mixed_precision]
     model = shard_model(raw, info.spec, compute, cfg.distributed.activation_checkpointing)
     return model, build_optimizer(model, cfg, info.spec)
 

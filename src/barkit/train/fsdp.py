@@ -114,11 +114,6 @@ def is_sharded(model: torch.nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def local_tensors(named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """This rank's shard of every tensor (plain tensors pass through), contiguous on CPU for safetensors."""
-    return {k: (v.to_local() if isinstance(v, DTensor) else v).detach().cpu().contiguous() for k, v in named.items()}
-
-
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Every parameter gathered whole on the main process (others get {}), on CPU."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
