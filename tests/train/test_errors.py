@@ -87,18 +87,27 @@ def test_not_a_two_expert_checkpoint(tmp_path, capsys, dense_ckpts, moe_ckpts, d
     _assert_failed_cleanly(tmp_path, code, err, "missing: no such checkpoint directory")
 
 
-def test_chat_template_without_generation_markers(tmp_path, capsys, moe_ckpts, data_files):
+def test_chat_template_that_rewrites_history_is_one_error_naming_the_row(tmp_path, capsys, moe_ckpts):
+    """Without generation markers assistant turns are found by rendering prefixes; a template that renders an
+    earlier turn differently once later turns follow cannot be masked that way: one line naming the row."""
     plain = tmp_path / "plain"
     shutil.copytree(moe_ckpts["olmo2"], plain)
+    rewriting = ("{% for m in messages %}{% if m['role'] == 'assistant' %}<|assistant|>"
+                 "{% if loop.last %}{{ m['content'] }}{% else %}...{% endif %}<|end|>"
+                 "{% else %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endif %}{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
     for name in ("chat_template.jinja", "tokenizer_config.json"):
         path = plain / name
         if path.is_file() and name.endswith(".jinja"):
-            path.write_text(path.read_text().replace("{% generation %}", "").replace("{% endgeneration %}", ""))
+            path.write_text(rewriting)
         elif path.is_file():
             cfg = json.loads(path.read_text())
             if "chat_template" in cfg:
-                cfg["chat_template"] = cfg["chat_template"].replace("{% generation %}", "").replace(
-                    "{% endgeneration %}", "")
+                cfg["chat_template"] = rewriting
                 path.write_text(json.dumps(cfg))
-    code, err = _adapt(capsys, tmp_path, "sft", plain, data_files["chat"])
-    _assert_failed_cleanly(tmp_path, code, err, "chat template has no {% generation %} markers")
+    data = tmp_path / "chats.jsonl"
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+             {"role": "user", "content": "again"}, {"role": "assistant", "content": "bye"}]
+    data.write_text(json.dumps({"messages": turns[:2]}) + "\n" + json.dumps({"messages": turns}) + "\n")
+    code, err = _adapt(capsys, tmp_path, "sft", plain, str(data))
+    _assert_failed_cleanly(tmp_path, code, err, "chats.jsonl:2: the chat template renders earlier turns differently")

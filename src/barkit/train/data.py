@@ -113,10 +113,45 @@ def check_messages(path: Path, lineno: int, messages: object, need_assistant: bo
 
 
 def check_template(tokenizer) -> None:
-    template = tokenizer.chat_template or ""
-    if not _GENERATION_TAG.search(template):
-        raise BarkitError("the model's tokenizer chat template has no {% generation %} markers, so assistant "
-                          "tokens cannot be masked; add them to chat_template")
+    if not tokenizer.chat_template:
+        raise BarkitError("the model's tokenizer has no chat template, so chats cannot be rendered; add one")
+
+
+def has_generation_markers(tokenizer) -> bool:
+    return bool(_GENERATION_TAG.search(tokenizer.chat_template or ""))
+
+
+def _render(tokenizer, messages: list[dict], generation_prompt: bool, kwargs: dict) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
+                                         **kwargs)
+
+
+def assistant_spans(path: Path, lineno: int, messages: list[dict], tokenizer, kwargs: dict) -> tuple[str, list]:
+    """(rendered chat, character spans of each assistant turn) for a template without generation markers:
+    each assistant turn is what rendering the conversation up to it adds to rendering the conversation
+    before it with the generation prompt (its content and end-of-turn token; trailing whitespace is left
+    out). Every such render must be a prefix of the whole: a template that renders earlier turns
+    differently once later turns follow (e.g. one that drops past reasoning) cannot be masked this way."""
+    text = _render(tokenizer, messages, False, kwargs)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = _render(tokenizer, messages[:i], True, kwargs)
+        upto = _render(tokenizer, messages[:i + 1], False, kwargs)
+        if not (upto.startswith(before) and text.startswith(upto)):
+            raise BarkitError(f"{path}:{lineno}: the chat template renders earlier turns differently once later "
+                              f"turns follow (turn {i + 1}), so assistant tokens cannot be located; add "
+                              "{% generation %} markers to it")
+        spans.append((len(before), len(upto.rstrip())))
+    return text, spans
+
+
+def _masked_by_spans(text: str, spans: list, tokenizer) -> tuple[list[int], list[int]]:
+    """Token ids of `text` and 1 for each token that lies inside an assistant span."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    mask = [int(any(start <= a and b <= end and b > a for start, end in spans)) for a, b in enc["offset_mapping"]]
+    return list(enc["input_ids"]), mask
 
 
 def chat_example(path: Path, lineno: int, row: dict, tokenizer, seq_len: int) -> tuple[Example, bool]:
@@ -124,11 +159,16 @@ def chat_example(path: Path, lineno: int, row: dict, tokenizer, seq_len: int) ->
     messages = check_messages(path, lineno, row.get("messages"), need_assistant=True)
     kwargs = {"tools": row["tools"]} if row.get("tools") else {}
     try:
-        enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                            return_assistant_tokens_mask=True, **kwargs)
+        if has_generation_markers(tokenizer):
+            enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                                return_assistant_tokens_mask=True, **kwargs)
+            ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
+        else:  # the templates of released models have no markers: locate each assistant turn by rendering
+            ids, mask = _masked_by_spans(*assistant_spans(path, lineno, messages, tokenizer, kwargs), tokenizer)
+    except BarkitError:
+        raise
     except Exception as exc:  # jinja errors surface as several exception types
         raise BarkitError(f"{path}:{lineno}: chat template failed ({exc})") from None
-    ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
     if not any(mask):
         raise BarkitError(f"{path}:{lineno}: the chat template marked no assistant tokens")
     truncated = len(ids) > seq_len
