@@ -12,7 +12,7 @@ from barkit.cli import main
 from barkit.errors import BarkitError
 from barkit.tiny import make_dense_checkpoint
 
-FAMILIES = ("olmo2", "llama")
+FAMILIES = ("olmo2", "llama", "qwen3")
 
 
 def _branch(tmp_path, anchor, base=None, **kw):

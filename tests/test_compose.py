@@ -17,7 +17,7 @@ from barkit.errors import BarkitError
 from barkit.select import mask_experts
 from barkit.tiny import make_dense_checkpoint, save_like
 
-FAMILIES = ("olmo2", "llama")
+FAMILIES = ("olmo2", "llama", "qwen3")
 
 
 def fake_train(src_dir: Path, out: Path, seed: int, touch_expert0: bool = False) -> Path:

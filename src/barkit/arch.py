@@ -32,6 +32,7 @@ class ArchSpec:
     config_drop: tuple[str, ...] = ()
     unsupported: dict[str, object] = field(default_factory=dict)
     config_fixed: dict[str, object] = field(default_factory=dict)
+    config_renamed: dict[str, str] = field(default_factory=dict)  # MoE config key -> the dense key it copies
     # Keys whose values must be identical in dense and MoE configs (checked after translation).
     config_checked: tuple[str, ...] = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                        "num_attention_heads", "num_key_value_heads", "rms_norm_eps",
@@ -83,6 +84,7 @@ class ArchSpec:
         drop = {"architectures", "model_type", "transformers_version", "_name_or_path", *self.config_drop}
         cfg = {k: v for k, v in dense_config.items() if k not in drop}
         cfg.update(self.config_fixed)
+        cfg.update({moe_key: dense_config[dense_key] for moe_key, dense_key in self.config_renamed.items()})
         cfg.update({"model_type": self.moe_model_type, "architectures": [self.moe_architecture],
                     self.num_experts_key: num_experts, self.top_k_key: top_k})
         if self.norm_topk_key is not None:
@@ -120,6 +122,21 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         config_drop=("mlp_bias", "pretraining_tp", "attention_bias"),
         unsupported={"mlp_bias": True, "attention_bias": True},
         config_fixed={"output_router_logits": False, "router_jitter_noise": 0.0},
+    ),
+    "qwen3": ArchSpec(
+        name="qwen3",
+        dense_model_types=("qwen3",),
+        moe_model_type="qwen3_moe",
+        moe_architecture="Qwen3MoeForCausalLM",
+        dense_ffn={r: f"model.layers.{{layer}}.mlp.{r}_proj.weight" for r in ROLES},
+        expert_ffn={r: f"model.layers.{{layer}}.mlp.experts.{{expert}}.{r}_proj.weight" for r in ROLES},
+        router="model.layers.{layer}.mlp.gate.weight",
+        num_experts_key="num_local_experts",
+        norm_topk_key="norm_topk_prob",
+        config_drop=("layer_types", "max_window_layers"),
+        # every layer sparse, none dense-only; the experts are the dense FFN's size
+        config_fixed={"output_router_logits": False, "decoder_sparse_step": 1, "mlp_only_layers": []},
+        config_renamed={"moe_intermediate_size": "intermediate_size"},
     ),
 }
 
