@@ -154,9 +154,23 @@ def _masked_by_spans(text: str, spans: list, tokenizer) -> tuple[list[int], list
     return list(enc["input_ids"]), mask
 
 
+def _as_messages(value, role: str) -> list[dict]:
+    return [{"role": role, "content": value}] if isinstance(value, str) else value
+
+
+def row_messages(row: dict) -> object:
+    """A chat row's messages: `messages` (Tulu / OLMo SFT mixtures), or TRL's `prompt` + `completion` (each a
+    string or a list of messages)."""
+    if "messages" not in row and "prompt" in row and "completion" in row:
+        prompt, completion = _as_messages(row["prompt"], "user"), _as_messages(row["completion"], "assistant")
+        if isinstance(prompt, list) and isinstance(completion, list):
+            return [*prompt, *completion]
+    return row.get("messages")
+
+
 def chat_example(path: Path, lineno: int, row: dict, tokenizer, seq_len: int) -> tuple[Example, bool]:
     """One chat row -> (example with loss on assistant tokens only, whether it was truncated to seq_len)."""
-    messages = check_messages(path, lineno, row.get("messages"), need_assistant=True)
+    messages = check_messages(path, lineno, row_messages(row), need_assistant=True)
     kwargs = {"tools": row["tools"]} if row.get("tools") else {}
     try:
         if has_generation_markers(tokenizer):
@@ -259,12 +273,31 @@ def stratified_sample(per_file: list[list], fraction: float, min_rows: int, seed
     return [e for part in stratified_sample_per_file(per_file, fraction, min_rows, seed) for e in part]
 
 
+# open-instruct's RLVR rows name their checker in `dataset`: these map onto barkit's verifiers
+OPEN_INSTRUCT_VERIFIERS = {"gsm8k": "math_answer", "math": "math_answer"}
+
+
+def from_open_instruct(path: Path, lineno: int, row: dict) -> dict:
+    """An open-instruct RLVR row (`messages`, `ground_truth`, `dataset`) as a barkit rl-prompt row."""
+    dataset = str(row.get("dataset", "")).lower()
+    verifier = OPEN_INSTRUCT_VERIFIERS.get(dataset)
+    if verifier is None:
+        raise BarkitError(f"{path}:{lineno}: open-instruct dataset '{row.get('dataset')}' has no barkit verifier "
+                          f"(supported: {', '.join(sorted(OPEN_INSTRUCT_VERIFIERS))})")
+    truth = row["ground_truth"]
+    answer = truth[0] if isinstance(truth, list) and len(truth) == 1 else truth
+    return {"prompt": row["messages"], "verifier": verifier, "answer": str(answer)}
+
+
 def load_rl_prompts(path: str | Path, tokenizer, max_prompt_tokens: int,
                     verifier_columns: dict[str, tuple[str, ...]]) -> list[RLPrompt]:
-    """rl-prompt rows: `prompt` messages (no final assistant turn), a known `verifier` and its columns."""
+    """rl-prompt rows: `prompt` messages (no final assistant turn), a known `verifier` and its columns; or
+    open-instruct RLVR rows (`messages`, `ground_truth`, `dataset`), mapped by `OPEN_INSTRUCT_VERIFIERS`."""
     path = Path(path)
     prompts = []
     for lineno, row in read_jsonl(path):
+        if "prompt" not in row and {"messages", "ground_truth", "dataset"} <= set(row):
+            row = from_open_instruct(path, lineno, row)
         messages = check_messages(path, lineno, row.get("prompt"), need_assistant=False)
         if messages[-1]["role"] == "assistant":
             raise BarkitError(f"{path}:{lineno}: 'prompt' must not end with an assistant turn")
