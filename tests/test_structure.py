@@ -89,5 +89,7 @@ def test_nothing_refers_outside_the_repository():
     tracked = [REPO / name for name in listed.split() if Path(name).name != Path(__file__).name
                and Path(name).suffix in (".py", ".md", ".yaml", ".toml", ".sh", ".txt", "")]
     assert any(p.name == "README.md" for p in tracked)
-    outside = ("../shared", "DESIGN.md")  # the team's notes live outside the repository; docs/design.md is ours
+    # the team's notes live outside the repository (docs/design.md is ours); spelled in two pieces so this
+    # file does not name them itself
+    outside = ("../" + "shared", "DESIGN" + ".md")
     assert [str(p) for p in tracked if any(s in p.read_text(errors="ignore") for s in outside)] == []
