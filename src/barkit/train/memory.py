@@ -112,9 +112,8 @@ def largest_micro_batch(memory: StageMemory, devices: int, device_gb: float, seq
     free = device_gb * GB - memory.state_bytes / devices
     if free <= 0:
         return 0
-    per_sequence = memory.activation_bytes(1, seq_len, checkpointing) - (
-        memory.fused_copy_bytes * (1 if checkpointing else memory.layers))
-    fixed = memory.fused_copy_bytes * (1 if checkpointing else memory.layers)
+    fixed = memory.fused_copy_bytes * (1 if checkpointing else memory.layers)  # does not grow with the batch
+    per_sequence = memory.activation_bytes(1, seq_len, checkpointing) - fixed
     return max(0, int((free - fixed) // per_sequence))
 
 

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 
 from barkit.errors import BarkitError
 from barkit.train import data
-from barkit.train.objectives.base import Update, check_divisible, shard
+from barkit.train.objectives.base import Update, shard
 from barkit.train.objectives.lm import LMObjective, load_chat_files, token_loss_sum
 from barkit.train.stages import StageConfig
 
@@ -107,7 +107,3 @@ class DistillObjective(LMObjective):
         total = self.acc.reduce(sums, "sum") if world > 1 else sums
         return {"loss": float(total[0]) / targets, "distill": float(total[1]) / targets, "grad_norm": grad_norm,
                 "targets": targets, "tokens": sum(len(e.input_ids) for e in batch)}
-
-    def __init__(self, ctx, items, held_out, settings=None):
-        super().__init__(ctx, items, held_out, settings)
-        check_divisible(self.cfg, self.acc.num_processes)

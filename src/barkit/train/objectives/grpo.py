@@ -199,9 +199,10 @@ class GRPOObjective(Objective):
         self.prompts, self.eval_prompts, self.total = items, held_out, ctx.total_steps
         self.stop_ids = stop_token_ids(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
+        self.sharded = getattr(self.acc, "sharded", False)  # FSDP: every rank must join every forward pass
         self.rollout = ctx.rollout or HFRollout(self.raw, self.rl, self.stop_ids, self.pad_id, self.acc.device,
-                                                synced=getattr(self.acc, "sharded", False))
-        if getattr(self.acc, "sharded", False) and (self.rl.beta > 0 or self.rl.dynamic_sampling):
+                                                synced=self.sharded)
+        if self.sharded and (self.rl.beta > 0 or self.rl.dynamic_sampling):
             raise BarkitError("config keys 'rl.beta', 'rl.dynamic_sampling': not supported with distributed.strategy "
                               "fsdp yet (a KL reference model; sampling rounds that differ between ranks)")
         self.orders = {0: StepOrder(len(items), cfg.rl.prompts_per_step, cfg.seed)}
@@ -239,7 +240,7 @@ class GRPOObjective(Objective):
     def _held_out_reward(self, samples: int, greedy: bool) -> float | None:
         mine = self.eval_prompts[self.acc.process_index::self.acc.num_processes]
         totals = torch.zeros(2)
-        if mine or getattr(self.acc, "sharded", False):  # sharded weights: every rank joins every forward pass
+        if mine or self.sharded:  # sharded weights: every rank joins every forward pass
             batch = mine or self.eval_prompts[:1]
             seqs, _, width = self.generate([p.prompt_ids for p in batch], samples, greedy=greedy)
             if mine:
