@@ -442,8 +442,8 @@ def run_python(
                 max_procs=max_procs, scratch_mb=scratch_mb, max_files=max_files, stdin=stdin)
 
 
-def run_pair(trusted: str, untrusted: str, *, timeout_s: float = 5.0, memory_mb: int = 512,
-             **limits) -> tuple[SandboxResult, SandboxResult]:
+def run_pair(trusted: str, untrusted: str, *, timeout_s: float = 5.0, memory_mb: int = 512, max_file_mb: int = 10,
+             max_procs: int = 32, scratch_mb: int = 64, max_files: int = 4096) -> tuple[SandboxResult, SandboxResult]:
     """Run a trusted program and untrusted code in two separate sandboxes joined only by two pipes: the
     trusted side writes to fd `CHANNEL[0]` and reads fd `CHANNEL[1]`, the untrusted side reads `CHANNEL[0]`
     and writes `CHANNEL[1]`. They share no process, memory or file; the untrusted side also gets a minimal
@@ -452,9 +452,8 @@ def run_pair(trusted: str, untrusted: str, *, timeout_s: float = 5.0, memory_mb:
     requests, answers = os.pipe(), os.pipe()
     sides = {"trusted": (trusted, {requests[1]: CHANNEL[0], answers[0]: CHANNEL[1]}, False),
              "untrusted": (untrusted, {requests[0]: CHANNEL[0], answers[1]: CHANNEL[1]}, True)}
-    settings = dict(timeout_s=timeout_s, memory_mb=memory_mb, max_file_mb=limits.get("max_file_mb", 10),
-                    max_procs=limits.get("max_procs", 32), scratch_mb=limits.get("scratch_mb", 64),
-                    max_files=limits.get("max_files", 4096), stdin=None)
+    settings = dict(timeout_s=timeout_s, memory_mb=memory_mb, max_file_mb=max_file_mb, max_procs=max_procs,
+                    scratch_mb=scratch_mb, max_files=max_files, stdin=None)
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(_run, code, mode, fd_map=fds, minimal_root=minimal, **settings)
                    for name, (code, fds, minimal) in sides.items()}
