@@ -49,7 +49,7 @@ CASES = [
     (["branch", "{anchor}", "--out", "{file}/out"], "file: cannot create the output's parent"),
     (["branch", "{anchor}", "--out", "{out}", "--max-shard-size", "lots"], "'lots' is not a size like 200MB"),
     (["adapt", "--stage", "pretrain", "--model", "{anchor}", "--data", "{bad_utf8}", "--out", "{out}"],
-     "bad.jsonl: not valid UTF-8 text"),
+     "bad.jsonl:1: not valid UTF-8 text"),
     (["score", "--suite", "humaneval", "--completions", "{file}.missing"], "file.missing: No such file"),
     (["eval", "{truncated}", "--suite", "humaneval", "--out", "{out}"], "truncated or corrupt safetensors file"),
     (["eval", "{no_config}", "--suite", "humaneval", "--out", "{out}"], "config.json: missing"),

@@ -181,7 +181,7 @@ def _add_field_args(parser, cls: type, prefix: str, positional: tuple[str, ...])
         if get_origin(inner) is Literal:
             help_text += f" (one of {', '.join(map(str, get_args(inner)))})"
         if get_origin(inner) is dict or inner is dict:
-            parser.add_argument(_flag(prefix + f.name), dest=f"{prefix}{f.name}", default=None, type=_yaml_value,
+            parser.add_argument(_flag(prefix + f.name), dest=f"{prefix}{f.name}", default=None, type=yaml_value,
                                 metavar="YAML", help=help_text)
             continue
         nargs = "+" if get_origin(inner) in (list, tuple) else None
@@ -193,7 +193,7 @@ def _add_field_args(parser, cls: type, prefix: str, positional: tuple[str, ...])
                                 metavar=f.name.upper(), help=help_text)
 
 
-def _yaml_value(text: str) -> Any:
+def yaml_value(text: str) -> Any:
     return parse_set(f"value={text}")[1]
 
 

@@ -9,6 +9,7 @@ import torch
 from barkit.errors import BarkitError
 from barkit.tiny import tiny_tokenizer
 from barkit.train import data
+from barkit.train.rows import read_rows
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_malformed_lines_are_listed(tmp_path):
     path.write_text("".join("{oops\n" for _ in range(12)))
     with pytest.raises(BarkitError, match=r"bad.jsonl: malformed JSON \(not an object\) on lines "
                                           r"1, 2, 3, 4, 5, 6, 7, 8, 9, 10 \(and 2 more\)"):
-        data.read_jsonl(path)
+        read_rows(path)
 
 
 def test_mix_and_stratified_sample():

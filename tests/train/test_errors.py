@@ -110,4 +110,4 @@ def test_chat_template_that_rewrites_history_is_one_error_naming_the_row(tmp_pat
              {"role": "user", "content": "again"}, {"role": "assistant", "content": "bye"}]
     data.write_text(json.dumps({"messages": turns[:2]}) + "\n" + json.dumps({"messages": turns}) + "\n")
     code, err = _adapt(capsys, tmp_path, "sft", plain, str(data))
-    _assert_failed_cleanly(tmp_path, code, err, "chats.jsonl:2: the chat template renders earlier turns differently")
+    _assert_failed_cleanly(tmp_path, code, err, "chats.jsonl:2: the chat template drops assistant turn 2")

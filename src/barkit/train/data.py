@@ -1,5 +1,5 @@
-"""Training data: JSONL reading with line-numbered errors, text packing, chat tokenization with assistant
-masks, domain/general mixing, stratified router samples, RL prompts, and the step-indexed batch order.
+"""Training data: text packing, chats with assistant-only loss, domain/general mixing, stratified router
+samples, RL prompts, and the step-indexed batch order (files are read by `rows`, chats masked by `chat`).
 
 Everything is tokenized up front into plain lists (toy and research data sets fit in memory), so the
 batch of step `s` is a pure function of (data, seed, s): resuming needs only the step number.
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +17,11 @@ from pathlib import Path
 import torch
 
 from barkit.errors import BarkitError
+from barkit.train.chat import assistant_mask, check_messages, check_template
+from barkit.train.formats import from_open_instruct, is_open_instruct, row_messages
+from barkit.train.rows import read_rows
 
 IGNORE = -100
-_GENERATION_TAG = re.compile(r"{%-?\s*generation\s*-?%}")
-ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass
@@ -46,157 +45,48 @@ class RLPrompt:
     messages: list = field(default_factory=list)
 
 
-def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
-    """(line number, object) for every non-blank line; malformed lines are reported together."""
-    path = Path(path)
-    if not path.is_file():
-        raise BarkitError(f"{path}: data file not found")
-    rows, bad = [], []
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError as exc:
-        raise BarkitError(f"{path}: not valid UTF-8 text (byte {exc.start})") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            bad.append(lineno)
-            continue
-        if not isinstance(obj, dict):
-            bad.append(lineno)
-            continue
-        rows.append((lineno, obj))
-    if bad:
-        shown = ", ".join(map(str, bad[:10])) + (f" (and {len(bad) - 10} more)" if len(bad) > 10 else "")
-        raise BarkitError(f"{path}: malformed JSON (not an object) on line{'s' * (len(bad) > 1)} {shown}")
-    if not rows:
-        raise BarkitError(f"{path}: data file is empty")
-    return rows
-
-
-def _column(path: Path, lineno: int, row: dict, key: str, kind: type) -> object:
+def _column(where: str, row: dict, key: str, kind: type) -> object:
     if key not in row:
-        raise BarkitError(f"{path}:{lineno}: missing column '{key}'")
+        raise BarkitError(f"{where}: missing column '{key}'")
     if not isinstance(row[key], kind):
-        raise BarkitError(f"{path}:{lineno}: column '{key}' must be a {kind.__name__}")
+        raise BarkitError(f"{where}: column '{key}' must be a {kind.__name__}")
     return row[key]
 
 
-def pack_text(paths: list[str], tokenizer, seq_len: int) -> list[Example]:
+def pack_text(paths: list[str], tokenizer, seq_len: int, columns: dict | None = None) -> list[Example]:
     """Concatenate `text` rows (each ending in EOS) and cut them into full sequences of seq_len tokens."""
     if tokenizer.eos_token_id is None:
         raise BarkitError("the model's tokenizer has no eos token; packing needs one to separate documents")
     stream: list[int] = []
-    for path in map(Path, paths):
-        texts = [_column(path, n, row, "text", str) for n, row in read_jsonl(path)]
+    for path in paths:
+        texts = [_column(where, row, "text", str) for where, row in read_rows(path, columns)]
         for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
             stream.extend(ids)
             stream.append(tokenizer.eos_token_id)
     if len(stream) < seq_len:
-        raise BarkitError(f"{', '.join(paths)}: only {len(stream)} tokens, fewer than one sequence "
+        raise BarkitError(f"{', '.join(map(str, paths))}: only {len(stream)} tokens, fewer than one sequence "
                           f"(seq_len={seq_len})")
     chunks = [stream[i:i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
     return [Example(c, list(c)) for c in chunks]
 
 
-def check_messages(path: Path, lineno: int, messages: object, need_assistant: bool) -> list[dict]:
-    if not isinstance(messages, list) or not messages:
-        raise BarkitError(f"{path}:{lineno}: 'messages' must be a non-empty list")
-    for m in messages:
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise BarkitError(f"{path}:{lineno}: each message needs a role ({'/'.join(ROLES)}) and string content")
-    if need_assistant and not any(m["role"] == "assistant" for m in messages):
-        raise BarkitError(f"{path}:{lineno}: chat has no assistant turn (nothing to train on)")
-    return messages
-
-
-def check_template(tokenizer) -> None:
-    if not tokenizer.chat_template:
-        raise BarkitError("the model's tokenizer has no chat template, so chats cannot be rendered; add one")
-
-
-def has_generation_markers(tokenizer) -> bool:
-    return bool(_GENERATION_TAG.search(tokenizer.chat_template or ""))
-
-
-def _render(tokenizer, messages: list[dict], generation_prompt: bool, kwargs: dict) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
-                                         **kwargs)
-
-
-def assistant_spans(path: Path, lineno: int, messages: list[dict], tokenizer, kwargs: dict) -> tuple[str, list]:
-    """(rendered chat, character spans of each assistant turn) for a template without generation markers:
-    each assistant turn is what rendering the conversation up to it adds to rendering the conversation
-    before it with the generation prompt (its content and end-of-turn token; trailing whitespace is left
-    out). Every such render must be a prefix of the whole: a template that renders earlier turns
-    differently once later turns follow (e.g. one that drops past reasoning) cannot be masked this way."""
-    text = _render(tokenizer, messages, False, kwargs)
-    spans = []
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        before = _render(tokenizer, messages[:i], True, kwargs)
-        upto = _render(tokenizer, messages[:i + 1], False, kwargs)
-        if not (upto.startswith(before) and text.startswith(upto)):
-            raise BarkitError(f"{path}:{lineno}: the chat template renders earlier turns differently once later "
-                              f"turns follow (turn {i + 1}), so assistant tokens cannot be located; add "
-                              "{% generation %} markers to it")
-        spans.append((len(before), len(upto.rstrip())))
-    return text, spans
-
-
-def _masked_by_spans(text: str, spans: list, tokenizer) -> tuple[list[int], list[int]]:
-    """Token ids of `text` and 1 for each token that lies inside an assistant span."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    mask = [int(any(start <= a and b <= end and b > a for start, end in spans)) for a, b in enc["offset_mapping"]]
-    return list(enc["input_ids"]), mask
-
-
-def _as_messages(value, role: str) -> list[dict]:
-    return [{"role": role, "content": value}] if isinstance(value, str) else value
-
-
-def row_messages(row: dict) -> object:
-    """A chat row's messages: `messages` (Tulu / OLMo SFT mixtures), or TRL's `prompt` + `completion` (each a
-    string or a list of messages)."""
-    if "messages" not in row and "prompt" in row and "completion" in row:
-        prompt, completion = _as_messages(row["prompt"], "user"), _as_messages(row["completion"], "assistant")
-        if isinstance(prompt, list) and isinstance(completion, list):
-            return [*prompt, *completion]
-    return row.get("messages")
-
-
-def chat_example(path: Path, lineno: int, row: dict, tokenizer, seq_len: int) -> tuple[Example, bool]:
+def chat_example(where: str, row: dict, tokenizer, seq_len: int) -> tuple[Example, bool]:
     """One chat row -> (example with loss on assistant tokens only, whether it was truncated to seq_len)."""
-    messages = check_messages(path, lineno, row_messages(row), need_assistant=True)
+    messages = check_messages(where, row_messages(row), need_assistant=True)
     kwargs = {"tools": row["tools"]} if row.get("tools") else {}
-    try:
-        if has_generation_markers(tokenizer):
-            enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
-                                                return_assistant_tokens_mask=True, **kwargs)
-            ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
-        else:  # the templates of released models have no markers: locate each assistant turn by rendering
-            ids, mask = _masked_by_spans(*assistant_spans(path, lineno, messages, tokenizer, kwargs), tokenizer)
-    except BarkitError:
-        raise
-    except Exception as exc:  # jinja errors surface as several exception types
-        raise BarkitError(f"{path}:{lineno}: chat template failed ({exc})") from None
-    if not any(mask):
-        raise BarkitError(f"{path}:{lineno}: the chat template marked no assistant tokens")
+    ids, mask = assistant_mask(where, messages, tokenizer, kwargs)
     truncated = len(ids) > seq_len
     ids, mask = ids[:seq_len], mask[:seq_len]
     return Example(ids, [t if m else IGNORE for t, m in zip(ids, mask)]), truncated
 
 
-def tokenize_chats(path: str | Path, tokenizer, seq_len: int) -> tuple[list[Example], int]:
+def tokenize_chats(path: str | Path, tokenizer, seq_len: int,
+                   columns: dict | None = None) -> tuple[list[Example], int]:
     """Chat rows -> examples with loss on assistant tokens only; returns (examples, truncated count)."""
-    path = Path(path)
     check_template(tokenizer)
     examples, truncated = [], 0
-    for lineno, row in read_jsonl(path):
-        example, cut = chat_example(path, lineno, row, tokenizer, seq_len)
+    for where, row in read_rows(path, columns):
+        example, cut = chat_example(where, row, tokenizer, seq_len)
         truncated += cut
         if example.num_targets:
             examples.append(example)
@@ -273,49 +163,31 @@ def stratified_sample(per_file: list[list], fraction: float, min_rows: int, seed
     return [e for part in stratified_sample_per_file(per_file, fraction, min_rows, seed) for e in part]
 
 
-# open-instruct's RLVR rows name their checker in `dataset`: these map onto barkit's verifiers
-OPEN_INSTRUCT_VERIFIERS = {"gsm8k": "math_answer", "math": "math_answer"}
-
-
-def from_open_instruct(path: Path, lineno: int, row: dict) -> dict:
-    """An open-instruct RLVR row (`messages`, `ground_truth`, `dataset`) as a barkit rl-prompt row."""
-    dataset = str(row.get("dataset", "")).lower()
-    verifier = OPEN_INSTRUCT_VERIFIERS.get(dataset)
-    if verifier is None:
-        raise BarkitError(f"{path}:{lineno}: open-instruct dataset '{row.get('dataset')}' has no barkit verifier "
-                          f"(supported: {', '.join(sorted(OPEN_INSTRUCT_VERIFIERS))})")
-    truth = row["ground_truth"]
-    answer = truth[0] if isinstance(truth, list) and len(truth) == 1 else truth
-    return {"prompt": row["messages"], "verifier": verifier, "answer": str(answer)}
-
-
 def load_rl_prompts(path: str | Path, tokenizer, max_prompt_tokens: int,
-                    verifier_columns: dict[str, tuple[str, ...]]) -> list[RLPrompt]:
+                    verifier_columns: dict[str, tuple[str, ...]], columns: dict | None = None) -> list[RLPrompt]:
     """rl-prompt rows: `prompt` messages (no final assistant turn), a known `verifier` and its columns; or
     open-instruct RLVR rows (`messages`, `ground_truth`, `dataset`), mapped by `OPEN_INSTRUCT_VERIFIERS`."""
-    path = Path(path)
     prompts = []
-    for lineno, row in read_jsonl(path):
-        if "prompt" not in row and {"messages", "ground_truth", "dataset"} <= set(row):
-            row = from_open_instruct(path, lineno, row)
-        messages = check_messages(path, lineno, row.get("prompt"), need_assistant=False)
+    for where, row in read_rows(path, columns):
+        if is_open_instruct(row):
+            row = from_open_instruct(where, row)
+        messages = check_messages(where, row.get("prompt"), need_assistant=False)
         if messages[-1]["role"] == "assistant":
-            raise BarkitError(f"{path}:{lineno}: 'prompt' must not end with an assistant turn")
-        name = _column(path, lineno, row, "verifier", str)
+            raise BarkitError(f"{where}: 'prompt' must not end with an assistant turn")
+        name = _column(where, row, "verifier", str)
         if name not in verifier_columns:
-            raise BarkitError(f"{path}:{lineno}: unknown verifier '{name}' "
-                              f"(known: {', '.join(sorted(verifier_columns))})")
+            raise BarkitError(f"{where}: unknown verifier '{name}' (known: {', '.join(sorted(verifier_columns))})")
         missing = [c for c in verifier_columns[name] if c not in row]
         if missing:
-            raise BarkitError(f"{path}:{lineno}: verifier '{name}' needs column '{missing[0]}'")
+            raise BarkitError(f"{where}: verifier '{name}' needs column '{missing[0]}'")
         kwargs = {"tools": row["tools"]} if row.get("tools") else {}
         ids = list(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
                                                  return_dict=True, **kwargs)["input_ids"])
         if len(ids) > max_prompt_tokens:
-            raise BarkitError(f"{path}:{lineno}: prompt is {len(ids)} tokens, more than seq_len - "
+            raise BarkitError(f"{where}: prompt is {len(ids)} tokens, more than seq_len - "
                               f"rl.max_new_tokens = {max_prompt_tokens}")
-        columns = {k: v for k, v in row.items() if k not in ("prompt", "verifier")}
-        prompts.append(RLPrompt(ids, name, columns, messages))
+        extra = {k: v for k, v in row.items() if k not in ("prompt", "verifier")}
+        prompts.append(RLPrompt(ids, name, extra, messages))
     return prompts
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,9 @@ import numpy as np
 from barkit.checkpoint import sha256_file, write_json
 from barkit.errors import BarkitError
 from barkit.outputs import atomic_output_dir
-from barkit.train.data import IGNORE, Example, chat_example, check_template
+from barkit.train.chat import check_template
+from barkit.train.data import IGNORE, Example, chat_example
+from barkit.train.rows import iter_rows
 
 META = "meta.json"
 FORMAT = "barkit-token-shards"
@@ -35,32 +36,6 @@ def tokenizer_digest(tokenizer) -> str:
     """Identity of a tokenizer: its full serialised state (vocabulary, merges, special tokens, template)."""
     state = tokenizer.backend_tokenizer.to_str() + (tokenizer.chat_template or "")
     return hashlib.sha256(state.encode()).hexdigest()
-
-
-def _rows(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line, read one at a time."""
-    if not path.is_file():
-        raise BarkitError(f"{path}: data file not found")
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in _lines(path, handle):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                row = None
-            if not isinstance(row, dict):
-                raise BarkitError(f"{path}:{lineno}: malformed JSON (not an object)")
-            yield lineno, row
-
-
-def _lines(path: Path, handle) -> Iterator[tuple[int, str]]:
-    lineno = 0
-    try:
-        for lineno, line in enumerate(handle, 1):
-            yield lineno, line
-    except UnicodeDecodeError:
-        raise BarkitError(f"{path}:{lineno + 1}: not valid UTF-8 text") from None
 
 
 class _Writer:
@@ -81,15 +56,24 @@ class _Writer:
             handle.close()
 
 
-def _write_text(paths: list[Path], tokenizer, seq_len: int, writer: _Writer, batch: int = 1024) -> None:
+def _digest(path: Path) -> str:
+    """sha256 of a data file, or of a data directory's files (names and contents)."""
+    if path.is_file():
+        return sha256_file(path)
+    listing = [f"{f.relative_to(path)}\0{sha256_file(f)}" for f in sorted(path.rglob("*")) if f.is_file()]
+    return hashlib.sha256("\n".join(listing).encode()).hexdigest()
+
+
+def _write_text(paths: list[Path], tokenizer, seq_len: int, writer: _Writer, columns: dict | None,
+                batch: int = 1024) -> None:
     if tokenizer.eos_token_id is None:
         raise BarkitError("the model's tokenizer has no eos token; packing needs one to separate documents")
     carry: list[int] = []
     for path in paths:
         texts: list[str] = []
-        for lineno, row in _rows(path):
+        for where, row in iter_rows(path, columns):
             if not isinstance(row.get("text"), str):
-                raise BarkitError(f"{path}:{lineno}: missing column 'text'")
+                raise BarkitError(f"{where}: missing column 'text'")
             texts.append(row["text"])
             if len(texts) == batch:
                 carry = _pack(texts, tokenizer, seq_len, writer, carry)
@@ -107,17 +91,17 @@ def _pack(texts: list[str], tokenizer, seq_len: int, writer: _Writer, carry: lis
     return carry
 
 
-def _write_chats(paths: list[Path], tokenizer, seq_len: int, writer: _Writer) -> None:
+def _write_chats(paths: list[Path], tokenizer, seq_len: int, writer: _Writer, columns: dict | None) -> None:
     check_template(tokenizer)
     for path in paths:
-        for lineno, row in _rows(path):
-            example, _ = chat_example(path, lineno, row, tokenizer, seq_len)
+        for where, row in iter_rows(path, columns):
+            example, _ = chat_example(where, row, tokenizer, seq_len)
             if example.num_targets:
                 writer.add(example.input_ids, [int(t != IGNORE) for t in example.labels])
 
 
 def tokenize_to_shards(paths: list[str], tokenizer, kind: str, seq_len: int, out: str | Path,
-                       overwrite: bool = False) -> Path:
+                       overwrite: bool = False, columns: dict | None = None) -> Path:
     """Write token shards for `paths` into `out` (atomically); returns `out`."""
     if kind not in KINDS:
         raise BarkitError(f"kind '{kind}': choose one of {', '.join(KINDS)}")
@@ -125,7 +109,7 @@ def tokenize_to_shards(paths: list[str], tokenizer, kind: str, seq_len: int, out
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         writer = _Writer(tmp)
         try:
-            (_write_text if kind == "text" else _write_chats)(sources, tokenizer, seq_len, writer)
+            (_write_text if kind == "text" else _write_chats)(sources, tokenizer, seq_len, writer, columns)
         finally:
             writer.close()
         if writer.sequences == 0:
@@ -133,7 +117,7 @@ def tokenize_to_shards(paths: list[str], tokenizer, kind: str, seq_len: int, out
         write_json(tmp / META, {"format": FORMAT, "version": VERSION, "kind": kind, "seq_len": seq_len,
                                 "sequences": writer.sequences, "tokens": writer.position,
                                 "tokenizer_sha256": tokenizer_digest(tokenizer),
-                                "sources": {str(p.resolve()): sha256_file(p) for p in sources}})
+                                "sources": {str(p.resolve()): _digest(p) for p in sources}})
     return Path(out)
 
 

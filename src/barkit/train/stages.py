@@ -226,7 +226,9 @@ class StageConfig:
 
     stage: Stage = doc("which training stage to run")
     model: str = doc("input checkpoint directory")
-    data: list[str] = doc("training data file(s), comma separated")
+    data: list[str] = doc("training data: JSONL / JSON / parquet files, datasets directories or token shards")
+    columns: dict = doc("rename source columns to barkit's names, e.g. --columns '{conversation: messages}'",
+                        factory=dict)
     out: str = doc("output checkpoint directory")
     objective: str | None = doc("training objective by name (lm, grpo, distill; default: grpo for rl, else lm)",
                                 None)

@@ -183,9 +183,11 @@ class GRPOObjective(Objective):
         if limit < 1:
             raise BarkitError(f"config key 'sequences.seq_len': {cfg.sequences.seq_len} leaves no room for prompts "
                               f"after rl.max_new_tokens={cfg.rl.max_new_tokens}")
-        prompts = [p for path in cfg.data for p in data.load_rl_prompts(path, tokenizer, limit, VERIFIER_COLUMNS)]
-        held_out = (data.load_rl_prompts(cfg.rl.eval_data, tokenizer, limit, VERIFIER_COLUMNS)
-                    if cfg.rl.eval_data else [])
+        def read(path: str) -> list:
+            return data.load_rl_prompts(path, tokenizer, limit, VERIFIER_COLUMNS, cfg.columns)
+
+        prompts = [p for path in cfg.data for p in read(path)]
+        held_out = read(cfg.rl.eval_data) if cfg.rl.eval_data else []
         return prompts, held_out[:cfg.rl.eval_max_prompts]
 
     @classmethod

@@ -37,7 +37,7 @@ def route_loss_sum(router_logits: tuple[torch.Tensor, ...], targets: torch.Tenso
 
 def load_chat_files(cfg: StageConfig, tokenizer) -> list[list[data.Example]]:
     """Each data file's chats, tokenised with assistant-only labels."""
-    return [data.tokenize_chats(p, tokenizer, cfg.sequences.seq_len)[0] for p in cfg.data]
+    return [data.tokenize_chats(p, tokenizer, cfg.sequences.seq_len, cfg.columns)[0] for p in cfg.data]
 
 
 def load_shards(cfg: StageConfig, tokenizer) -> data.Sequence:
@@ -71,12 +71,12 @@ class LMObjective(Objective):
         if any(is_shards(p) for p in cfg.data):
             return load_shards(cfg, tokenizer), []
         if cfg.stage in TEXT_STAGES:
-            examples = data.pack_text(cfg.data, tokenizer, seq_len)
+            examples = data.pack_text(cfg.data, tokenizer, seq_len, cfg.columns)
             return (data.with_route(examples, 1) if routed else examples), []
         per_file = load_chat_files(cfg, tokenizer)
         if cfg.stage == "router":
             return data.stratified_sample(per_file, mix.sample_fraction, mix.min_rows_per_file, cfg.seed), []
-        general = [e for p in mix.general_data for e in data.tokenize_chats(p, tokenizer, seq_len)[0]]
+        general = [e for p in mix.general_data for e in data.tokenize_chats(p, tokenizer, seq_len, cfg.columns)[0]]
         domain = [e for examples in per_file for e in examples]
         if routed:
             general, domain = data.with_route(general, 0), data.with_route(domain, 1)
