@@ -42,3 +42,93 @@ def test_an_unmapped_open_instruct_dataset_names_the_row(tmp_path):
             {"messages": [{"role": "user", "content": "x"}], "ground_truth": "y", "dataset": "string_f1"}]
     with pytest.raises(BarkitError, match=r"rl.jsonl:2: open-instruct dataset 'string_f1' has no barkit verifier"):
         data.load_rl_prompts(_write(tmp_path / "rl.jsonl", rows), tiny_tokenizer(), 64, VERIFIER_COLUMNS)
+
+
+CHATS = [{"messages": [{"role": "user", "content": "1 + 2"}, {"role": "assistant", "content": "3"}]},
+         {"messages": [{"role": "user", "content": "the fox"}, {"role": "assistant", "content": "jumps"},
+                       {"role": "user", "content": "2 + 2"}, {"role": "assistant", "content": "4"}]}]
+
+
+def _every_format(tmp_path, rows: list[dict]) -> dict:
+    """The same rows as JSONL, a JSON array, parquet, a directory of parquet files, and datasets directories."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(rows)
+    (tmp_path / "shards").mkdir()
+    pq.write_table(table.slice(0, 1), tmp_path / "shards" / "train-00000-of-00002.parquet")
+    pq.write_table(table.slice(1), tmp_path / "shards" / "train-00001-of-00002.parquet")
+    pq.write_table(table, tmp_path / "rows.parquet")
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
+                          "test": datasets.Dataset.from_list(rows[:1])}).save_to_disk(str(tmp_path / "dsdict"))
+    return {"jsonl": _write(tmp_path / "rows.jsonl", rows), "json": tmp_path / "rows.json",
+            "parquet": tmp_path / "rows.parquet", "parquet dir": tmp_path / "shards",
+            "datasets dir": tmp_path / "ds", "datasets dict (train split)": tmp_path / "dsdict"}
+
+
+def test_every_file_format_gives_the_same_examples(tmp_path):
+    tok = tiny_tokenizer()
+    files = _every_format(tmp_path, CHATS)
+    reference = data.tokenize_chats(files["jsonl"], tok, 64)[0]
+    assert len(reference) == 2 and all(e.num_targets for e in reference)
+    for name, path in files.items():
+        assert data.tokenize_chats(path, tok, 64)[0] == reference, name
+    (tmp_path / "text").mkdir()
+    texts = _every_format(tmp_path / "text", [{"text": "the quick fox"}, {"text": "jumps over the dog"}] * 8)
+    packed = data.pack_text([texts["jsonl"]], tok, 8)
+    assert data.pack_text([texts["parquet"]], tok, 8) == packed == data.pack_text([texts["datasets dir"]], tok, 8)
+
+
+def test_sharegpt_and_mapped_columns_read_as_messages(tmp_path):
+    tok = tiny_tokenizer()
+    reference = data.tokenize_chats(_write(tmp_path / "m.jsonl", CHATS[:1]), tok, 64)[0]
+    sharegpt = [{"conversations": [{"from": "human", "value": "1 + 2"}, {"from": "gpt", "value": "3"}]}]
+    assert data.tokenize_chats(_write(tmp_path / "s.jsonl", sharegpt), tok, 64)[0] == reference
+    renamed = [{"dialog": CHATS[0]["messages"]}]
+    path = _write(tmp_path / "r.jsonl", renamed)
+    assert data.tokenize_chats(path, tok, 64, {"dialog": "messages"})[0] == reference
+    with pytest.raises(BarkitError, match=r"r.jsonl:1: missing column 'dialogue' \(named in the column mapping\)"):
+        data.tokenize_chats(path, tok, 64, {"dialogue": "messages"})
+
+
+@pytest.mark.parametrize("name, content, error", [
+    ("rows.csv", "a,b\n", "rows.csv: unknown data format '.csv'"),
+    ("rows.parquet", "not parquet", "rows.parquet: not a readable parquet file"),
+    ("rows.json", '{"messages": 1}', "rows.json: expected a JSON array of rows"),
+    ("rows.json", "[1, 2", "rows.json: malformed JSON"),
+])
+def test_unreadable_files_are_one_line_naming_the_file(tmp_path, name, content, error):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(BarkitError, match=error.replace(".", r"\.").replace("(", r"\(")):
+        data.tokenize_chats(path, tiny_tokenizer(), 64)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BarkitError, match="empty: a directory with no data barkit reads"):
+        data.tokenize_chats(empty, tiny_tokenizer(), 64)
+
+
+def test_open_instruct_ifeval_and_code_rows_map_and_score(tmp_path):
+    ifeval = {"messages": [{"role": "user", "content": "Answer in lowercase, no commas."}], "dataset": "ifeval",
+              "ground_truth": str([{"instruction_id": ["change_case:english_lowercase", "punctuation:no_comma"],
+                                    "kwargs": [None, {}]}])}
+    code = {"messages": [{"role": "user", "content": "Write add(a, b)."}], "dataset": ["code"],
+            "ground_truth": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]}
+    prompts = data.load_rl_prompts(_write(tmp_path / "rl.jsonl", [ifeval, code]), tiny_tokenizer(), 64,
+                                   VERIFIER_COLUMNS)
+    assert [p.verifier for p in prompts] == ["instruction_strict", "code_tests_reward"]
+    assert prompts[0].columns["constraints"] == [{"type": "change_case:english_lowercase", "kwargs": {}},
+                                                 {"type": "punctuation:no_comma", "kwargs": {}}]
+    assert prompts[1].columns["entry_point"] == "add"
+    assert score(["all lowercase here", "Not Lowercase, Comma"], [prompts[0]] * 2).tolist() == [1.0, 0.0]
+
+
+def test_open_instruct_code_rows_score_through_the_sandboxed_verdict(tmp_path):
+    code = {"messages": [{"role": "user", "content": "Write add(a, b)."}], "dataset": "code",
+            "ground_truth": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]}
+    (prompt,) = data.load_rl_prompts(_write(tmp_path / "rl.jsonl", [code]), tiny_tokenizer(), 64, VERIFIER_COLUMNS)
+    right, wrong = "def add(a, b):\n    return a + b\n", "def add(a, b):\n    return a - b\n"
+    assert score([right, wrong], [prompt, prompt]).tolist() == [1.0, 0.0]

@@ -38,6 +38,18 @@ def test_chat_shards_hold_the_masked_chats(tmp_path, tokenizer, data_files):
     assert [shards[i] for i in range(len(shards))] == chats
 
 
+def test_shards_from_a_datasets_directory_with_mapped_columns_equal_those_from_jsonl(tmp_path, tokenizer,
+                                                                                     data_files):
+    import datasets
+
+    rows = [{"dialog": json.loads(line)["messages"]} for line in open(data_files["chat"]) if line.strip()]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
+    ours = TokenShards(tokenize_to_shards([tmp_path / "ds"], tokenizer, "chat", 32, tmp_path / "a",
+                                          columns={"dialog": "messages"}))
+    theirs = TokenShards(tokenize_to_shards([data_files["chat"]], tokenizer, "chat", 32, tmp_path / "b"))
+    assert len(ours) == len(theirs) and all(ours[i] == theirs[i] for i in range(len(ours)))
+
+
 @pytest.mark.parametrize("stage,kind,source", [("midtrain", "text", "text"), ("sft", "chat", "chat")])
 def test_training_on_shards_equals_training_on_jsonl(tmp_path, moe_ckpts, data_files, run_stage, stage, kind,
                                                      source):

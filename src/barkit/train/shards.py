@@ -113,7 +113,7 @@ def tokenize_to_shards(paths: list[str], tokenizer, kind: str, seq_len: int, out
         finally:
             writer.close()
         if writer.sequences == 0:
-            raise BarkitError(f"{', '.join(paths)}: no sequence of seq_len={seq_len} (too little data)")
+            raise BarkitError(f"{', '.join(map(str, paths))}: no sequence of seq_len={seq_len} (too little data)")
         write_json(tmp / META, {"format": FORMAT, "version": VERSION, "kind": kind, "seq_len": seq_len,
                                 "sequences": writer.sequences, "tokens": writer.position,
                                 "tokenizer_sha256": tokenizer_digest(tokenizer),
