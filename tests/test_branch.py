@@ -156,7 +156,7 @@ def test_cli_errors_are_one_line_and_leave_no_output(tmp_path, dense_ckpts, caps
 
     wide = make_dense_checkpoint(tmp_path / "wide", "olmo2", hidden=48)
     code, err = _run_cli(capsys, "branch", str(anchor), "--base", str(wide), "--out", out)
-    _assert_clean_failure(tmp_path, code, err, "has shape")
+    _assert_clean_failure(tmp_path, code, err, "base has hidden_size=48, the anchor 32")
 
     gpt = tmp_path / "gpt"
     shutil.copytree(anchor, gpt)
@@ -173,6 +173,29 @@ def test_cli_errors_are_one_line_and_leave_no_output(tmp_path, dense_ckpts, caps
 
     code, err = _run_cli(capsys, "branch", str(anchor), "--out", out, "--set", "bogus=1")
     _assert_clean_failure(tmp_path, code, err, "unknown config key 'bogus'")
+
+
+def test_a_base_with_another_rope_theta_is_refused_unless_accepted(tmp_path, dense_ckpts, capsys):
+    """The MoE keeps the anchor's attention config (so it reproduces the anchor); a base trained under another
+    rope theta (BAR-7B's anchor and the Olmo 2 base differ so) is named, and branches only when accepted."""
+    anchor, base = dense_ckpts["olmo2"]
+    other = tmp_path / "base"
+    shutil.copytree(base, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["rope_parameters"] = {**cfg["rope_parameters"], "rope_theta": 8e6}
+    (other / "config.json").write_text(json.dumps(cfg))
+    out = str(tmp_path / "out")
+    code, err = _run_cli(capsys, "branch", str(anchor), "--base", str(other), "--out", out)
+    _assert_clean_failure(tmp_path, code, err, "base has rope_parameters.rope_theta=8000000.0, the anchor 123456.0")
+    assert "--accept-base-differences rope_parameters" in err
+    code, _ = _run_cli(capsys, "branch", str(anchor), "--base", str(other), "--out", out,
+                       "--accept-base-differences", "rope_parameters")
+    assert code == 0
+    moe = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert moe["rope_parameters"]["rope_theta"] == 123456.0  # the anchor's
+    code, err = _run_cli(capsys, "branch", str(anchor), "--base", str(other), "--out", out + "2",
+                         "--accept-base-differences", "rope")
+    assert code == 1 and "unknown field 'rope'" in err
 
 
 def test_existing_output_is_refused(tmp_path, dense_ckpts):

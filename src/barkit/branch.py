@@ -44,6 +44,9 @@ class BranchConfig:
     max_shard_size: str = DEFAULT_SHARD_SIZE
     verify: Literal["auto", "full", "keys", "none"] = field(
         default="auto", metadata={"help": "auto: load back with transformers when small enough, else keys"})
+    accept_base_differences: list[str] = field(default_factory=list, metadata={
+        "help": "config fields in which the base may differ from the anchor (see SHARED_COMPUTATION_FIELDS); the "
+                "MoE keeps the anchor's value, so expert 1 starts from FFN weights trained under another setting"})
     overwrite: bool = False
     hash_outputs: bool = hash_outputs_field()
 
@@ -56,12 +59,43 @@ class BranchConfig:
             raise BarkitError("config key 'max_prompts': must be >= 1")
 
 
-def check_compatible(anchor: CheckpointReader, base: CheckpointReader, spec: ArchSpec) -> None:
-    """Anchor and base must be the same architecture with the same tensor shapes."""
+# Config fields that change what the shared tensors compute (positions, norms, attention, vocabulary). The
+# MoE takes the anchor's config, so the anchor is reproduced exactly; a base that differs in one of them gave
+# expert 1 FFN weights trained under another setting (e.g. another rope theta), which is refused unless named.
+SHARED_COMPUTATION_FIELDS = (
+    "rope_theta", "rope_parameters", "rope_scaling", "partial_rotary_factor", "max_position_embeddings",
+    "rms_norm_eps", "layer_norm_eps", "hidden_act", "attention_bias", "mlp_bias", "num_attention_heads",
+    "num_key_value_heads", "head_dim", "sliding_window", "use_sliding_window", "vocab_size", "tie_word_embeddings",
+    "hidden_size", "intermediate_size", "num_hidden_layers",
+)
+
+
+def _differences(anchor: dict, base: dict) -> list[tuple[str, object, object]]:
+    """(field, anchor's value, base's value) for each shared-computation field that differs; nested settings
+    such as `rope_parameters` are compared key by key (`rope_parameters.rope_theta`)."""
+    out = []
+    for name in SHARED_COMPUTATION_FIELDS:
+        a, b = anchor.get(name), base.get(name)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [(f"{name}.{k}", a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append((name, a, b))
+    return out
+
+
+def check_compatible(anchor: CheckpointReader, base: CheckpointReader, spec: ArchSpec,
+                     accepted: list[str] | tuple[str, ...] = ()) -> None:
+    """Anchor and base must be the same architecture with the same tensor shapes and, unless a field is
+    accepted, the same positions, norms, attention and vocabulary (`SHARED_COMPUTATION_FIELDS`)."""
     a_type, b_type = anchor.config.get("model_type"), base.config.get("model_type")
     if b_type not in spec.dense_model_types:
         raise BarkitError(f"{base.path / 'config.json'}: base architecture '{b_type}' differs from the "
                           f"anchor's '{a_type}'")
+    for name, a, b in _differences(anchor.config, base.config):
+        if name not in accepted and name.split(".")[0] not in accepted:
+            raise BarkitError(f"{base.path / 'config.json'}: base has {name}={b!r}, the anchor {a!r}; the MoE keeps "
+                              f"the anchor's, under which the base's FFN was not trained (pass "
+                              f"--accept-base-differences {name.split('.')[0]} to branch anyway)")
     if set(anchor.keys()) != set(base.keys()):
         diff = sorted(set(anchor.keys()) ^ set(base.keys()))
         raise BarkitError(f"{base.path}: base and anchor have different tensors (e.g. '{diff[0]}')")
@@ -164,7 +198,11 @@ def branch(cfg: BranchConfig) -> Path:
     anchor = CheckpointReader(cfg.anchor)
     base = CheckpointReader(cfg.base) if cfg.base else anchor
     spec = spec_for_dense(anchor.config.get("model_type"), str(anchor.path / "config.json"))
-    check_compatible(anchor, base, spec)
+    unknown = sorted(set(cfg.accept_base_differences) - set(SHARED_COMPUTATION_FIELDS))
+    if unknown:
+        raise BarkitError(f"config key 'accept_base_differences': unknown field '{unknown[0]}' "
+                          f"(one of {', '.join(SHARED_COMPUTATION_FIELDS)})")
+    check_compatible(anchor, base, spec, cfg.accept_base_differences)
     for parent in {id(anchor): anchor, id(base): base}.values():
         parent.hash_in_background()  # provenance hashes overlap the copy below
     num_layers, hidden = anchor.config["num_hidden_layers"], anchor.config["hidden_size"]
