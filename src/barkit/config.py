@@ -142,14 +142,42 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def _merged(base: dict, top: dict) -> dict:
+    """`top` over `base`, section by section."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _recipe_stage(cls: type, data: dict, values: dict, sets: list[tuple[str, Any]], where: str) -> dict:
+    """A recipe file holds settings shared by every stage and a `stages:` section per stage; the stage being
+    run (from --stage, --set, the file, or the config's default) picks its section, which wins over the
+    shared settings (explicit flags win over both)."""
+    stages = data.pop("stages")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if not isinstance(stages, dict) or "stage" not in fields:
+        raise BarkitError(f"{where}: 'stages' must map stage names to settings, for a command that runs a stage")
+    default = fields["stage"].default if fields["stage"].default is not dataclasses.MISSING else None
+    stage = dict(sets).get("stage", values.get("stage", data.get("stage", default)))
+    unknown = sorted(set(stages) - set(typing.get_args(typing.get_type_hints(cls)["stage"])))
+    if unknown:
+        raise BarkitError(f"{where}: unknown stage '{unknown[0]}' under 'stages'")
+    return _merged(data, stages.get(stage) or {})
+
+
 def load_config(cls: type, yaml_path: str | Path | None = None, values: dict | None = None,
                 overrides: list[str] | None = None) -> Any:
-    """Build and validate `cls` from a YAML file, then explicit values, then `dotted.key=value` overrides."""
+    """Build and validate `cls` from a YAML file (or a recipe file: shared settings plus `stages:`), then
+    explicit values, then `dotted.key=value` overrides."""
     data: dict = load_yaml(yaml_path) if yaml_path else {}
+    sets = [parse_set(item) for item in overrides or []]
+    if "stages" in data:
+        data = _recipe_stage(cls, data, values or {}, sets, str(yaml_path))
     for key, value in (values or {}).items():
         _set_dotted(data, key, value)
-    for item in overrides or []:
-        _set_dotted(data, *parse_set(item))
+    for key, value in sets:
+        _set_dotted(data, key, value)
     return _build(cls, data)
 
 
