@@ -63,6 +63,25 @@ def test_training_on_shards_equals_training_on_jsonl(tmp_path, moe_ckpts, data_f
     assert list(manifest["data"]) == [str((tmp_path / "shards").resolve())]
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "datasets"])
+def test_training_on_parquet_or_a_datasets_directory_equals_training_on_jsonl(tmp_path, moe_ckpts, data_files,
+                                                                             run_stage, fmt):
+    import datasets
+
+    rows = [json.loads(line) for line in open(data_files["chat"]) if line.strip()]
+    source = tmp_path / ("chats.parquet" if fmt == "parquet" else "chats")
+    ds = datasets.Dataset.from_list(rows)
+    if fmt == "parquet":
+        ds.to_parquet(str(source))
+    else:
+        ds.save_to_disk(str(source))
+    theirs = run_stage(tmp_path / "jsonl", "sft", moe_ckpts["olmo2"], data_files["chat"], steps=2)
+    ours = run_stage(tmp_path / "ours", "sft", moe_ckpts["olmo2"], str(source), steps=2)
+    assert _same_weights(ours, theirs)
+    manifest = json.loads((ours / "barkit_manifest.json").read_text())
+    assert list(manifest["data"]) == [str(source.resolve())]
+
+
 def test_shards_are_refused_for_another_seq_len_kind_or_tokenizer(tmp_path, moe_ckpts, data_files, tokenizer,
                                                                    run_stage):
     text = tokenize_to_shards([data_files["text"]], tokenizer, "text", 32, tmp_path / "text")

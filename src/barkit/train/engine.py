@@ -29,6 +29,7 @@ from barkit.train.metrics import MetricsLog, plot_curves, read_metrics
 from barkit.train.model_io import ModelInfo, inspect_model, load_model, load_tokenizer, write_output
 from barkit.train.objectives import TrainContext, get_objective
 from barkit.train.optim import build_optimizer
+from barkit.train.rows import data_digest
 from barkit.train.shards import META, is_shards
 from barkit.train.stages import StageConfig, available_cores
 
@@ -72,7 +73,7 @@ def data_files(cfg: StageConfig) -> dict[str, str]:
     """sha256 of every data file (of a token-shard directory: its meta.json, which holds the hashes of its
     sources and tokenizer; hashing hundreds of GB of tokens per run would cost minutes)."""
     paths = [*cfg.data, *cfg.mixture.general_data, *([cfg.rl.eval_data] if cfg.rl.eval_data else [])]
-    return {str(Path(p).resolve()): sha256_file(Path(p) / META if is_shards(p) else Path(p)) for p in paths}
+    return {str(Path(p).resolve()): sha256_file(Path(p) / META) if is_shards(p) else data_digest(p) for p in paths}
 
 
 def identity(cfg: StageConfig, info: ModelInfo, files: dict[str, str]) -> dict:

@@ -14,10 +14,12 @@ before anything else looks at the row.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from barkit.checkpoint import sha256_file
 from barkit.errors import BarkitError
 
 FORMATS = ".jsonl, .json, .parquet, a directory of .parquet files, or a datasets.save_to_disk directory"
@@ -123,6 +125,16 @@ def _reader(path: Path):
     if suffix in (".jsonl", ".json") or suffix == ".parquet":
         return {".jsonl": _jsonl, ".json": _json, ".parquet": _parquet}[suffix]
     raise BarkitError(f"{path}: unknown data format '{suffix or path.name}' (barkit reads {FORMATS})")
+
+
+def data_digest(path: str | Path) -> str:
+    """sha256 of a data file, or of a data directory's files (their names and contents): what a manifest
+    records and a resume compares."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    listing = [f"{f.relative_to(path)}\0{sha256_file(f)}" for f in sorted(path.rglob("*")) if f.is_file()]
+    return hashlib.sha256("\n".join(listing).encode()).hexdigest()
 
 
 def rename(where: str, row: dict, columns: dict[str, str] | None) -> dict:

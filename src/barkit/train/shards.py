@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from barkit.checkpoint import sha256_file, write_json
+from barkit.checkpoint import write_json
 from barkit.errors import BarkitError
 from barkit.outputs import atomic_output_dir
 from barkit.train.chat import check_template
 from barkit.train.data import IGNORE, Example, chat_example
-from barkit.train.rows import iter_rows
+from barkit.train.rows import data_digest, iter_rows
 
 META = "meta.json"
 FORMAT = "barkit-token-shards"
@@ -54,14 +54,6 @@ class _Writer:
     def close(self) -> None:
         for handle in self.files.values():
             handle.close()
-
-
-def _digest(path: Path) -> str:
-    """sha256 of a data file, or of a data directory's files (names and contents)."""
-    if path.is_file():
-        return sha256_file(path)
-    listing = [f"{f.relative_to(path)}\0{sha256_file(f)}" for f in sorted(path.rglob("*")) if f.is_file()]
-    return hashlib.sha256("\n".join(listing).encode()).hexdigest()
 
 
 def _write_text(paths: list[Path], tokenizer, seq_len: int, writer: _Writer, columns: dict | None,
@@ -117,7 +109,7 @@ def tokenize_to_shards(paths: list[str], tokenizer, kind: str, seq_len: int, out
         write_json(tmp / META, {"format": FORMAT, "version": VERSION, "kind": kind, "seq_len": seq_len,
                                 "sequences": writer.sequences, "tokens": writer.position,
                                 "tokenizer_sha256": tokenizer_digest(tokenizer),
-                                "sources": {str(p.resolve()): _digest(p) for p in sources}})
+                                "sources": {str(p.resolve()): data_digest(p) for p in sources}})
     return Path(out)
 
 
