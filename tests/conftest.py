@@ -7,11 +7,11 @@ from barkit.tiny import make_dense_checkpoint
 
 @pytest.fixture(scope="session")
 def dense_ckpts(tmp_path_factory):
-    """{family: (anchor_dir, base_dir)} for Olmo 2, Llama and Qwen 3, tiny and random."""
+    """{family: (anchor_dir, base_dir)} for Olmo 2, Llama, Qwen 2 (2.5) and Qwen 3, tiny and random."""
     root = tmp_path_factory.mktemp("dense")
     return {family: (make_dense_checkpoint(root / f"{family}-anchor", family, seed=0),
                      make_dense_checkpoint(root / f"{family}-base", family, seed=1))
-            for family in ("olmo2", "llama", "qwen3")}
+            for family in ("olmo2", "llama", "qwen2", "qwen3")}
 
 
 @pytest.fixture(autouse=True, scope="session")

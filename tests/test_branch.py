@@ -12,7 +12,7 @@ from barkit.cli import main
 from barkit.errors import BarkitError
 from barkit.tiny import make_dense_checkpoint
 
-FAMILIES = ("olmo2", "llama", "qwen3")
+FAMILIES = ("olmo2", "llama", "qwen2", "qwen3")
 
 
 def _branch(tmp_path, anchor, base=None, **kw):
@@ -53,7 +53,9 @@ def test_branch_tensors_are_bit_identical_to_sources(tmp_path, dense_ckpts, fami
             assert not torch.equal(anchor.get(dense_key), base.get(dense_key))
     for key in set(anchor.keys()) - ffn:
         assert torch.equal(out.get(key), anchor.get(key)), key
-    assert set(out.keys()) == spec.moe_keys(set(anchor.keys()) - ffn, layers, 2)
+    added = spec.added_tensors(anchor.config)  # Qwen2-MoE's shared expert: zero width, zero gate
+    assert all(not out.get(key).any() and list(out.shape(key)) == list(shape) for key, shape in added.items())
+    assert set(out.keys()) == spec.moe_keys(set(anchor.keys()) - ffn | set(added), layers, 2)
     assert out.shape(spec.router_key(0)) == [2, anchor.config["hidden_size"]]
 
 

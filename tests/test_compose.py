@@ -17,7 +17,7 @@ from barkit.errors import BarkitError
 from barkit.select import mask_experts
 from barkit.tiny import make_dense_checkpoint, save_like
 
-FAMILIES = ("olmo2", "llama", "qwen3")
+FAMILIES = ("olmo2", "llama", "qwen2", "qwen3")
 
 
 def fake_train(src_dir: Path, out: Path, seed: int, touch_expert0: bool = False) -> Path:
@@ -78,7 +78,7 @@ def test_compose_tensors_are_as_specified(tmp_path, worlds, family):
     for key in shared:
         expected = torch.stack([r.get(key).double() for r in [br, *doms]]).mean(0).float()
         torch.testing.assert_close(out.get(key), expected, rtol=0, atol=1e-6)
-        assert not torch.equal(out.get(key), br.get(key))  # the domains' shared tensors moved
+        assert not torch.equal(out.get(key), br.get(key)) or not br.get(key).numel()  # the domains moved them
     assert set(out.keys()) == spec.moe_keys(set(shared), layers, 4)
     config = AutoConfig.from_pretrained(str(out.path))
     assert config.barkit_expert_names == ["anchor", "x0", "x1", "x2"]
@@ -125,6 +125,11 @@ def test_shared_anchor_routed_to_expert0_reproduces_the_anchor(tmp_path, worlds,
     with mask_experts(moe, [1, 2, 3]):
         assert verify.max_logit_diff(moe, dense, 300) <= 1e-5
     assert verify.max_logit_diff(moe, dense, 300) > 1e-3  # unmasked, the domain experts contribute
+
+
+def test_a_dense_qwen2_anchor_is_refused_for_the_branch_checkpoint(tmp_path, worlds):
+    with pytest.raises(BarkitError, match="lacks tensors that Qwen2MoeForCausalLM has .* pass the branch checkpoint"):
+        _compose(worlds, "qwen2", tmp_path / "moe", anchor="anchor")
 
 
 def test_dense_anchor_is_accepted(tmp_path, worlds):

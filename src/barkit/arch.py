@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import torch
+
 from barkit.errors import BarkitError
 
 ROLES = ("gate", "up", "down")
@@ -33,6 +35,9 @@ class ArchSpec:
     unsupported: dict[str, object] = field(default_factory=dict)
     config_fixed: dict[str, object] = field(default_factory=dict)
     config_renamed: dict[str, str] = field(default_factory=dict)  # MoE config key -> the dense key it copies
+    # Tensors the MoE family has and the dense model lacks, written as zeros by branch (key template ->
+    # shape, from config fields or ints); they must leave the MoE's output equal to the dense model's.
+    added_zeros: dict[str, tuple] = field(default_factory=dict)
     # Keys whose values must be identical in dense and MoE configs (checked after translation).
     config_checked: tuple[str, ...] = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                        "num_attention_heads", "num_key_value_heads", "rms_norm_eps",
@@ -54,6 +59,11 @@ class ArchSpec:
 
     def dense_ffn_keys(self, num_layers: int) -> set[str]:
         return {self.dense_key(r, layer) for r in ROLES for layer in range(num_layers)}
+
+    def added_tensors(self, config: dict) -> dict[str, torch.Size]:
+        """{key: shape} of the zero tensors branch adds (`added_zeros`) for a model with this config."""
+        return {template.format(layer=layer): torch.Size(config[d] if isinstance(d, str) else d for d in shape)
+                for template, shape in self.added_zeros.items() for layer in range(config["num_hidden_layers"])}
 
     def moe_keys(self, shared_keys: set[str], num_layers: int, num_experts: int) -> set[str]:
         """The exact on-disk key set of an MoE with these shared tensors."""
@@ -137,6 +147,26 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         # every layer sparse, none dense-only; the experts are the dense FFN's size
         config_fixed={"output_router_logits": False, "decoder_sparse_step": 1, "mlp_only_layers": []},
         config_renamed={"moe_intermediate_size": "intermediate_size"},
+    ),
+    # Qwen2-MoE always adds a gated shared expert to the routed ones; a zero-width one (no parameters but a
+    # zero gate row) adds exactly 0, so the branch reproduces the dense model and costs nothing.
+    "qwen2": ArchSpec(
+        name="qwen2",
+        dense_model_types=("qwen2",),
+        moe_model_type="qwen2_moe",
+        moe_architecture="Qwen2MoeForCausalLM",
+        dense_ffn={r: f"model.layers.{{layer}}.mlp.{r}_proj.weight" for r in ROLES},
+        expert_ffn={r: f"model.layers.{{layer}}.mlp.experts.{{expert}}.{r}_proj.weight" for r in ROLES},
+        router="model.layers.{layer}.mlp.gate.weight",
+        num_experts_key="num_experts",
+        norm_topk_key="norm_topk_prob",
+        config_fixed={"output_router_logits": False, "decoder_sparse_step": 1, "mlp_only_layers": [],
+                      "shared_expert_intermediate_size": 0, "qkv_bias": True},
+        config_renamed={"moe_intermediate_size": "intermediate_size"},
+        added_zeros={"model.layers.{layer}.mlp.shared_expert.gate_proj.weight": (0, "hidden_size"),
+                     "model.layers.{layer}.mlp.shared_expert.up_proj.weight": (0, "hidden_size"),
+                     "model.layers.{layer}.mlp.shared_expert.down_proj.weight": ("hidden_size", 0),
+                     "model.layers.{layer}.mlp.shared_expert_gate.weight": (1, "hidden_size")},
     ),
 }
 

@@ -171,6 +171,8 @@ def write_branch(anchor: CheckpointReader, base: CheckpointReader, spec: ArchSpe
         writer.add(spec.expert_key(role, layer, 1), base.locate(key))
         if role == "down":
             writer.add(spec.router_key(layer), routers[layer])
+    for key, shape in spec.added_tensors(anchor.config).items():
+        writer.add(key, torch.zeros(shape, dtype=routers[0].dtype))
 
 
 def verify_branch(out: Path, cfg: BranchConfig, anchor: CheckpointReader, spec: ArchSpec, expected: set[str],
@@ -213,7 +215,7 @@ def branch(cfg: BranchConfig) -> Path:
     moe_config = spec.moe_config(anchor.config, NUM_BRANCH_EXPERTS, top_k, cfg.norm_topk_prob)
     dtype = anchor.dtype(spec.dense_key("down", 0))
     routers = router_weights(cfg, anchor, num_layers, hidden, dtype, anchor.config.get("initializer_range", 0.02))
-    shared = set(anchor.keys()) - spec.dense_ffn_keys(num_layers)
+    shared = set(anchor.keys()) - spec.dense_ffn_keys(num_layers) | set(spec.added_tensors(anchor.config))
     expected = spec.moe_keys(shared, num_layers, NUM_BRANCH_EXPERTS)
     with atomic_output_dir(cfg.out, overwrite=cfg.overwrite, inputs=(anchor.path, base.path)) as tmp:
         with ShardedWriter(tmp, cfg.max_shard_size, hash_outputs=cfg.hash_outputs) as writer:

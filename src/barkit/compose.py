@@ -114,6 +114,10 @@ def open_anchor(path: str) -> Anchor:
         missing = sorted(spec.dense_ffn_keys(int(reader.config["num_hidden_layers"])) - set(reader.keys()))
         if missing:
             raise BarkitError(f"{reader.path}: FFN tensor '{missing[0]}' not found")
+        if spec.added_zeros:
+            raise BarkitError(f"{reader.path}: a dense {reader.config.get('model_type')} model lacks tensors that "
+                              f"{spec.moe_architecture} has (its shared expert); pass the branch checkpoint as "
+                              "compose's anchor")
         return Anchor(reader, spec, None)
     moe = open_moe(path)
     if moe.num_experts != 2:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-FAMILIES = ("olmo2", "llama", "mistral", "qwen3")
+FAMILIES = ("olmo2", "llama", "mistral", "qwen2", "qwen3")
 
 
 CHAT_TEMPLATE = (
@@ -38,7 +38,7 @@ def tiny_tokenizer():
 
 def tiny_config(family: str = "olmo2", vocab_size: int = 300, hidden: int = 32, layers: int = 2,
                 intermediate: int = 64, heads: int = 4, kv_heads: int = 2):
-    from transformers import LlamaConfig, MistralConfig, Olmo2Config, Qwen3Config
+    from transformers import LlamaConfig, MistralConfig, Olmo2Config, Qwen2Config, Qwen3Config
 
     common = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate,
                   num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
@@ -51,6 +51,8 @@ def tiny_config(family: str = "olmo2", vocab_size: int = 300, hidden: int = 32, 
     if family == "mistral":
         return MistralConfig(**common, sliding_window=None,
                              rope_parameters={"rope_type": "default", "rope_theta": 98765.0})
+    if family == "qwen2":
+        return Qwen2Config(**common, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})
     if family == "qwen3":
         return Qwen3Config(**common, head_dim=hidden // heads, rope_parameters={"rope_type": "default",
                                                                               "rope_theta": 1000000.0})
