@@ -10,7 +10,7 @@ from barkit.checkpoint import CheckpointReader
 from barkit.cli import main
 from barkit.errors import BarkitError
 from barkit.merge import MergeConfig, fold_expert, merge, parse_models
-from barkit.mixing import MergeSettings, dare, dare_seed, merge_tensors, trim
+from barkit.mixing import MergeSettings, dare, dare_mask, dare_seed, merge_tensors, trim
 from barkit.select import mask_experts
 from barkit.tiny import make_dense_checkpoint
 
@@ -42,6 +42,52 @@ def test_ties_trims_elects_sign_by_magnitude_and_takes_disjoint_mean():
     # weights scale each task vector before the election; with one task vector TIES is trimmed task arithmetic
     assert merge_tensors(torch.ones(5), [d1], [2.0], MergeSettings(density=0.6, elect_sign=True)).tolist() == \
         pytest.approx([2.0, 1.0, 1.6, -3.0, 1.0])
+
+
+MERGEKIT_TIES = dict(trim_rounding="floor", ties_divisor="weight_sum")  # mergekit's ties: normalize true
+MERGEKIT_DARE_TIES = dict(dare_rescale="l1", ties_divisor="none")  # mergekit's dare_ties: rescale, no normalize
+
+
+def test_ties_with_unequal_weights_in_mergekit_s_conventions():
+    """Hand-computed: int(0.6 * 6) = 3 entries kept per task vector (round would keep 4), weights 0.7 / 0.3, sign
+    of the weighted sum (+ where it is 0), agreeing weighted deltas divided by their summed weights."""
+    base = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    d1 = torch.tensor([0.5, -0.2, 0.1, -0.9, 0.3, 0.05])  # keeps 0.5, -0.9, 0.3
+    d2 = torch.tensor([0.65, 0.6, 0.2, -0.1, -0.7, 0.8])  # keeps 0.65, -0.7, 0.8
+    # weighted: [0.35, 0, 0, -0.63, 0.21, 0] and [0.195, 0, 0, 0, -0.21, 0.24]; sums [0.545, 0, 0, -0.63, 0, 0.24]
+    # entry 0: both agree, (0.35 + 0.195) / (0.7 + 0.3); entry 4: the sum is 0 -> + elected, d1 alone: 0.21 / 0.7
+    expected = base + torch.tensor([0.545, 0.0, 0.0, -0.9, 0.3, 0.8])
+    settings = MergeSettings(density=0.6, elect_sign=True, **MERGEKIT_TIES)
+    torch.testing.assert_close(merge_tensors(base, [d1, d2], [0.7, 0.3], settings), expected, rtol=0, atol=1e-6)
+    assert trim(d1, 0.6, "floor").count_nonzero() == 3 and trim(d1, 0.6).count_nonzero() == 4
+    # barkit's default (the TIES paper's disjoint mean, round) differs: entry 0 is (0.35 + 0.195) / 2
+    paper = merge_tensors(base, [d1, d2], [0.7, 0.3], MergeSettings(density=0.6, elect_sign=True))
+    assert paper[0].item() == pytest.approx(1.2725, abs=1e-6)
+
+
+def test_dare_ties_with_unequal_weights_in_mergekit_s_conventions():
+    """Hand-computed from the same keep masks: kept entries rescaled so each task vector keeps its L1 norm, weighted,
+    sign elected, agreeing ones summed without a divisor."""
+    base = torch.zeros(8)
+    d1 = torch.tensor([0.4, -0.3, 0.2, 0.1, -0.5, 0.6, -0.2, 0.3])
+    d2 = torch.tensor([-0.2, 0.5, 0.3, -0.4, 0.1, 0.2, 0.6, -0.1])
+    weights, p, seed = [0.8, 0.2], 0.5, 11
+    masks = [dare_mask(d.shape, p, dare_seed(seed, "w", i)) for i, d in enumerate((d1, d2))]
+    weighted = []
+    for d, mask, w in zip((d1, d2), masks, weights):
+        kept = [x if m else 0.0 for x, m in zip(d.tolist(), mask.tolist())]
+        scale = sum(abs(x) for x in d.tolist()) / sum(abs(x) for x in kept)
+        weighted.append([w * scale * x for x in kept])
+    expected = []
+    for a, b in zip(*weighted):
+        sign = 1 if a + b >= 0 else -1
+        expected.append(sum(x for x in (a, b) if x != 0 and (x > 0) == (sign > 0)))
+    settings = MergeSettings(drop_p=p, elect_sign=True, seed=seed, **MERGEKIT_DARE_TIES)
+    out = merge_tensors(base, [d1, d2], weights, settings, key="w")
+    torch.testing.assert_close(out, torch.tensor(expected), rtol=0, atol=1e-6)
+    assert 0 < sum(m.sum().item() for m in masks) < 16  # some entries dropped, some kept
+    inverse = dare(d1, p, dare_seed(seed, "w", 0))  # the DARE paper: kept entries x 1 / (1 - p)
+    torch.testing.assert_close(inverse, d1 * masks[0] * 2, rtol=0, atol=0)
 
 
 def test_dare_with_p_zero_is_task_arithmetic_bit_for_bit():
@@ -173,6 +219,38 @@ def test_ties_and_dare_checkpoints_are_seeded(tmp_path, ckpts):
     general, pre = _readers(ckpts, "general", "pretrained")
     changed = (ties.get(key) != general.get(key)).float().mean().item()
     assert 0.05 < changed <= 0.2  # at most 10% of each task vector survives trimming
+
+
+def _mergekit_ties_reference(base, tensors, weights, density):
+    """mergekit's ties (normalize: true, no rescale), written out independently of barkit.mixing."""
+    weighted = []
+    for tensor, weight in zip(tensors, weights):
+        delta = (tensor - base).flatten()
+        keep = torch.zeros_like(delta)
+        keep[torch.argsort(delta.abs(), descending=True)[:int(density * delta.numel())]] = 1
+        weighted.append(delta * keep * weight)
+    stacked = torch.stack(weighted)
+    majority = torch.where(stacked.sum(0) >= 0, 1.0, -1.0)
+    mask = (torch.sign(stacked) == majority).double()
+    divisor = (torch.tensor(weights, dtype=torch.float64)[:, None] * mask).sum(0)
+    divisor[divisor == 0] = 1
+    return (base.flatten() + (stacked * mask).sum(0) / divisor).view(base.shape)
+
+
+def test_merge_checkpoints_with_mergekit_options_match_a_mergekit_reference(tmp_path, ckpts):
+    """`barkit merge --method ties --trim-rounding floor --ties-divisor weight_sum` (general = pretrained, as
+    mergekit has one base model) against mergekit's ties arithmetic written out per tensor: within 1e-6."""
+    out = tmp_path / "out"
+    assert main(["merge", "--method", "ties", "--general", str(ckpts["pretrained"]), "--pretrained",
+                 str(ckpts["pretrained"]), "--models", f"m={ckpts['math']}:0.7,c={ckpts['code']}:0.3",
+                 "--density", "0.3", "--trim-rounding", "floor", "--ties-divisor", "weight_sum", "--out", str(out),
+                 "--verify", "keys"]) == 0
+    pre, math, code = _readers(ckpts, "pretrained", "math", "code")
+    merged = CheckpointReader(out)
+    for key in pre.keys():
+        expected = _mergekit_ties_reference(pre.get(key).double(), [math.get(key).double(), code.get(key).double()],
+                                            [0.7, 0.3], 0.3)
+        torch.testing.assert_close(merged.get(key).double(), expected, rtol=0, atol=1e-6)
 
 
 def test_lambda_steps_heuristic(tmp_path, ckpts):

@@ -170,6 +170,17 @@ class MergeConfig:
                 "or steps (each model's share of training steps, from manifests' train_steps)"})
     density: float = field(default=0.2, metadata={"help": "TIES: fraction of each task vector kept"})
     drop_p: float = field(default=0.5, metadata={"help": "DARE: drop probability"})
+    # Where the papers and mergekit differ; the defaults follow the papers (docs/design.md, "Merging").
+    trim_rounding: Literal["round", "floor"] = field(default="round", metadata={
+        "help": "TIES trim: keep round(density * n) entries, ties at the threshold kept (nearest the requested "
+                "density), or exactly int(density * n) (floor: mergekit)"})
+    dare_rescale: Literal["inverse", "l1"] = field(default="inverse", metadata={
+        "help": "DARE: rescale kept entries by 1/(1-p), which keeps every entry's expected value (the DARE paper), "
+                "or so each task vector keeps its L1 norm (l1: mergekit's default)"})
+    ties_divisor: Literal["count", "weight_sum", "none"] = field(default="count", metadata={
+        "help": "TIES sign election: divide the agreeing task vectors' sum by how many agree (the TIES paper's "
+                "disjoint mean), by the sum of their weights (weight_sum: mergekit's ties, normalize: true) or "
+                "not at all (none: mergekit's dare_ties, normalize: false)"})
     seed: int = 0
     max_shard_size: str = DEFAULT_SHARD_SIZE
     verify: VerifyMode = "auto"
@@ -212,10 +223,12 @@ def parse_models(items: list[str]) -> list[tuple[str, str, float | None]]:
 
 
 def settings_for(cfg: MergeConfig) -> MergeSettings:
-    return {"ties": MergeSettings(density=cfg.density, elect_sign=True, seed=cfg.seed),
-            "dare": MergeSettings(drop_p=cfg.drop_p, seed=cfg.seed),
-            "dare_ties": MergeSettings(drop_p=cfg.drop_p, elect_sign=True, seed=cfg.seed)}.get(
-                cfg.method, MergeSettings(seed=cfg.seed))
+    conventions = {"trim_rounding": cfg.trim_rounding, "dare_rescale": cfg.dare_rescale,
+                   "ties_divisor": cfg.ties_divisor, "seed": cfg.seed}
+    return {"ties": MergeSettings(density=cfg.density, elect_sign=True, **conventions),
+            "dare": MergeSettings(drop_p=cfg.drop_p, **conventions),
+            "dare_ties": MergeSettings(drop_p=cfg.drop_p, elect_sign=True, **conventions)}.get(
+                cfg.method, MergeSettings(**conventions))
 
 
 POST_TRAINING_STAGES = ("midtrain", "sft", "rl", "router")

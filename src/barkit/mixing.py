@@ -119,24 +119,39 @@ def ties_of(base: Callable[[], torch.Tensor], read: list[Callable[[], torch.Tens
 @dataclass(frozen=True)
 class MergeSettings:
     density: float | None = None  # TIES trim: keep this fraction of each task vector (by magnitude)
-    drop_p: float = 0.0  # DARE: drop probability; kept entries are rescaled by 1 / (1 - p)
+    drop_p: float = 0.0  # DARE: drop probability
     elect_sign: bool = False  # TIES: elect a sign per entry and average only agreeing task vectors
     seed: int = 0
+    # Conventions where the TIES / DARE papers and mergekit differ (MergeConfig documents the choice):
+    trim_rounding: str = "round"  # kept entries: round(density * n), ties at the threshold kept | "floor":
+    #                               exactly int(density * n) (mergekit)
+    dare_rescale: str = "inverse"  # kept entries x 1 / (1 - p) | "l1": x L1(before) / L1(after) (mergekit)
+    ties_divisor: str = "count"  # disjoint mean over agreeing models | "weight_sum": by the sum of their
+    #                              weights | "none": their sum (mergekit's normalize: true / false)
 
 
-def trim(delta_T: torch.Tensor, density: float) -> torch.Tensor:
-    """Zero all but the `density` fraction of largest-magnitude entries (ties at the threshold are kept).
+def trim(delta_T: torch.Tensor, density: float, rounding: str = "round") -> torch.Tensor:
+    """Zero all but the `density` fraction of largest-magnitude entries: round(density * n) of them with ties at
+    the threshold kept, or (`floor`, mergekit's convention) exactly int(density * n).
 
     >>> trim(torch.tensor([0.5, -0.1, 0.3, -2.0]), 0.5).tolist()
     [0.5, 0.0, 0.0, -2.0]
+    >>> trim(torch.tensor([0.5, -0.1, 0.25, -2.0]), 0.7).tolist(), trim(torch.tensor([0.5, -0.1, 0.25, -2.0]), 0.7,
+    ...                                                                   "floor").tolist()
+    ([0.5, 0.0, 0.25, -2.0], [0.5, 0.0, 0.0, -2.0])
     """
-    k = round(density * delta_T.numel())
-    if k >= delta_T.numel():
+    n = delta_T.numel()
+    k = int(density * n) if rounding == "floor" else round(density * n)
+    if k >= n:
         return delta_T
     if k == 0:
         return torch.zeros_like(delta_T)
     magnitude = delta_T.abs()
-    threshold = magnitude.flatten().kthvalue(delta_T.numel() - k + 1).values
+    if rounding == "floor":
+        keep = torch.zeros(n, dtype=torch.bool)
+        keep[magnitude.flatten().float().topk(k).indices] = True
+        return torch.where(keep.view(delta_T.shape), delta_T, torch.zeros((), dtype=delta_T.dtype))
+    threshold = magnitude.flatten().kthvalue(n - k + 1).values
     return torch.where(magnitude >= threshold, delta_T, torch.zeros((), dtype=delta_T.dtype))
 
 
@@ -146,29 +161,45 @@ def dare_seed(seed: int, key: str, index: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def dare(delta_T: torch.Tensor, p: float, seed: int) -> torch.Tensor:
-    """Drop entries with probability p and rescale the rest by 1/(1-p): the expected value is unchanged."""
+def dare_mask(shape: torch.Size, p: float, seed: int) -> torch.Tensor:
+    """The entries DARE keeps (each with probability 1 - p), from the per-(tensor, model) seed."""
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed)) >= p
+
+
+def dare(delta_T: torch.Tensor, p: float, seed: int, rescale: str = "inverse") -> torch.Tensor:
+    """Drop entries with probability p; rescale the rest by 1/(1-p), which keeps each entry's expected value
+    (the DARE paper), or (`l1`, mergekit's default) so that the task vector keeps its L1 norm."""
     if p == 0:
         return delta_T
-    keep = torch.rand(delta_T.shape, generator=torch.Generator().manual_seed(seed)) >= p
-    return torch.where(keep, delta_T / (1 - p), torch.zeros((), dtype=delta_T.dtype))
+    kept = torch.where(dare_mask(delta_T.shape, p, seed), delta_T, torch.zeros((), dtype=delta_T.dtype))
+    if rescale == "l1":
+        before, after = delta_T.abs().sum(), kept.abs().sum()
+        return kept * (before / after) if before >= 1e-7 and after >= 1e-7 else kept
+    return kept / (1 - p)
 
 
 def _sparsify(delta_T: torch.Tensor, settings: MergeSettings, key: str, index: int) -> torch.Tensor:
     if settings.density is not None:
-        delta_T = trim(delta_T, settings.density)
-    return dare(delta_T, settings.drop_p, dare_seed(settings.seed, key, index))
+        delta_T = trim(delta_T, settings.density, settings.trim_rounding)
+    return dare(delta_T, settings.drop_p, dare_seed(settings.seed, key, index), settings.dare_rescale)
 
 
-def _disjoint_mean(weighted: list[torch.Tensor]) -> torch.Tensor:
-    """TIES: per entry, the mean of the task vectors whose sign matches the sign of their sum."""
-    sign = torch.sign(sum(weighted))
-    total, count = torch.zeros_like(sign), torch.zeros_like(sign)
-    for delta_T in weighted:
+def _disjoint_mean(weighted: list[torch.Tensor], weights: list[float], divisor: str) -> torch.Tensor:
+    """TIES: per entry, the sum of the task vectors whose sign matches the sign of their sum, divided by how many
+    agree (`count`, the TIES paper's disjoint mean), by the sum of their weights (`weight_sum`) or not at all
+    (`none`); the last two elect + where the sum is 0, as mergekit does (its normalize: true / false)."""
+    total_sum = sum(weighted)
+    sign = torch.sign(total_sum) if divisor == "count" else torch.where(total_sum >= 0, 1.0, -1.0)
+    total, count = torch.zeros_like(total_sum), torch.zeros_like(total_sum)
+    for delta_T, weight in zip(weighted, weights):
         agree = (torch.sign(delta_T) == sign) & (delta_T != 0)
         total += torch.where(agree, delta_T, 0)
-        count += agree
-    return total / count.clamp_min(1)
+        count += agree * (1.0 if divisor == "count" else weight)
+    if divisor == "count":
+        return total / count.clamp_min(1)
+    if divisor == "weight_sum":
+        return total / torch.where(count == 0, 1.0, count)
+    return total
 
 
 def merge_tensors(base_T: torch.Tensor, deltas: Iterable[torch.Tensor], weights: list[float],
@@ -184,7 +215,8 @@ def merge_tensors(base_T: torch.Tensor, deltas: Iterable[torch.Tensor], weights:
     dtype = accum_dtype(base_T.dtype)
     sparse = (_sparsify(d.to(dtype), settings, key, i) for i, d in enumerate(deltas))
     if settings.elect_sign:
-        merged = _disjoint_mean([delta_T * w for delta_T, w in zip(sparse, weights, strict=True)])
+        merged = _disjoint_mean([delta_T * w for delta_T, w in zip(sparse, weights, strict=True)], weights,
+                                settings.ties_divisor)
     else:
         merged = torch.zeros(base_T.shape, dtype=dtype)
         for delta_T, w in zip(sparse, weights, strict=True):
