@@ -176,7 +176,7 @@ def test_ifbench_items_and_coverage(wheels_available):
     assert first["constraints"][0]["kwargs"] == {"keyword1": "kaleidoscope", "keyword2": "nebula",
                                                  "keyword3": "whisper", "keyword4": "labyrinth",
                                                  "keyword5": "paradox"}
-    assert coverage(items) == (279, 294)
+    assert coverage(items) == (288, 294)  # 6 need IFBench's POS tagger data (words:start_verb): unscored
 
 
 def test_mtbench_questions(wheels_available):

@@ -76,6 +76,8 @@ CASES = [
     ("words:consonants", {}, "strong black cloth", "strong idea"),
     ("words:palindrome", {}, " ".join(["level", "radar", "civic", "rotor", "kayak"] * 2), "level radar"),
     ("words:prime_lengths", {}, "an ant ran", "a cat"),
+    # syllables by IFBench's own counter (syllapy): cat 1, apple 2, dog 1, water 2
+    ("words:odd_even_syllables", {}, "Cat, apple; dog water.", "cat dog"),
     ("words:repeats", {"small_n": 2}, "go go stop", "go go go"),
     ("words:no_consecutive", {}, "big red apple", "big bad apple"),
     ("words:last_first", {}, "I like cats. Cats like fish.", "I like cats. Dogs bark."),
@@ -145,6 +147,6 @@ def test_split_sentences_keeps_abbreviations_and_decimals():
 
 def test_coverage_counts_fully_checkable_items():
     items = [{"instruction_id_list": ["punctuation:no_comma"]},
-             {"instruction_id_list": ["punctuation:no_comma", "words:odd_even_syllables"]},
+             {"instruction_id_list": ["punctuation:no_comma", "words:start_verb"]},
              {"constraints": [{"type": "format:title_case", "kwargs": {}}]}]
     assert coverage(items) == (2, 3)

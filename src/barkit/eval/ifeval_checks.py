@@ -3,9 +3,10 @@
 Each checker is ``check(text, **kwargs) -> bool`` registered under its instruction id
 (e.g. ``length_constraints:number_words``); kwargs are the benchmark's, extra keys ignored.
 Semantics follow the benchmarks' strict checks, re-implemented with the standard library:
-where the reference uses NLTK's tokenizer a regex tokenizer stands in. Ids needing a language
-detector, a POS tagger or a syllable dictionary are not registered, so items using them are
-reported as not checkable (None) instead of being scored 0.
+where the reference uses NLTK's tokenizer a regex tokenizer stands in; syllables are counted with
+IFBench's own counter (syllapy). Ids needing a language detector or a POS tagger (IFBench's
+`words:start_verb` needs NLTK's tagger data, which is downloaded at run time and cannot be had
+offline) are not registered, so items using them are reported as unscored (None), never scored 0.
 """
 
 from __future__ import annotations
@@ -486,6 +487,16 @@ def _palindromes(text: str, **_: Any) -> bool:
 @_check("words:prime_lengths")
 def _prime_lengths(text: str, **_: Any) -> bool:
     return all(len(w) in _PRIMES for w in _no_punct(text).split())
+
+
+@_check("words:odd_even_syllables")
+def _alternating_syllable_parity(text: str, **_: Any) -> bool:
+    """Words alternate between odd and even syllable counts, counted by syllapy (IFBench's own counter: its
+    word list, then its vowel-group rule)."""
+    import syllapy
+
+    parities = [syllapy.count(w) % 2 for w in _no_punct(text).lower().split()]
+    return all(a != b for a, b in zip(parities, parities[1:]))
 
 
 @_check("words:repeats")
