@@ -28,12 +28,13 @@ from barkit.checkpoint import (
     DEFAULT_SHARD_SIZE,
     CheckpointReader,
     ShardedWriter,
+    TensorBytes,
     parent_dirs,
     read_manifest,
     write_metadata,
 )
 from barkit.errors import BarkitError
-from barkit.mixing import MergeSettings, accum_dtype, merge_tensors
+from barkit.mixing import MergeSettings, merge_of
 from barkit.moe import MoECheckpoint, VerifyMode, open_moe, parse_named, verify_loads
 from barkit.outputs import atomic_output_dir
 from barkit.select import mask_experts
@@ -78,6 +79,12 @@ class DenseView:
 
     def get(self, key: str) -> torch.Tensor:
         return self.moe.reader.get(self._map[key])
+
+    def locate(self, key: str) -> TensorBytes:
+        return self.moe.reader.locate(self._map[key])
+
+    def read_into(self, key: str, start: int, out: memoryview) -> None:
+        self.moe.reader.read_into(self._map[key], start, out)
 
     def shape(self, key: str) -> list[int]:
         return self.moe.reader.shape(self._map[key])
@@ -294,13 +301,10 @@ def check_mergeable(general: Dense, others: dict[str, Dense]) -> None:
 
 def write_merge(general: Dense, reference: Dense, models: list[Dense], lambdas: list[float],
                 settings: MergeSettings, writer: ShardedWriter) -> None:
-    """Per key: task vectors theta_i - theta_ref are formed lazily, one model tensor at a time."""
+    """Per key, streamed (`mixing.merge_of`): only the output tensor, the sparsity masks and, while they are
+    planned, one task vector are held whole."""
     for key in general.keys():
-        base_T, ref_T = general.get(key), reference.get(key)
-        dtype = accum_dtype(base_T.dtype)
-        deltas = (view.get(key).to(dtype).sub_(ref_T) for view in models)
-        writer.add(key, merge_tensors(base_T, deltas, lambdas, settings, key))
-        del base_T, ref_T
+        writer.add(key, merge_of(general, reference, models, key, lambdas, settings))
 
 
 def merge(cfg: MergeConfig) -> Path:

@@ -85,6 +85,48 @@ def mean_of_inputs(readers: list[CheckpointReader], key: str, chunk: int = CHUNK
     return out.reshape(locs[0].shape)
 
 
+def linear_merge_of(base, ref, models: list, key: str, weights: list[float],
+                    chunk: int = CHUNK_ELEMENTS) -> torch.Tensor:
+    """base + sum_i weight_i (model_i - ref) for tensor `key`, streamed piece by piece through reused buffers
+    (sources: anything with `locate` and `read_into`, like `CheckpointReader`). The arithmetic per entry is
+    `merge_tensors`'s with elementwise settings, so the result is bit-identical to it; only the output is
+    ever held whole.
+
+    >>> from barkit.tiny import make_dense_checkpoint
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> b, r, x = (CheckpointReader(make_dense_checkpoint(f"{d}/{i}", seed=i)) for i in range(3))
+    >>> k = "model.embed_tokens.weight"
+    >>> whole = merge_tensors(b.get(k), [x.get(k).double() - r.get(k)], [0.3])
+    >>> torch.equal(linear_merge_of(b, r, [x], k, [0.3], chunk=1000), whole)
+    True
+    """
+    loc = base.locate(key)
+    dtype, numel = loc.dtype, loc.numel()
+    acc_dtype = accum_dtype(dtype)
+    out = torch.empty(numel, dtype=dtype)
+    size = min(chunk, numel)
+    merged, delta = torch.empty(size, dtype=acc_dtype), torch.empty(size, dtype=acc_dtype)
+    raw = torch.empty(size * max(s.locate(key).element_size() for s in (base, ref, *models)), dtype=torch.uint8)
+    ref_raw = torch.empty_like(raw)
+
+    def piece(source, start: int, n: int, buf: torch.Tensor) -> torch.Tensor:
+        item = source.locate(key)
+        view = buf[:n * item.element_size()]
+        source.read_into(key, start * item.element_size(), memoryview(view.numpy()))
+        return view.view(item.dtype)
+
+    for start in range(0, numel, chunk):
+        n = min(chunk, numel - start)
+        total, d = merged[:n].zero_(), delta[:n]
+        ref_part = piece(ref, start, n, ref_raw)
+        for source, weight in zip(models, weights, strict=True):
+            d.copy_(piece(source, start, n, raw)).sub_(ref_part)
+            total.add_(d, alpha=weight)
+        out[start:start + n].copy_(total.add_(piece(base, start, n, raw)))
+    return out.reshape(loc.shape)
+
+
 def delta_sum_of(base: Callable[[], torch.Tensor], read: list[Callable[[], torch.Tensor]]) -> torch.Tensor:
     """base + sum_i (x_i - base), read one tensor at a time: task arithmetic with lambda = 1 per input.
 
@@ -129,10 +171,33 @@ class MergeSettings:
     ties_divisor: str = "count"  # disjoint mean over agreeing models | "weight_sum": by the sum of their
     #                              weights | "none": their sum (mergekit's normalize: true / false)
 
+    @property
+    def is_elementwise(self) -> bool:
+        """Each output entry depends only on the same entry of the inputs (no trim, mask or election)."""
+        return self.density is None and self.drop_p == 0 and not self.elect_sign
+
+
+def trim_keep(delta_T: torch.Tensor, density: float, rounding: str = "round") -> torch.Tensor | None:
+    """Which entries TIES's trim keeps (a bool tensor; None: all): the `density` fraction of largest magnitude,
+    round(density * n) of them with ties at the threshold kept, or (`floor`, mergekit's convention) exactly
+    int(density * n)."""
+    n = delta_T.numel()
+    k = int(density * n) if rounding == "floor" else round(density * n)
+    if k >= n:
+        return None
+    if k == 0:
+        return torch.zeros(delta_T.shape, dtype=torch.bool)
+    magnitude = delta_T.abs()
+    if rounding == "floor":
+        keep = torch.zeros(n, dtype=torch.bool)
+        keep[magnitude.flatten().float().topk(k).indices] = True
+        return keep.view(delta_T.shape)
+    threshold = magnitude.flatten().kthvalue(n - k + 1).values
+    return magnitude >= threshold
+
 
 def trim(delta_T: torch.Tensor, density: float, rounding: str = "round") -> torch.Tensor:
-    """Zero all but the `density` fraction of largest-magnitude entries: round(density * n) of them with ties at
-    the threshold kept, or (`floor`, mergekit's convention) exactly int(density * n).
+    """Zero all but the entries `trim_keep` keeps.
 
     >>> trim(torch.tensor([0.5, -0.1, 0.3, -2.0]), 0.5).tolist()
     [0.5, 0.0, 0.0, -2.0]
@@ -140,19 +205,8 @@ def trim(delta_T: torch.Tensor, density: float, rounding: str = "round") -> torc
     ...                                                                   "floor").tolist()
     ([0.5, 0.0, 0.25, -2.0], [0.5, 0.0, 0.0, -2.0])
     """
-    n = delta_T.numel()
-    k = int(density * n) if rounding == "floor" else round(density * n)
-    if k >= n:
-        return delta_T
-    if k == 0:
-        return torch.zeros_like(delta_T)
-    magnitude = delta_T.abs()
-    if rounding == "floor":
-        keep = torch.zeros(n, dtype=torch.bool)
-        keep[magnitude.flatten().float().topk(k).indices] = True
-        return torch.where(keep.view(delta_T.shape), delta_T, torch.zeros((), dtype=delta_T.dtype))
-    threshold = magnitude.flatten().kthvalue(n - k + 1).values
-    return torch.where(magnitude >= threshold, delta_T, torch.zeros((), dtype=delta_T.dtype))
+    keep = trim_keep(delta_T, density, rounding)
+    return delta_T if keep is None else torch.where(keep, delta_T, torch.zeros((), dtype=delta_T.dtype))
 
 
 def dare_seed(seed: int, key: str, index: int) -> int:
@@ -171,17 +225,59 @@ def dare(delta_T: torch.Tensor, p: float, seed: int, rescale: str = "inverse") -
     (the DARE paper), or (`l1`, mergekit's default) so that the task vector keeps its L1 norm."""
     if p == 0:
         return delta_T
-    kept = torch.where(dare_mask(delta_T.shape, p, seed), delta_T, torch.zeros((), dtype=delta_T.dtype))
-    if rescale == "l1":
-        before, after = delta_T.abs().sum(), kept.abs().sum()
-        return kept * (before / after) if before >= 1e-7 and after >= 1e-7 else kept
-    return kept / (1 - p)
+    return _apply(delta_T, *_dare_plan(delta_T, None, p, seed, rescale))
+
+
+@dataclass
+class Sparsity:
+    """What sparsifying one task vector does, decided on the whole tensor and then applied entry by entry (so
+    a tensor can be merged in pieces): keep these entries, then divide or multiply them by a scale."""
+
+    keep: torch.Tensor | None = None  # bool, flattened; None: every entry
+    divide_by: float | None = None  # DARE's 1 - p
+    multiply_by: torch.Tensor | None = None  # DARE's L1 ratio (a 0-d tensor)
+
+    def apply(self, delta: torch.Tensor, start: int = 0) -> torch.Tensor:
+        keep = None if self.keep is None else self.keep[start:start + delta.numel()].view(delta.shape)
+        return _apply(delta, keep, self.divide_by, self.multiply_by)
+
+
+def _apply(delta: torch.Tensor, keep: torch.Tensor | None, divide_by: float | None,
+           multiply_by: torch.Tensor | None) -> torch.Tensor:
+    if keep is not None:
+        delta = torch.where(keep, delta, torch.zeros((), dtype=delta.dtype))
+    if divide_by is not None:
+        delta = delta / divide_by
+    if multiply_by is not None:
+        delta = delta * multiply_by
+    return delta
+
+
+def _dare_plan(delta_T: torch.Tensor, keep: torch.Tensor | None, p: float, seed: int,
+               rescale: str) -> tuple[torch.Tensor, float | None, torch.Tensor | None]:
+    """(keep, divide_by, multiply_by) after DARE's drop of an already trimmed (`keep`) task vector."""
+    dropped = dare_mask(delta_T.shape, p, seed)
+    kept = dropped if keep is None else dropped.logical_and_(keep)
+    if rescale != "l1":
+        return kept, 1 - p, None
+    trimmed = delta_T if keep is None else torch.where(keep, delta_T, torch.zeros((), dtype=delta_T.dtype))
+    before = trimmed.abs().sum()
+    after = torch.where(kept, trimmed, torch.zeros((), dtype=delta_T.dtype)).abs().sum()
+    return kept, None, (before / after if before >= 1e-7 and after >= 1e-7 else None)
+
+
+def sparsity_of(delta_T: torch.Tensor, settings: MergeSettings, key: str, index: int) -> Sparsity:
+    """TIES's trim, then DARE's drop and rescale, planned on the whole task vector."""
+    keep = trim_keep(delta_T, settings.density, settings.trim_rounding) if settings.density is not None else None
+    if settings.drop_p == 0:
+        return Sparsity(None if keep is None else keep.flatten())
+    kept, divide_by, multiply_by = _dare_plan(delta_T, keep, settings.drop_p,
+                                              dare_seed(settings.seed, key, index), settings.dare_rescale)
+    return Sparsity(kept.flatten(), divide_by, multiply_by)
 
 
 def _sparsify(delta_T: torch.Tensor, settings: MergeSettings, key: str, index: int) -> torch.Tensor:
-    if settings.density is not None:
-        delta_T = trim(delta_T, settings.density, settings.trim_rounding)
-    return dare(delta_T, settings.drop_p, dare_seed(settings.seed, key, index), settings.dare_rescale)
+    return sparsity_of(delta_T, settings, key, index).apply(delta_T.flatten()).view(delta_T.shape)
 
 
 def _disjoint_mean(weighted: list[torch.Tensor], weights: list[float], divisor: str) -> torch.Tensor:
@@ -202,6 +298,21 @@ def _disjoint_mean(weighted: list[torch.Tensor], weights: list[float], divisor: 
     return total
 
 
+def _combine(base_T: torch.Tensor, sparse: Iterable[torch.Tensor], weights: list[float],
+             settings: MergeSettings) -> torch.Tensor:
+    """base + combine_i(weight_i * sparse_i), in the sparse tensors' (higher) precision, cast to base's dtype."""
+    if settings.elect_sign:
+        merged = _disjoint_mean([delta_T * w for delta_T, w in zip(sparse, weights, strict=True)], weights,
+                                settings.ties_divisor)
+    else:
+        merged = None
+        for delta_T, w in zip(sparse, weights, strict=True):
+            merged = torch.zeros(base_T.shape, dtype=delta_T.dtype) if merged is None else merged
+            merged.add_(delta_T, alpha=w)
+        merged = torch.zeros(base_T.shape, dtype=accum_dtype(base_T.dtype)) if merged is None else merged
+    return merged.add_(base_T).to(base_T.dtype)
+
+
 def merge_tensors(base_T: torch.Tensor, deltas: Iterable[torch.Tensor], weights: list[float],
                   settings: MergeSettings = MergeSettings(), key: str = "") -> torch.Tensor:
     """theta = base + combine_i(weight_i * sparsify(delta_i)), computed in higher precision, cast to base's dtype.
@@ -214,13 +325,48 @@ def merge_tensors(base_T: torch.Tensor, deltas: Iterable[torch.Tensor], weights:
     """
     dtype = accum_dtype(base_T.dtype)
     sparse = (_sparsify(d.to(dtype), settings, key, i) for i, d in enumerate(deltas))
-    if settings.elect_sign:
-        merged = _disjoint_mean([delta_T * w for delta_T, w in zip(sparse, weights, strict=True)], weights,
-                                settings.ties_divisor)
-    else:
-        merged = torch.zeros(base_T.shape, dtype=dtype)
-        for delta_T, w in zip(sparse, weights, strict=True):
-            merged.add_(delta_T, alpha=w)
-    return merged.add_(base_T).to(base_T.dtype)
+    return _combine(base_T, sparse, weights, settings)
 
 
+def merge_of(base, ref, models: list, key: str, weights: list[float], settings: MergeSettings,
+             chunk: int = CHUNK_ELEMENTS) -> torch.Tensor:
+    """`merge_tensors` of tensor `key` (base + combine_i weight_i sparsify(model_i - ref)), streamed: what
+    needs the whole task vector (TIES's top-k, DARE's mask and L1 ratio) is planned one model at a time and
+    kept as a bool mask and a scale; the arithmetic then runs piece by piece, entry for entry the same as
+    `merge_tensors` (so bit-identical to it). Only the output, the masks and one task vector while planning
+    are ever held whole. Sources: anything with `get`, `locate` and `read_into`, like `CheckpointReader`.
+
+    >>> from barkit.tiny import make_dense_checkpoint
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> b, r, x, y = (CheckpointReader(make_dense_checkpoint(f"{d}/{i}", seed=i)) for i in range(4))
+    >>> k, s = "model.embed_tokens.weight", MergeSettings(density=0.3, drop_p=0.2, elect_sign=True)
+    >>> whole = merge_tensors(b.get(k), [m.get(k).double() - r.get(k) for m in (x, y)], [0.7, 0.3], s, k)
+    >>> torch.equal(merge_of(b, r, [x, y], k, [0.7, 0.3], s, chunk=1000), whole)
+    True
+    """
+    if settings.is_elementwise:
+        return linear_merge_of(base, ref, models, key, weights, chunk)
+    loc = base.locate(key)
+    acc_dtype, numel = accum_dtype(loc.dtype), loc.numel()
+    plans: list[Sparsity] = [Sparsity()] * len(models)
+    if settings.density is not None or settings.drop_p > 0:
+        ref_T = ref.get(key)
+        plans = [sparsity_of(m.get(key).to(acc_dtype).sub_(ref_T), settings, key, i) for i, m in enumerate(models)]
+        del ref_T
+    out = torch.empty(numel, dtype=loc.dtype)
+    for start in range(0, numel, chunk):
+        n = min(chunk, numel - start)
+        ref_part = _piece(ref, key, start, n)
+        sparse = (plan.apply(_piece(m, key, start, n).to(acc_dtype).sub_(ref_part), start)
+                  for m, plan in zip(models, plans))
+        out[start:start + n] = _combine(_piece(base, key, start, n), sparse, weights, settings)
+    return out.reshape(loc.shape)
+
+
+def _piece(source, key: str, start: int, n: int) -> torch.Tensor:
+    """Entries [start, start + n) of tensor `key`, read straight from the file."""
+    item = source.locate(key)
+    raw = torch.empty(n * item.element_size(), dtype=torch.uint8)
+    source.read_into(key, start * item.element_size(), memoryview(raw.numpy()))
+    return raw.view(item.dtype)
