@@ -48,6 +48,9 @@ def make_runtime(cfg: StageConfig):
     else:
         runtime = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.distributed.mixed_precision)
     torch.set_num_threads(cfg.distributed.threads or max(1, available_cores() // runtime.num_processes))
+    if cfg.distributed.deterministic and torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic workspace
+    torch.use_deterministic_algorithms(cfg.distributed.deterministic, warn_only=True)
     return runtime
 
 

@@ -167,6 +167,10 @@ class DistributedConfig:
         "(autocast under ddp, FSDP2's mixed-precision policy with fp32 gradient reduction under fsdp); auto: "
         "bf16 on a GPU that supports it (BAR's choice), 'no' on CPU", "auto")
     activation_checkpointing: bool = doc("recompute each decoder layer's activations in backward (fsdp)", False)
+    deterministic: bool = doc(
+        "torch's deterministic algorithms: the same run on the same machine gives the same weights (without them "
+        "the MoE experts' grouped_mm backward on CPU differs run to run with several threads); off is slightly "
+        "faster where only a nondeterministic kernel exists", True)
 
     def validate(self) -> None:
         if self.threads is not None and self.threads < 1:
