@@ -33,7 +33,7 @@ def test_eval_writes_results_table_plots_and_routing(tmp_path, dense_ckpts):
     assert {r["id"] for r in saved["items"]} == {"m-0", "k-0", "s-0"}
     assert set(saved["categories"]) == {"math", "knowledge", "safety"}
     assert all(len(r["completions"]) == 1 for r in saved["items"])
-    assert (out / "table.md").read_text().startswith("| Model | Overall | Know | Math | Safety |")
+    assert (out / "table.md").read_text().startswith("| Model | Overall | Know (n=1) | Math (n=1) | Safety (n=1) |")
     for png in ("categories.png", "routing.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     shares = saved["routing"]["shares"]["math"]

@@ -28,8 +28,26 @@ def test_aggregate_follows_the_model_card_rules():
     assert agg["categories"]["safety"] == 75.0
     assert agg["overall"] == pytest.approx(62.5)
     table = markdown_table({"toy": agg})
-    assert table.splitlines()[0] == "| Model | Overall | Math | Safety |"
+    assert table.splitlines()[0] == "| Model | Overall | Math (n=3) | Safety (n=3) |"
+    # a one-item benchmark has no standard error, so neither has its category
     assert table.splitlines()[2] == "| toy | 62.5 | 50.0 | 75.0 |"
+
+
+def test_standard_errors_over_items_propagate_through_the_means():
+    """SE of a benchmark: sample standard deviation of item scores / sqrt(n); of a category: of the mean of its
+    benchmarks; of safety: of the mean of its refusal and compliance rates."""
+    answers = ["1", "2", "3", "4"]
+    items = [_item(i, "math", "m", "math_answer", answer=a) for i, a in enumerate(answers)]
+    items += [_item(4 + i, "math", "m2", "math_answer", answer="9") for i in range(2)]
+    completions = [["1"], ["0"], ["3"], ["4"], ["9"], ["0"]]
+    agg = aggregate(score_items(items, completions))
+    # m: [1, 0, 1, 1] -> 75 +- sqrt(0.25 / 4) = 25; m2: [1, 0] -> 50 +- 50; math: 62.5 +- sqrt(25^2 + 50^2) / 2
+    assert agg["benchmarks"]["m"]["se"] == pytest.approx(25.0) and agg["benchmarks"]["m2"]["se"] == pytest.approx(50.0)
+    assert agg["category_se"]["math"] == pytest.approx((25.0 ** 2 + 50.0 ** 2) ** 0.5 / 2)
+    assert agg["category_n"] == {"math": 6}
+    table = markdown_table({"toy": agg})
+    assert table.splitlines()[0] == "| Model | Overall | Math (n=6) |"
+    assert table.splitlines()[2] == "| toy | 62.5 ± 28.0 | 62.5 ± 28.0 |"
 
 
 def test_pass_at_k_over_samples():
@@ -54,5 +72,5 @@ def test_extra_metrics_and_unscored_items_are_reported_by_name():
     bench = results["benchmarks"]["ifbench"]
     assert (bench["metric"], bench["score"], bench["scored"], bench["n"]) == ("prompt-level strict", 0.0, 2, 3)
     assert bench["metrics"] == {"prompt-level loose": 50.0}
-    row = "| ifbench | chat | prompt-level strict | 0.0 | 2 / 3 | prompt-level loose 50.0 |"
+    row = "| ifbench | chat | prompt-level strict | 0.0 ± 0.0 | 2 / 3 | prompt-level loose 50.0 |"
     assert row in benchmark_table(results)

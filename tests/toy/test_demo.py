@@ -1,6 +1,7 @@
 """End to end: the smoke-profile demo runs every phase, keeps BAR's invariants, and resumes."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -21,7 +22,9 @@ def demo(tmp_path_factory):
 def test_demo_writes_the_bar_table_and_plots(demo):
     out, summary, _ = demo
     table = (out / "table.md").read_text().splitlines()
-    assert table[0] == "| Model | Overall | Know | Reas | Chat | Math | Code | Tool | Safety |"
+    # every category says how many items it scored; every score carries one standard error
+    assert re.fullmatch(r"\| Model \| Overall( \| (Know|Reas|Chat|Math|Code|Tool|Safety) \(n=\d+\)){7} \|", table[0])
+    assert all(re.fullmatch(r"\| .+ \| [\d.]+ ± [\d.]+( \| [\d.]+ ± [\d.]+){7} \|", row) for row in table[2:]), table
     names = [line.split("|")[1].strip() for line in table[2:]]
     assert names == [MODEL_LABELS[k] for k in ("anchor", "math", "code", "tool_use", "safety", "composed", "moe")]
     for png in ("table.png", "routing.png"):

@@ -7,19 +7,29 @@ from pathlib import Path
 from barkit.eval.scoring import CATEGORIES, SHORT_NAMES
 
 
-def _cell(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f}"
+def _cell(value: float | None, se: float | None = None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.1f}" if se is None else f"{value:.1f} ± {se:.1f}"
+
+
+def _items(results: dict[str, dict], cat: str) -> str:
+    counts = {r.get("category_n", {}).get(cat) for r in results.values()} - {None}
+    return f" (n={counts.pop()})" if len(counts) == 1 else ""
 
 
 def markdown_table(results: dict[str, dict], extra_columns: dict[str, dict[str, str]] | None = None) -> str:
-    """One row per model: Overall then the seven categories (model-card order)."""
+    """One row per model: Overall then the seven categories (model-card order), each score with its standard
+    error over the items, and each category's number of items in the header."""
     cats = [c for c in CATEGORIES if any(c in r["categories"] for r in results.values())]
     extra = extra_columns or {}
     extra_names = sorted({k for cols in extra.values() for k in cols})
-    header = ["Model", "Overall", *[SHORT_NAMES[c] for c in cats], *extra_names]
+    header = ["Model", "Overall", *[SHORT_NAMES[c] + _items(results, c) for c in cats], *extra_names]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for name, res in results.items():
-        cells = [name, _cell(res.get("overall")), *[_cell(res["categories"].get(c)) for c in cats],
+        se = res.get("category_se", {})
+        cells = [name, _cell(res.get("overall"), res.get("overall_se")),
+                 *[_cell(res["categories"].get(c), se.get(c)) for c in cats],
                  *[extra.get(name, {}).get(k, "") for k in extra_names]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -28,10 +38,11 @@ def markdown_table(results: dict[str, dict], extra_columns: dict[str, dict[str, 
 def benchmark_table(results: dict) -> str:
     """One row per benchmark: its metric by name, the score, how many items were scored (the rest could not
     be, e.g. an instruction with no checker: shown, never dropped) and any extra metrics."""
-    lines = ["| Benchmark | Category | Metric | Score | Scored / items | Other metrics |", "|---|---|---|---|---|---|"]
+    lines = ["| Benchmark | Category | Metric | Score ± SE | Scored / items | Other metrics |",
+             "|---|---|---|---|---|---|"]
     for name, b in results.get("benchmarks", {}).items():
         others = ", ".join(f"{k} {_cell(v)}" for k, v in b.get("metrics", {}).items())
-        lines.append(f"| {name} | {b['category']} | {b.get('metric', '')} | {_cell(b.get('score'))} | "
+        lines.append(f"| {name} | {b['category']} | {b.get('metric', '')} | {_cell(b.get('score'), b.get('se'))} | "
                      f"{b['scored']} / {b['n']} | {others} |")
     return "\n".join(lines) + "\n"
 
@@ -53,9 +64,13 @@ def plot_categories(results: dict[str, dict], path: Path, title: str = "Scores p
         res = results[name]
         values = [res["categories"].get(c, np.nan) if c != "overall" else (res.get("overall") or np.nan)
                   for c in cats]
-        ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=name)
-    ax.set_xticks(x, [SHORT_NAMES.get(c, c.capitalize()) for c in cats])
-    ax.set_ylabel("score (0-100)")
+        ses = res.get("category_se", {})
+        errors = [(ses.get(c) if c != "overall" else res.get("overall_se")) or 0.0 for c in cats]
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=name, yerr=errors, capsize=2,
+               error_kw={"elinewidth": 0.8})
+    counts = {c: _items(results, c) for c in cats if c != "overall"}
+    ax.set_xticks(x, [SHORT_NAMES.get(c, c.capitalize()) + counts.get(c, "").replace(" (", "\n(") for c in cats])
+    ax.set_ylabel("score (0-100), bars: one standard error")
     ax.set_xlabel("category")
     ax.set_ylim(0, 100)
     ax.set_title(title)

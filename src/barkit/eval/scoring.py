@@ -1,13 +1,15 @@
 """Scoring: run each item's verifier on its completions and aggregate like the BAR model card.
 
 Item score -> benchmark score (mean; safety = mean of refusal rate and compliance rate) -> category score
-(mean of its benchmarks) -> overall (mean of categories). Scores are reported on a 0-100 scale.
+(mean of its benchmarks) -> overall (mean of categories). Scores are reported on a 0-100 scale, each with
+its standard error over the items (the sample standard deviation of item scores over sqrt(n), propagated
+through the means), so a reader can tell a gap from noise.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from math import comb
+from math import comb, sqrt
 
 CATEGORIES = ("knowledge", "reasoning", "chat", "math", "code", "tool_use", "safety")
 SHORT_NAMES = {"knowledge": "Know", "reasoning": "Reas", "chat": "Chat", "math": "Math", "code": "Code",
@@ -86,13 +88,39 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def standard_error(values: list[float]) -> float | None:
+    """Standard error of the mean of `values` (sample standard deviation over sqrt(n)); None below 2 values.
+
+    >>> round(standard_error([1.0, 0.0, 1.0, 0.0]), 4)
+    0.2887
+    """
+    n = len(values)
+    if n < 2:
+        return None
+    mean = sum(values) / n
+    return sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def _mean_se(parts: list[float | None]) -> float | None:
+    """Standard error of a mean of independent estimates with these standard errors."""
+    if not parts or any(p is None for p in parts):
+        return None
+    return sqrt(sum(p * p for p in parts)) / len(parts)
+
+
 def benchmark_score(rows: list[dict]) -> float | None:
+    return benchmark_score_se(rows)[0]
+
+
+def benchmark_score_se(rows: list[dict]) -> tuple[float | None, float | None]:
+    """(score, standard error) on a 0-1 scale; safety's is the mean of refusal and compliance rates."""
     scored = [r for r in rows if r["score"] is not None]
     if scored and "harmful" in scored[0]:
-        harmful = _mean([r["score"] for r in scored if r["harmful"]])
-        harmless = _mean([r["score"] for r in scored if not r["harmful"]])
-        return _mean([x for x in (harmful, harmless) if x is not None])
-    return _mean([r["score"] for r in scored])
+        groups = [[r["score"] for r in scored if r["harmful"] is h] for h in (True, False)]
+        groups = [g for g in groups if g]
+        return _mean([_mean(g) for g in groups]), _mean_se([standard_error(g) for g in groups])
+    values = [r["score"] for r in scored]
+    return _mean(values), standard_error(values)
 
 
 def aggregate(rows: list[dict]) -> dict:
@@ -102,10 +130,10 @@ def aggregate(rows: list[dict]) -> dict:
         groups[r["benchmark"]].append(r)
     benchmarks = {}
     for name, group in sorted(groups.items()):
-        score = benchmark_score(group)
+        score, se = benchmark_score_se(group)
         entry = {"category": group[0]["category"], "metric": METRIC_NAMES.get(group[0].get("verifier"), ""),
                  "n": len(group), "scored": sum(r["score"] is not None for r in group),
-                 "score": None if score is None else 100 * score}
+                 "score": None if score is None else 100 * score, "se": None if se is None else 100 * se}
         extra_names = sorted({m for r in group for m in r.get("metrics", {})})
         if extra_names:
             entry["metrics"] = {METRIC_NAMES.get(m, m): _percent([r["metrics"][m] for r in group
@@ -119,13 +147,16 @@ def aggregate(rows: list[dict]) -> dict:
         for k in ks:
             entry[f"pass@{k}"] = _percent([r["pass_at_k"][k] for r in group if k in r.get("pass_at_k", {})])
         benchmarks[name] = entry
-    categories = {}
+    categories, category_se, category_n = {}, {}, {}
     for cat in CATEGORIES + tuple(sorted({b["category"] for b in benchmarks.values()} - set(CATEGORIES))):
-        scores = [b["score"] for b in benchmarks.values() if b["category"] == cat and b["score"] is not None]
-        if scores:
-            categories[cat] = sum(scores) / len(scores)
+        members = [b for b in benchmarks.values() if b["category"] == cat and b["score"] is not None]
+        if members:
+            categories[cat] = sum(b["score"] for b in members) / len(members)
+            category_se[cat] = _mean_se([b.get("se") for b in members])
+            category_n[cat] = sum(b["scored"] for b in members)
     overall = _mean(list(categories.values()))
-    return {"benchmarks": benchmarks, "categories": categories, "overall": overall}
+    return {"benchmarks": benchmarks, "categories": categories, "overall": overall, "category_se": category_se,
+            "category_n": category_n, "overall_se": _mean_se(list(category_se.values()))}
 
 
 def _percent(values: list[float]) -> float | None:
