@@ -36,6 +36,15 @@ def test_plan_predicts_the_trainers_allocation_exactly(moe_ckpts):
         assert predicted.state_bytes == predicted.minimum_bytes  # fp32 throughout: nothing above the minimum
 
 
+def test_the_kv_cache_term_equals_what_generation_caches(moe_ckpts):
+    """RL's generation holds a KV cache: the plan's bytes per token times the tokens equal the cache HF builds."""
+    mem = stage_memory(moe_ckpts["olmo2"], "rl", mixed_precision=False)
+    model = load_strict(moe_ckpts["olmo2"])
+    cache = model(torch.tensor([[1, 2, 3, 4, 5, 6, 7]] * 3), use_cache=True).past_key_values
+    cached = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    assert mem.kv_cache_bytes(3, 7) == cached > 0
+
+
 def test_fsdp_divides_the_state_and_the_micro_batch_grows_with_devices(moe_ckpts):
     mem = stage_memory(moe_ckpts["olmo2"], "sft", mixed_precision=False)
     room = mem.state_bytes / 1e9 + 0.01  # the state and 10 MB on one device
@@ -47,5 +56,6 @@ def test_fsdp_divides_the_state_and_the_micro_batch_grows_with_devices(moe_ckpts
 def test_plan_command_prints_a_table(moe_ckpts, capsys):
     assert main(["plan", str(moe_ckpts["olmo2"]), "--stage", "midtrain", "rl", "--devices", "1", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("| stage | trainable | devices") and len(lines) == 2 + 4
+    assert lines[0].startswith("| stage | trainable | devices") and len(lines) == 2 + 4 + 2
+    assert lines[-1].startswith("rl also generates: its KV cache takes")
     assert main(["plan", str(moe_ckpts["olmo2"] / "missing")]) == 1

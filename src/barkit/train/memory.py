@@ -45,6 +45,11 @@ class StageMemory:
     active_experts: int
     vocab: int
     compute_bytes: int
+    kv_bytes_per_token: int = 0  # keys and values of every layer, in the compute dtype: what generation caches
+
+    def kv_cache_bytes(self, sequences: int, seq_len: int) -> int:
+        """The KV cache HF `generate` holds for RL's samples (`sequences` of up to `seq_len` tokens)."""
+        return sequences * seq_len * self.kv_bytes_per_token
 
     @property
     def minimum_bytes(self) -> int:
@@ -99,11 +104,14 @@ def stage_memory(model_dir: str | Path, stage: Stage, mixed_precision: bool = Tr
                 if torch.nn.utils.parametrize.is_parametrized(m) for a in m.parametrizations)
     layers = int(raw["num_hidden_layers"])
     active = int(raw[spec.top_k_key]) if spec else 1
+    kv_heads = int(raw.get("num_key_value_heads") or raw["num_attention_heads"])
+    head_dim = int(raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"])
+    compute_bytes = frozen_dtype.itemsize if mixed_precision else 4
     return StageMemory(trainable=count, total=total, weight_bytes=weight_bytes, grad_bytes=count * MASTER_BYTES,
                        optimizer_bytes=count * ADAM_BYTES, fused_copy_bytes=fused // max(layers, 1), layers=layers,
                        hidden=int(raw["hidden_size"]), intermediate=int(raw["intermediate_size"]),
-                       active_experts=active, vocab=int(raw["vocab_size"]),
-                       compute_bytes=frozen_dtype.itemsize if mixed_precision else 4)
+                       active_experts=active, vocab=int(raw["vocab_size"]), compute_bytes=compute_bytes,
+                       kv_bytes_per_token=2 * layers * kv_heads * head_dim * compute_bytes)
 
 
 def largest_micro_batch(memory: StageMemory, devices: int, device_gb: float, seq_len: int,
@@ -130,4 +138,9 @@ def plan_table(model_dir: str | Path, stages: list[str], devices: list[int], dev
                          f"{mem.grad_bytes / n / GB:.1f} | {mem.optimizer_bytes / n / GB:.1f} | "
                          f"{mem.state_bytes / n / GB:.1f} GB | {mem.state_bytes / mem.minimum_bytes:.2f}x | "
                          f"{fits[0]} / {fits[1]} |")
+    if "rl" in stages:
+        mem = stage_memory(model_dir, "rl", mixed_precision)
+        lines.append(f"\nrl also generates: its KV cache takes {mem.kv_bytes_per_token * seq_len / 2**20:.0f} MiB per "
+                     f"sample of {seq_len} tokens ({mem.kv_cache_bytes(64, seq_len) / GB:.1f} GB for 64 samples "
+                     "on one device), on top of the state above.")
     return "\n".join(lines) + "\n"
