@@ -121,10 +121,10 @@ def _reader(path: Path):
         raise BarkitError(f"{path}: a directory with no data barkit reads ({FORMATS})")
     if not path.is_file():
         raise BarkitError(f"{path}: data file not found")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json") or suffix == ".parquet":
-        return {".jsonl": _jsonl, ".json": _json, ".parquet": _parquet}[suffix]
-    raise BarkitError(f"{path}: unknown data format '{suffix or path.name}' (barkit reads {FORMATS})")
+    reader = {".jsonl": _jsonl, ".json": _json, ".parquet": _parquet}.get(path.suffix.lower())
+    if reader is None:
+        raise BarkitError(f"{path}: unknown data format '{path.suffix or path.name}' (barkit reads {FORMATS})")
+    return reader
 
 
 def data_digest(path: str | Path) -> str:
