@@ -77,10 +77,9 @@ def mean_of_inputs(readers: list[CheckpointReader], key: str, chunk: int = CHUNK
     for start in range(0, numel, chunk):
         n = min(chunk, numel - start)
         part = acc[:n]
-        for i, (reader, loc) in enumerate(zip(readers, locs)):
-            raw = buf[:n * loc.element_size()]
-            reader.read_into(key, start * loc.element_size(), memoryview(raw.numpy()))
-            part.copy_(raw.view(loc.dtype)) if i == 0 else part.add_(raw.view(loc.dtype))
+        for i, reader in enumerate(readers):
+            piece = _piece(reader, key, start, n, buf)
+            part.copy_(piece) if i == 0 else part.add_(piece)
         out[start:start + n].copy_(part.div_(len(readers)))
     return out.reshape(locs[0].shape)
 
@@ -109,21 +108,14 @@ def linear_merge_of(base, ref, models: list, key: str, weights: list[float],
     merged, delta = torch.empty(size, dtype=acc_dtype), torch.empty(size, dtype=acc_dtype)
     raw = torch.empty(size * max(s.locate(key).element_size() for s in (base, ref, *models)), dtype=torch.uint8)
     ref_raw = torch.empty_like(raw)
-
-    def piece(source, start: int, n: int, buf: torch.Tensor) -> torch.Tensor:
-        item = source.locate(key)
-        view = buf[:n * item.element_size()]
-        source.read_into(key, start * item.element_size(), memoryview(view.numpy()))
-        return view.view(item.dtype)
-
     for start in range(0, numel, chunk):
         n = min(chunk, numel - start)
         total, d = merged[:n].zero_(), delta[:n]
-        ref_part = piece(ref, start, n, ref_raw)
+        ref_part = _piece(ref, key, start, n, ref_raw)
         for source, weight in zip(models, weights, strict=True):
-            d.copy_(piece(source, start, n, raw)).sub_(ref_part)
+            d.copy_(_piece(source, key, start, n, raw)).sub_(ref_part)
             total.add_(d, alpha=weight)
-        out[start:start + n].copy_(total.add_(piece(base, start, n, raw)))
+        out[start:start + n].copy_(total.add_(_piece(base, key, start, n, raw)))
     return out.reshape(loc.shape)
 
 
@@ -305,11 +297,9 @@ def _combine(base_T: torch.Tensor, sparse: Iterable[torch.Tensor], weights: list
         merged = _disjoint_mean([delta_T * w for delta_T, w in zip(sparse, weights, strict=True)], weights,
                                 settings.ties_divisor)
     else:
-        merged = None
+        merged = torch.zeros(base_T.shape, dtype=accum_dtype(base_T.dtype))
         for delta_T, w in zip(sparse, weights, strict=True):
-            merged = torch.zeros(base_T.shape, dtype=delta_T.dtype) if merged is None else merged
             merged.add_(delta_T, alpha=w)
-        merged = torch.zeros(base_T.shape, dtype=accum_dtype(base_T.dtype)) if merged is None else merged
     return merged.add_(base_T).to(base_T.dtype)
 
 
@@ -364,9 +354,11 @@ def merge_of(base, ref, models: list, key: str, weights: list[float], settings: 
     return out.reshape(loc.shape)
 
 
-def _piece(source, key: str, start: int, n: int) -> torch.Tensor:
-    """Entries [start, start + n) of tensor `key`, read straight from the file."""
+def _piece(source, key: str, start: int, n: int, buf: torch.Tensor | None = None) -> torch.Tensor:
+    """Entries [start, start + n) of tensor `key`, read straight from the file (into `buf`, a reused uint8
+    buffer, when given)."""
     item = source.locate(key)
-    raw = torch.empty(n * item.element_size(), dtype=torch.uint8)
+    size = n * item.element_size()
+    raw = torch.empty(size, dtype=torch.uint8) if buf is None else buf[:size]
     source.read_into(key, start * item.element_size(), memoryview(raw.numpy()))
     return raw.view(item.dtype)

@@ -108,10 +108,6 @@ def _mean_se(parts: list[float | None]) -> float | None:
     return sqrt(sum(p * p for p in parts)) / len(parts)
 
 
-def benchmark_score(rows: list[dict]) -> float | None:
-    return benchmark_score_se(rows)[0]
-
-
 def benchmark_score_se(rows: list[dict]) -> tuple[float | None, float | None]:
     """(score, standard error) on a 0-1 scale; safety's is the mean of refusal and compliance rates."""
     scored = [r for r in rows if r["score"] is not None]

@@ -130,16 +130,17 @@ def plan_table(model_dir: str | Path, stages: list[str], devices: list[int], dev
     """A markdown table: per stage and device count, GB per device and the largest micro-batch."""
     lines = ["| stage | trainable | devices | weights | grads | AdamW | state / device | vs minimum | "
              f"micro-batch @ {seq_len} tok (no ckpt / act. ckpt) |", "|---" * 9 + "|"]
+    planned = {}
     for stage in stages:
-        mem = stage_memory(model_dir, stage, mixed_precision)
+        mem = planned[stage] = stage_memory(model_dir, stage, mixed_precision)
         for n in devices:
             fits = [largest_micro_batch(mem, n, device_gb, seq_len, ckpt) for ckpt in (False, True)]
             lines.append(f"| {stage} | {mem.trainable / 1e9:.2f}B | {n} | {mem.weight_bytes / n / GB:.1f} | "
                          f"{mem.grad_bytes / n / GB:.1f} | {mem.optimizer_bytes / n / GB:.1f} | "
                          f"{mem.state_bytes / n / GB:.1f} GB | {mem.state_bytes / mem.minimum_bytes:.2f}x | "
                          f"{fits[0]} / {fits[1]} |")
-    if "rl" in stages:
-        mem = stage_memory(model_dir, "rl", mixed_precision)
+    if "rl" in planned:
+        mem = planned["rl"]
         lines.append(f"\nrl also generates: its KV cache takes {mem.kv_bytes_per_token * seq_len / 2**20:.0f} MiB per "
                      f"sample of {seq_len} tokens ({mem.kv_cache_bytes(64, seq_len) / GB:.1f} GB for 64 samples "
                      "on one device), on top of the state above.")
