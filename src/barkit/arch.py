@@ -105,15 +105,22 @@ class ArchSpec:
         return cfg
 
 
+# Key templates most families share: the dense FFN under `mlp`, and experts and router under the MoE's `mlp`.
+DENSE_FFN = {r: f"model.layers.{{layer}}.mlp.{r}_proj.weight" for r in ROLES}
+MLP_EXPERTS = {r: f"model.layers.{{layer}}.mlp.experts.{{expert}}.{r}_proj.weight" for r in ROLES}
+MLP_ROUTER = "model.layers.{layer}.mlp.gate.weight"
+# Qwen MoE configs: every layer sparse, none dense-only; the experts are the dense FFN's size
+QWEN_ALL_SPARSE = {"output_router_logits": False, "decoder_sparse_step": 1, "mlp_only_layers": []}
+
 ARCHITECTURES: dict[str, ArchSpec] = {
     "olmo2": ArchSpec(
         name="olmo2",
         dense_model_types=("olmo2",),
         moe_model_type="flex_olmo",
         moe_architecture="FlexOlmoForCausalLM",
-        dense_ffn={r: f"model.layers.{{layer}}.mlp.{r}_proj.weight" for r in ROLES},
-        expert_ffn={r: f"model.layers.{{layer}}.mlp.experts.{{expert}}.{r}_proj.weight" for r in ROLES},
-        router="model.layers.{layer}.mlp.gate.weight",
+        dense_ffn=DENSE_FFN,
+        expert_ffn=MLP_EXPERTS,
+        router=MLP_ROUTER,
         num_experts_key="num_experts",
         norm_topk_key="norm_topk_prob",
         config_fixed={"output_router_logits": False},
@@ -123,7 +130,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         dense_model_types=("llama", "mistral"),
         moe_model_type="mixtral",
         moe_architecture="MixtralForCausalLM",
-        dense_ffn={r: f"model.layers.{{layer}}.mlp.{r}_proj.weight" for r in ROLES},
+        dense_ffn=DENSE_FFN,
         expert_ffn={"gate": "model.layers.{layer}.block_sparse_moe.experts.{expert}.w1.weight",
                     "down": "model.layers.{layer}.block_sparse_moe.experts.{expert}.w2.weight",
                     "up": "model.layers.{layer}.block_sparse_moe.experts.{expert}.w3.weight"},
@@ -138,14 +145,13 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         dense_model_types=("qwen3",),
         moe_model_type="qwen3_moe",
         moe_architecture="Qwen3MoeForCausalLM",
-        dense_ffn={r: f"model.layers.{{layer}}.mlp.{r}_proj.weight" for r in ROLES},
-        expert_ffn={r: f"model.layers.{{layer}}.mlp.experts.{{expert}}.{r}_proj.weight" for r in ROLES},
-        router="model.layers.{layer}.mlp.gate.weight",
+        dense_ffn=DENSE_FFN,
+        expert_ffn=MLP_EXPERTS,
+        router=MLP_ROUTER,
         num_experts_key="num_local_experts",
         norm_topk_key="norm_topk_prob",
         config_drop=("layer_types", "max_window_layers"),
-        # every layer sparse, none dense-only; the experts are the dense FFN's size
-        config_fixed={"output_router_logits": False, "decoder_sparse_step": 1, "mlp_only_layers": []},
+        config_fixed=QWEN_ALL_SPARSE,
         config_renamed={"moe_intermediate_size": "intermediate_size"},
     ),
     # Qwen2-MoE always adds a gated shared expert to the routed ones; a zero-width one (no parameters but a
@@ -155,13 +161,12 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         dense_model_types=("qwen2",),
         moe_model_type="qwen2_moe",
         moe_architecture="Qwen2MoeForCausalLM",
-        dense_ffn={r: f"model.layers.{{layer}}.mlp.{r}_proj.weight" for r in ROLES},
-        expert_ffn={r: f"model.layers.{{layer}}.mlp.experts.{{expert}}.{r}_proj.weight" for r in ROLES},
-        router="model.layers.{layer}.mlp.gate.weight",
+        dense_ffn=DENSE_FFN,
+        expert_ffn=MLP_EXPERTS,
+        router=MLP_ROUTER,
         num_experts_key="num_experts",
         norm_topk_key="norm_topk_prob",
-        config_fixed={"output_router_logits": False, "decoder_sparse_step": 1, "mlp_only_layers": [],
-                      "shared_expert_intermediate_size": 0, "qkv_bias": True},
+        config_fixed={**QWEN_ALL_SPARSE, "shared_expert_intermediate_size": 0, "qkv_bias": True},
         config_renamed={"moe_intermediate_size": "intermediate_size"},
         added_zeros={"model.layers.{layer}.mlp.shared_expert.gate_proj.weight": (0, "hidden_size"),
                      "model.layers.{layer}.mlp.shared_expert.up_proj.weight": (0, "hidden_size"),

@@ -45,7 +45,8 @@ class RLPrompt:
     messages: list = field(default_factory=list)
 
 
-def _column(where: str, row: dict, key: str, kind: type) -> object:
+def column(where: str, row: dict, key: str, kind: type) -> object:
+    """`row[key]`, which must be there and be a `kind`; else one line naming the row."""
     if key not in row:
         raise BarkitError(f"{where}: missing column '{key}'")
     if not isinstance(row[key], kind):
@@ -53,13 +54,17 @@ def _column(where: str, row: dict, key: str, kind: type) -> object:
     return row[key]
 
 
-def pack_text(paths: list[str], tokenizer, seq_len: int, columns: dict | None = None) -> list[Example]:
-    """Concatenate `text` rows (each ending in EOS) and cut them into full sequences of seq_len tokens."""
+def require_eos(tokenizer) -> None:
     if tokenizer.eos_token_id is None:
         raise BarkitError("the model's tokenizer has no eos token; packing needs one to separate documents")
+
+
+def pack_text(paths: list[str], tokenizer, seq_len: int, columns: dict | None = None) -> list[Example]:
+    """Concatenate `text` rows (each ending in EOS) and cut them into full sequences of seq_len tokens."""
+    require_eos(tokenizer)
     stream: list[int] = []
     for path in paths:
-        texts = [_column(where, row, "text", str) for where, row in read_rows(path, columns)]
+        texts = [column(where, row, "text", str) for where, row in read_rows(path, columns)]
         for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
             stream.extend(ids)
             stream.append(tokenizer.eos_token_id)
@@ -174,7 +179,7 @@ def load_rl_prompts(path: str | Path, tokenizer, max_prompt_tokens: int,
         messages = check_messages(where, row.get("prompt"), need_assistant=False)
         if messages[-1]["role"] == "assistant":
             raise BarkitError(f"{where}: 'prompt' must not end with an assistant turn")
-        name = _column(where, row, "verifier", str)
+        name = column(where, row, "verifier", str)
         if name not in verifier_columns:
             raise BarkitError(f"{where}: unknown verifier '{name}' (known: {', '.join(sorted(verifier_columns))})")
         missing = [c for c in verifier_columns[name] if c not in row]

@@ -23,7 +23,7 @@ from barkit.checkpoint import write_json
 from barkit.errors import BarkitError
 from barkit.outputs import atomic_output_dir
 from barkit.train.chat import check_template
-from barkit.train.data import IGNORE, Example, chat_example
+from barkit.train.data import IGNORE, Example, chat_example, column, require_eos
 from barkit.train.rows import data_digest, iter_rows
 
 META = "meta.json"
@@ -58,15 +58,12 @@ class _Writer:
 
 def _write_text(paths: list[Path], tokenizer, seq_len: int, writer: _Writer, columns: dict | None,
                 batch: int = 1024) -> None:
-    if tokenizer.eos_token_id is None:
-        raise BarkitError("the model's tokenizer has no eos token; packing needs one to separate documents")
+    require_eos(tokenizer)
     carry: list[int] = []
     for path in paths:
         texts: list[str] = []
         for where, row in iter_rows(path, columns):
-            if not isinstance(row.get("text"), str):
-                raise BarkitError(f"{where}: missing column 'text'")
-            texts.append(row["text"])
+            texts.append(column(where, row, "text", str))
             if len(texts) == batch:
                 carry = _pack(texts, tokenizer, seq_len, writer, carry)
                 texts = []
