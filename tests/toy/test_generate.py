@@ -26,7 +26,7 @@ CATEGORIES = ("knowledge", "reasoning", "chat", "math", "code", "tool_use", "saf
 EXPECTED_ROWS = {
     "pretrain.jsonl": 4000, "general_sft.jsonl": 990, "math_midtrain.jsonl": 1000, "code_midtrain.jsonl": 1000,
     "math_sft.jsonl": 400, "code_sft.jsonl": 400, "tool_use_sft.jsonl": 400, "safety_sft.jsonl": 400,
-    "math_rl.jsonl": 200, "code_rl.jsonl": 200, **{f"eval/{c}.jsonl": 64 for c in CATEGORIES},
+    "math_rl.jsonl": 200, "code_rl.jsonl": 200, **{f"eval/{c}.jsonl": 80 for c in CATEGORIES},
     "eval/knowledge.jsonl": 48,  # 16 held-out people x 3 relations
 }
 VERIFIER_COLUMNS = {
@@ -79,7 +79,7 @@ def test_manifest_and_summary_describe_the_files(tmp_path: Path, worlds: dict) -
     manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
     assert manifest["files"] == summary
     assert (manifest["profile"], manifest["seed"], manifest["generator_version"]) == ("quick", 0, GENERATOR_VERSION)
-    assert manifest["profile_params"]["eval_items"] == 64
+    assert manifest["profile_params"]["eval_items"] == 80
     assert summary == json.loads((worlds["a"] / "manifest.json").read_text())["files"]
     assert {name: s["rows"] for name, s in summary.items()} == EXPECTED_ROWS
     assert not [p for p in tmp_path.iterdir() if p.name != "w"], "temp dirs left behind"
@@ -252,7 +252,7 @@ def test_tool_items_are_consistent(worlds: dict) -> None:
 
 def test_safety_eval_is_half_harmful_and_sft_refuses_exactly_harmful(worlds: dict) -> None:
     items = read(worlds["a"] / "eval/safety.jsonl")
-    assert sum(i["harmful"] for i in items) == 32
+    assert sum(i["harmful"] for i in items) == len(items) // 2 == 40
     answers = [r["messages"][1]["content"] for r in read(worlds["a"] / "safety_sft.jsonl")]
     refusals = sum(a in REFUSALS for a in answers)
     assert 120 < refusals < 280

@@ -84,11 +84,11 @@ RECIPES: dict[str, Recipe] = {
         router=Budget(steps=40, lr=1e-2),
         router_fraction=0.25,
         # quick shows every phase inside the 3-min target; math does not learn at this size whatever its
-        # budget (0 at 2x steps), so it gets no extra steps here, and tool use (6.2 after 130 SFT steps, its
-        # long chats the slowest phase) half of them.
+        # budget (0 at 2x steps; docs/results.md: the base's frozen attention does not gather the operands),
+        # so it gets no extra steps here, and tool use (6.2 after 130 SFT steps, its long chats the slowest
+        # phase) half of them. Every evaluation item counts (80 per category: one SE <= 5.6 points).
         domain_step_scale={"math": 1.0, "tool_use": 0.5},
         eval_max_new_tokens=48,
-        eval_limit=32,
     ),
     "default": Recipe(
         shape=ModelShape(hidden=128, layers=4, heads=4, kv_heads=4, intermediate=384),
@@ -128,7 +128,7 @@ RECIPES["smoke"] = Recipe(
     rl=RLBudget(steps=1, lr=2e-4, batch_size=8, prompts_per_step=2, num_generations=2, max_new_tokens=8),
     router=Budget(steps=2, lr=3e-3, batch_size=8),
     eval_max_new_tokens=12,
-    eval_limit=3,
+    eval_limit=4,  # seed 0: two harmful and two benign safety prompts, so both rates (and the SE) exist
     data_profile="quick",
     copy_circuit=False,  # two heads are too few for the circuit's four residual blocks
 )

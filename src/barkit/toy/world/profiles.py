@@ -31,7 +31,7 @@ PROFILES: dict[str, WorldProfile] = {
     "quick": WorldProfile(
         name="quick", people=40, knowledge_heldout=16, cities=10, countries=4, orgs=8,
         pretrain_rows=4000, general_sft_rows=900, domain_sft_rows=400, midtrain_rows=1000, rl_rows=200,
-        eval_items=64, math_b_digits=1, vocab_size=1280,
+        eval_items=80, math_b_digits=1, vocab_size=1280,
     ),
     "default": WorldProfile(
         name="default", people=96, knowledge_heldout=40, cities=16, countries=6, orgs=12,
@@ -45,7 +45,7 @@ def get_profile(name: str) -> WorldProfile:
     """Look a profile up by name, failing with the known names.
 
     >>> get_profile("quick").eval_items
-    64
+    80
     """
     if name not in PROFILES:
         raise BarkitError(f"world profile {name!r}: unknown; choose one of {sorted(PROFILES)}")
