@@ -54,7 +54,7 @@ class Recipe:
     general_ratio: float = 0.3  # share of general chats mixed into each domain's SFT (BAR mixes them)
     # lr multiplier for the shared tensors a domain stage unfreezes (embeddings, lm_head; attention and norms
     # in RL). BAR's 7B lr (1e-4) barely moves them; at the toy lr (2e-3) SFT moved embeddings by ~35% and
-    # lm_head by ~70%, and compose's mean blurs such deltas. The default profile uses 0.1 (see there).
+    # lm_head by ~70%, and compose's mean blurs such deltas. Both profiles use 0.1 (see there).
     shared_lr_scale: float = 1.0
     # Router loss weight in the domain stages that take it (midtrain, sft): domain tokens -> expert 1, general
     # tokens -> the anchor (StageConfig.route_supervision). 0 is BAR as published.
