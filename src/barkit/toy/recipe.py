@@ -79,22 +79,21 @@ RECIPES: dict[str, Recipe] = {
         pretrain=Budget(steps=150, lr=3e-3),
         anchor_sft=Budget(steps=100, lr=2e-3),
         midtrain=Budget(steps=20, lr=2e-3),
-        # batch 16: twice the updates for the same tokens (tool use 51.2 after 520 x 16 against 23.8 after
-        # 260 x 32, the same compute; safety 81.2 after 260 x 16, 78.8 after 130 x 32)
+        # batch 16: twice the updates for the same tokens (at lr 2e-3: tool use 51.2 after 520 x 16 against
+        # 23.8 after 260 x 32, the same compute; safety 81.2 after 260 x 16, 78.8 after 130 x 32)
         sft=Budget(steps=260, lr=3e-3, batch_size=16),
         rl=RLBudget(steps=8, lr=5e-5, prompts_per_step=4),
-        # same composed MoE (seed 0), lr 1e-2 and a 25% sample: 40 steps chat 71.2 / tool 23.8 / code 85.0,
-        # 300 steps 61.3 / 48.8 / 96.2; a 50% sample at lr 2e-2 keeps chat and tool together (200 steps:
-        # 73.8 / 46.2 / 96.2, each within 7 points of the anchor or the expert).
+        # this recipe's composed MoE, seed 0 (routed chat / tool use): lr 1e-2 on a 25% sample for 300 steps
+        # 61.3 / 48.8, on 50% 73.8 / 41.2; lr 2e-2 on 50% for 200 steps 73.8 / 46.2 (code 96.2)
         router=Budget(steps=200, lr=2e-2),
         router_fraction=0.5,
         # as in the default profile: compose's mean then dilutes less of each expert's shared-tensor skill
-        # (tool use: 38.8 with anchor + tool expert alone at x1, routed 23.8-30.0; at x0.1 routed 46.2)
+        # (at x1 the anchor + tool expert alone keep 38.8 of the expert's 51.2; routed 23.8-35.0, at x0.1 46.2)
         shared_lr_scale=0.1,
-        # quick shows every phase inside the 3-min target; math does not learn at this size whatever its
-        # budget (0 at 2x steps; docs/results.md: the base's frozen attention does not gather the operands),
-        # so it gets no extra steps here, and tool use (6.2 after 130 SFT steps, its long chats the slowest
-        # phase) half of them. Every evaluation item counts (80 per category: one SE <= 5.6 points).
+        # quick shows every phase inside the 3-min target. Math does not learn at this size whatever its
+        # budget (docs/results.md: the base's frozen attention does not gather the operands), so it gets no
+        # extra steps; tool use needs 520 SFT steps (0.0 after 65 x 32), safety 390 (+35 over the anchor).
+        # Every evaluation item counts (80 per category: one SE <= 5.6 points).
         domain_step_scale={"math": 1.0, "tool_use": 2.0, "safety": 1.5},
         eval_max_new_tokens=48,
     ),
