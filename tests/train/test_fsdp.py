@@ -164,3 +164,30 @@ def test_a_launch_configured_for_accelerates_fsdp_is_refused(tmp_path, moe_ckpts
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and "distributed.strategy: fsdp" in err
     assert not (tmp_path / "o").exists()
+
+
+LEAVER = textwrap.dedent("""
+    import atexit
+    import torch.distributed as dist
+    from barkit.train import DistributedConfig, StageConfig
+    from barkit.train.engine import make_runtime
+
+    # atexit runs handlers last-in first-out: this one runs after everything make_runtime registers
+    atexit.register(lambda: print("group alive at exit:", dist.is_initialized(), flush=True))
+    cfg = StageConfig(stage="sft", model="unused", data=["unused"], out="unused",
+                      distributed=DistributedConfig(strategy="fsdp")).resolve()
+    make_runtime(cfg)
+    make_runtime(cfg)  # a second stage in the same process reuses the group
+    print("group alive after setup:", dist.is_initialized(), flush=True)
+""")
+
+
+def test_the_process_group_is_destroyed_before_the_interpreter_exits(tmp_path):
+    """A gloo group still alive at interpreter shutdown can abort the process after its outputs are written
+    (pytorch/pytorch#190489): the runtime leaves the group from an exit handler."""
+    script = tmp_path / "leaver.py"
+    script.write_text(LEAVER)
+    env = {**os.environ, "MASTER_PORT": str(_port()), "WORLD_SIZE": "1", "RANK": "0"}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == ["group alive after setup: True", "group alive at exit: False"]

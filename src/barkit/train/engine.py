@@ -23,7 +23,14 @@ from barkit.config import to_dict
 from barkit.errors import BarkitError
 from barkit.outputs import output_lock, refuse_inside
 from barkit.train import checkpointing, trainable
-from barkit.train.fsdp import DTYPES, FSDPRuntime, full_state_dict, is_sharded, shard_model
+from barkit.train.fsdp import (
+    DTYPES,
+    FSDPRuntime,
+    full_state_dict,
+    is_sharded,
+    leave_process_group_at_exit,
+    shard_model,
+)
 from barkit.train.loop import Loop, StepCallback
 from barkit.train.metrics import MetricsLog, plot_curves, read_metrics
 from barkit.train.model_io import ModelInfo, inspect_model, load_model, load_tokenizer, write_output
@@ -47,6 +54,7 @@ def make_runtime(cfg: StageConfig):
         runtime = FSDPRuntime()
     else:
         runtime = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.distributed.mixed_precision)
+    leave_process_group_at_exit()
     torch.set_num_threads(cfg.distributed.threads or max(1, available_cores() // runtime.num_processes))
     if cfg.distributed.deterministic and torch.cuda.is_available():
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic workspace

@@ -15,6 +15,7 @@ on CPU the process group uses gloo.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fnmatch
 import os
@@ -40,6 +41,19 @@ def _init_process_group() -> None:
     os.environ.setdefault("WORLD_SIZE", "1")
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend, timeout=timedelta(minutes=30))
+
+
+def leave_process_group_at_exit() -> None:
+    """Destroy the process group (if any) while the interpreter is still whole: a gloo group alive at exit can
+    abort its process ("terminate called without an active exception", pytorch/pytorch#190489) after the
+    run's outputs are written, and that fails the whole launch. Registered once however often it is called."""
+    atexit.unregister(_destroy_process_group)
+    atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class FSDPRuntime:
