@@ -127,3 +127,20 @@ def test_protections_report_is_complete():
     assert PROTECTIONS["mode"] in ("root-ns", "userns", "plain")
     if os.geteuid() == 0 and PROTECTIONS["mode"] == "root-ns":
         assert PROTECTIONS["unprivileged_uid"] and PROTECTIONS["nproc_limit_effective"]
+
+
+
+@pytest.mark.skipif(PROTECTIONS["mode"] != "root-ns", reason="only root switches the program to another uid")
+def test_a_work_dir_under_a_private_temp_dir_outside_the_scratch_dirs_still_runs(monkeypatch, tmp_path):
+    # clusters often set TMPDIR to a scratch volume that no tmpfs covers: the work dir's private parents there
+    # (here pytest's 0700 dirs, with /tmp no longer a scratch dir) must not lock the unprivileged program out
+    import tempfile
+
+    from barkit.eval import sandbox
+
+    monkeypatch.setattr(sandbox, "SCRATCH_DIRS", tuple(d for d in sandbox.SCRATCH_DIRS if d != "/tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    result = sandbox._run("print(6 * 7)", "root-ns", timeout_s=10, memory_mb=512, max_file_mb=1, max_procs=8,
+                          scratch_mb=8, max_files=64, stdin=None)
+    assert result.ok and result.stdout == "42\n", result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -403,7 +403,8 @@ def _mount_plan(workdir: str, switch_uid: bool) -> tuple[list[tuple[str, str]], 
     covers = {d: "1777" for d in SCRATCH_DIRS if os.path.isdir(d)}
     needed = _interpreter_paths()
     if switch_uid:
-        for path in needed:
+        # the work dir too: under a TMPDIR outside the scratch dirs, its private parent would lock the program out
+        for path in [*needed, workdir]:
             blocked = _blocked_ancestor(path)
             if blocked is not None:
                 covers.setdefault(blocked, "755")
