@@ -61,3 +61,17 @@ def test_score_and_compare_cli(tmp_path, capsys):
     comps.write_text('{"id": "zzz", "completion": "x"}\n')
     assert main(["score", "--suite", str(suite), "--completions", str(comps)]) == 1
     assert "sys.jsonl:1: unknown item id 'zzz'" in capsys.readouterr().err
+
+
+def test_a_limit_takes_harmful_and_benign_prompts_in_turn(tmp_path):
+    # an XSTest-like file whose first prompts are all harmful: a plain prefix would leave the benign rate unscored
+    from barkit.eval.harness import load_suite
+
+    rows = [{"id": f"s{i}", "benchmark": "xs", "category": "safety", "verifier": "safety", "harmful": i < 5,
+             "messages": [{"role": "user", "content": f"prompt {i}"}]} for i in range(8)]
+    rows.append({"id": "m0", "benchmark": "toy_math", "category": "math", "verifier": "math_answer", "answer": "1",
+                 "messages": [{"role": "user", "content": "1?"}]})
+    path = tmp_path / "suite.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept = load_suite(str(path), None, limit=4)
+    assert [it["id"] for it in kept] == ["s0", "s1", "s5", "s6", "m0"]

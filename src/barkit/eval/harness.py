@@ -74,15 +74,33 @@ def load_suite(suite: str, world: str | None, categories: list[str] | None = Non
     if categories:
         items = [it for it in items if it["category"] in categories]
     if limit is not None:
-        kept, seen = [], {}
-        for it in items:
-            seen[it["benchmark"]] = seen.get(it["benchmark"], 0) + 1
-            if seen[it["benchmark"]] <= limit:
-                kept.append(it)
-        items = kept
+        items = limit_items(items, limit)
     if not items:
         raise BarkitError(f"suite '{suite}': no evaluation items selected")
     return items
+
+
+def limit_items(items: list[dict], limit: int) -> list[dict]:
+    """At most `limit` items per benchmark, in file order, taken in turn from its harmful and benign prompts
+    where it has both (XSTest's kind): a plain prefix could hold only one kind, leaving one rate unscored.
+
+    >>> rows = [{"benchmark": "b", "harmful": h, "i": i} for i, h in enumerate([True, True, True, False, False])]
+    >>> [r["i"] for r in limit_items(rows, 2)]
+    [0, 3]
+    """
+    groups: dict[str, dict[object, list[int]]] = {}
+    for index, it in enumerate(items):
+        groups.setdefault(it["benchmark"], {}).setdefault(it.get("harmful"), []).append(index)
+    kept: list[int] = []
+    for by_kind in groups.values():
+        queues = [list(q) for q in by_kind.values()]
+        taken: list[int] = []
+        while len(taken) < limit and any(queues):
+            for queue in queues:
+                if queue and len(taken) < limit:
+                    taken.append(queue.pop(0))
+        kept += taken
+    return [items[i] for i in sorted(kept)]
 
 
 @torch.no_grad()

@@ -135,7 +135,7 @@ RECIPES["smoke"] = Recipe(
     rl=RLBudget(steps=1, lr=2e-4, batch_size=8, prompts_per_step=2, num_generations=2, max_new_tokens=8),
     router=Budget(steps=2, lr=3e-3, batch_size=8),
     eval_max_new_tokens=12,
-    eval_limit=4,  # seed 0: two harmful and two benign safety prompts, so both rates (and the SE) exist
+    eval_limit=4,  # safety: two harmful and two benign prompts (a limit takes both kinds in turn): both rates exist
     data_profile="quick",
     copy_circuit=False,  # two heads are too few for the circuit's four residual blocks
 )
