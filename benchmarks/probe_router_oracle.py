@@ -23,20 +23,15 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from barkit.select import load_selected
-from barkit.train.data import tokenize_chats
-
-IGNORE = -100
+from barkit.train.data import IGNORE, collate, tokenize_chats
 
 
 def batches(examples: list, pad_id: int, size: int = 50):
-    """Right-padded (input ids, attention mask, labels) batches."""
+    """Right-padded (input ids, boolean attention mask, labels) batches, as training collates them."""
     for start in range(0, len(examples), size):
-        part = examples[start:start + size]
-        width = max(len(e.input_ids) for e in part)
-        ids = torch.tensor([e.input_ids + [pad_id] * (width - len(e.input_ids)) for e in part])
-        labels = torch.tensor([e.labels + [IGNORE] * (width - len(e.labels)) for e in part])
-        mask = torch.arange(width)[None] < torch.tensor([len(e.input_ids) for e in part])[:, None]
-        yield ids, mask, labels
+        batch = collate(examples[start:start + size], pad_id)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        yield ids, (torch.ones_like(ids) if mask is None else mask).bool(), batch["labels"]
 
 
 @torch.no_grad()

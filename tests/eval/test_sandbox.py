@@ -129,7 +129,6 @@ def test_protections_report_is_complete():
         assert PROTECTIONS["unprivileged_uid"] and PROTECTIONS["nproc_limit_effective"]
 
 
-
 @pytest.mark.skipif(PROTECTIONS["mode"] != "root-ns", reason="only root switches the program to another uid")
 def test_a_work_dir_under_a_private_temp_dir_outside_the_scratch_dirs_still_runs(monkeypatch, tmp_path):
     # clusters often set TMPDIR to a scratch volume that no tmpfs covers: the work dir's private parents there

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -93,13 +94,8 @@ def limit_items(items: list[dict], limit: int) -> list[dict]:
         groups.setdefault(it["benchmark"], {}).setdefault(it.get("harmful"), []).append(index)
     kept: list[int] = []
     for by_kind in groups.values():
-        queues = [list(q) for q in by_kind.values()]
-        taken: list[int] = []
-        while len(taken) < limit and any(queues):
-            for queue in queues:
-                if queue and len(taken) < limit:
-                    taken.append(queue.pop(0))
-        kept += taken
+        in_turn = [i for turn in itertools.zip_longest(*by_kind.values()) for i in turn if i is not None]
+        kept += in_turn[:limit]
     return [items[i] for i in sorted(kept)]
 
 
