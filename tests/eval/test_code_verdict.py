@@ -115,3 +115,18 @@ def test_an_exception_type_raised_by_the_code_reaches_the_tests():
     raises = "def f(x):\n    raise ValueError('negative')\n"
     returns = "def f(x):\n    return 0\n"
     assert code_pass([raises, returns], tests=[tests] * 2, entry_point=["f"] * 2) == [1.0, 0.0]
+
+
+def test_a_program_that_does_not_compile_gets_the_sandboxes_verdict_without_them(monkeypatch):
+    from barkit.eval import code_verdict
+
+    steps = ["assert add(1, 2) == 3", "assert add(2, 2) == 4"]
+    prose, unclosed = "Divo lives in Nevol.", 'def add(a, b):\n    return """' + "\n"
+    sandboxed = [code_verdict.verdict(code, "", "", None, steps, "add") for code in (prose, unclosed)]
+    assert sandboxed == [code_verdict.Verdict([False, False])] * 2
+    calls = []
+    monkeypatch.setattr(code_verdict, "run_pair", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(
+        AssertionError("a program that cannot compile reached the sandbox")))
+    assert [code_verdict.verdict(code, "", "", None, steps, "add") for code in (prose, unclosed)] == sandboxed
+    assert not calls and not code_verdict.compiles("x = (\n") and code_verdict.compiles(RIGHT)
+    assert not code_verdict.compiles("x = 1\0")

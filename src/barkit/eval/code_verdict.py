@@ -144,10 +144,28 @@ def programs(completion_code: str, prefix: str, setup: str, param: str | None, s
     return harness, prefix + completion_code + server, token
 
 
+def compiles(source: str) -> bool:
+    """Whether Python would compile `source`; compiling runs none of it. Anything but a plain syntax error
+    (a parser out of memory or recursion) counts as compiling, so the sandbox gives that verdict."""
+    try:
+        compile(source, "<completion>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):  # ValueError: a NUL byte in the source
+        return False
+    except Exception:  # noqa: BLE001 - MemoryError, RecursionError: let the sandbox decide
+        return True
+    return True
+
+
 def verdict(completion_code: str, prefix: str, setup: str, param: str | None, steps: list[str], entry: str,
             timeout_s: float = 5.0) -> Verdict:
-    """Run the tests against the completion as described in the module docstring."""
+    """Run the tests against the completion as described in the module docstring.
+
+    A program that does not compile fails every step without the two sandboxes (what they would report: its
+    server never starts); most completions of models that cannot code are prose, and each pair costs ~50 ms.
+    """
     harness, untrusted, token = programs(completion_code, prefix, setup, param, steps, entry)
+    if not compiles(untrusted):
+        return Verdict([False] * len(steps))
     trusted, _ = run_pair(harness, untrusted, timeout_s=timeout_s)
     line = next((ln for ln in trusted.stdout.splitlines() if ln.startswith(token)), None)
     if line is None:
