@@ -5,7 +5,7 @@ import torch
 from transformers import Olmo2Config, Olmo2ForCausalLM
 
 from barkit.errors import BarkitError
-from barkit.toy.world.circuits import seed_copy_circuit
+from barkit.toy.world.circuits import OPERAND_SCALE, seed_copy_circuit, seed_operand_heads
 
 VOCAB = 300
 
@@ -65,3 +65,48 @@ def test_same_seed_same_weights_other_seed_other_codes():
 def test_shapes_that_cannot_hold_the_circuit_are_refused(heads, theta, match):
     with pytest.raises(BarkitError, match=match):
         seed_copy_circuit(tiny_olmo(heads=heads, theta=theta), seed=0)
+
+
+class DigitTokenizer:
+    """Ids 10-19 for the digits, 20 and 21 for the signs; anything else is two tokens."""
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        table = {**{str(d): 10 + d for d in range(10)}, "+": 20, "-": 21}
+        return [table[text]] if text in table else [2, 3]
+
+
+def test_operand_heads_write_the_digit_or_sign_2_3_and_4_tokens_back():
+    model = tiny_olmo()
+    seed_copy_circuit(model, seed=0)
+    info = seed_operand_heads(model, DigitTokenizer())
+    assert info["operand_offsets"] == [2, 3, 4]
+    hd = 32
+    # "23+5=": at "=", offset 4 holds "2", offset 3 "3" and offset 2 "+"
+    x = torch.tensor([[0, 40, 12, 13, 20, 15, 50]])
+    with torch.no_grad():
+        out = model(x, output_attentions=True)
+        attn = out.attentions[0][0]  # layer 0: [head, query, key]
+        for head, offset in ((1, 2), (2, 3), (3, 4)):
+            assert attn[head, 6, 6 - offset] > 0.9, (head, offset)
+        written = model.model.layers[0].self_attn  # the heads' output before the residual add
+        hidden = model.model.embed_tokens(x)
+        codes = written(hidden, position_embeddings=model.model.rotary_emb(hidden, torch.arange(7)[None]),
+                        attention_mask=None)[0][0, 6]
+    slot0, slot1 = codes[hd + 1:hd + 12], codes[hd + 12:hd + 23]
+    # offsets 2 and 3 share slot 0: the sign (+1 for "+") and the digit 3; offset 4's slot: the digit 2
+    assert torch.allclose(slot0, OPERAND_SCALE * torch.tensor([0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1.0]), atol=0.15)
+    assert torch.allclose(slot1, OPERAND_SCALE * torch.tensor([0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0.0]), atol=0.15)
+
+
+def test_operand_heads_need_the_copy_circuit_and_single_token_digits():
+    with pytest.raises(BarkitError, match="copy circuit first"):
+        seed_operand_heads(tiny_olmo(), DigitTokenizer())
+    model = tiny_olmo()
+    seed_copy_circuit(model, seed=0)
+
+    class SplitsDigits(DigitTokenizer):
+        def encode(self, text, add_special_tokens=False):
+            return [4, 5] if text == "7" else super().encode(text)
+
+    with pytest.raises(BarkitError, match="'7' is 2 tokens"):
+        seed_operand_heads(model, SplitsDigits())

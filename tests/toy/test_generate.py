@@ -24,8 +24,9 @@ TRAIN_FILES = ("pretrain.jsonl", "general_sft.jsonl", "math_midtrain.jsonl", "co
                "code_rl.jsonl")
 CATEGORIES = ("knowledge", "reasoning", "chat", "math", "code", "tool_use", "safety")
 EXPECTED_ROWS = {
-    "pretrain.jsonl": 4000, "general_sft.jsonl": 990, "math_midtrain.jsonl": 1000, "code_midtrain.jsonl": 1000,
-    "math_sft.jsonl": 400, "code_sft.jsonl": 400, "tool_use_sft.jsonl": 400, "safety_sft.jsonl": 400,
+    # quick: 4x the math rows (math_rows_scale), so its expert cannot just memorise its problems
+    "pretrain.jsonl": 4000, "general_sft.jsonl": 990, "math_midtrain.jsonl": 4000, "code_midtrain.jsonl": 1000,
+    "math_sft.jsonl": 1600, "code_sft.jsonl": 400, "tool_use_sft.jsonl": 400, "safety_sft.jsonl": 400,
     "math_rl.jsonl": 200, "code_rl.jsonl": 200, **{f"eval/{c}.jsonl": 80 for c in CATEGORIES},
     "eval/knowledge.jsonl": 48,  # 16 held-out people x 3 relations
 }
@@ -209,7 +210,7 @@ def test_math_answers_are_correct(worlds: dict) -> None:
         value = _solve(problem)
         a, b = re.findall(r"\d+", problem)
         op = "+" if "more" in problem else "-"
-        assert answer == f"{a} {op} {b} = {value}. The answer is {value}."
+        assert answer == f"{a}{op}{b}={value}. The answer is {value}."  # quick: the compact notation
     for item in read(worlds["a"] / "eval/math.jsonl"):
         a, b = map(int, re.findall(r"\d+", item["messages"][0]["content"]))
         assert 10 <= a <= 99 and 1 <= b <= 9  # quick: 2-digit +/- 1-digit

@@ -51,6 +51,10 @@ class Recipe:
     # Start the base from a hand-wired induction circuit (world/circuits.py): a tiny model does not grow one
     # in its pretraining budget, and BAR's experts need the anchor to copy from context, as real ones do.
     copy_circuit: bool = True
+    # Also wire three layer-0 heads that line up a sum's operands (world/circuits.py): the quick base does not
+    # learn to in 150 steps, and without them its math expert memorises problems instead of learning digits.
+    # Needs the profile's compact math notation.
+    operand_heads: bool = False
     general_ratio: float = 0.3  # share of general chats mixed into each domain's SFT (BAR mixes them)
     # lr multiplier for the shared tensors a domain stage unfreezes (embeddings, lm_head; attention and norms
     # in RL). BAR's 7B lr (1e-4) barely moves them; at the toy lr (2e-3) SFT moved embeddings by ~35% and
@@ -90,11 +94,12 @@ RECIPES: dict[str, Recipe] = {
         # as in the default profile: compose's mean then dilutes less of each expert's shared-tensor skill
         # (at x1 the anchor + tool expert alone keep 38.8 of the expert's 51.2; routed 23.8-35.0, at x0.1 46.2)
         shared_lr_scale=0.1,
-        # quick shows every phase inside the 3-min target. Math does not learn at this size whatever its
-        # budget (docs/results.md: the base's frozen attention does not gather the operands), so it gets no
-        # extra steps; tool use needs 520 SFT steps (0.0 after 65 x 32), safety 390 (+35 over the anchor).
-        # Every evaluation item counts (80 per category: one SE <= 5.6 points).
-        domain_step_scale={"math": 1.0, "tool_use": 2.0, "safety": 1.5},
+        operand_heads=True,
+        # quick shows every phase inside the 3-min target. Math gets twice the steps, as in the default profile
+        # (with the operand heads: 17.5 at x1, 42.5 at x2, seed 0); tool use needs 520 SFT steps (0.0 after
+        # 65 x 32), safety 390 (+35 over the anchor). Every evaluation item counts (80 per category: one SE
+        # <= 5.6 points).
+        domain_step_scale={"math": 2.0, "tool_use": 2.0, "safety": 1.5},
         eval_max_new_tokens=48,
     ),
     "default": Recipe(

@@ -33,13 +33,23 @@ class Sum:
     def value(self) -> int:
         return self.a + self.b if self.op == "+" else self.a - self.b
 
-    def worked(self) -> str:
+    def equation(self, notation: str = "spaced") -> str:
+        """The sum and its value, in the profile's notation.
+
+        >>> Sum(23, "+", 5).equation(), Sum(23, "+", 5).equation("compact")
+        ('23 + 5 = 28', '23+5=28')
+        """
+        if notation == "compact":
+            return f"{self.a}{self.op}{self.b}={self.value}"
+        return f"{self.a} {self.op} {self.b} = {self.value}"
+
+    def worked(self, notation: str = "spaced") -> str:
         """The answer format every math row uses.
 
         >>> Sum(23, "+", 5).worked()
         '23 + 5 = 28. The answer is 28.'
         """
-        return f"{self.a} {self.op} {self.b} = {self.value}. The answer is {self.value}."
+        return f"{self.equation(notation)}. The answer is {self.value}."
 
 
 def all_sums(profile: WorldProfile) -> list[Sum]:
@@ -68,15 +78,16 @@ def _problems(sums: list[Sum], names: tuple[str, ...], n: int, rng: random.Rando
     return sample_unique(make, n, rng, key=lambda t: t[0], allow_repeats=True)
 
 
-def text_rows(sums: list[Sum], names: tuple[str, ...], n: int, rng: random.Random) -> list[str]:
+def text_rows(sums: list[Sum], names: tuple[str, ...], n: int, rng: random.Random,
+              notation: str = "spaced") -> list[str]:
     """Plain text: half worked word problems, half drills of bare equations."""
     out: list[str] = []
     for i, (problem, s) in enumerate(_problems(sums, names, n, rng)):
         if i % 2:
-            out.append(f"{problem}\n{s.worked()}")
+            out.append(f"{problem}\n{s.worked(notation)}")
         else:
             drill = rng.sample(sums, rng.randint(3, 6))
-            out.append(" ".join(f"{d.a} {d.op} {d.b} = {d.value}." for d in drill))
+            out.append(" ".join(f"{d.equation(notation)}." for d in drill))
     return out
 
 
@@ -85,14 +96,16 @@ def build(world: World, profile: WorldProfile, seed: int) -> dict[str, list[dict
     train, held = split_sums(profile, seed)
     names = tuple(p.name for p in world.train_people)
     eval_names = tuple(p.name for p in world.heldout_people)
-    mid = text_rows(train, names, profile.midtrain_rows, rng_for(seed, "math-midtrain"))
-    sft = _problems(train, names, profile.domain_sft_rows, rng_for(seed, "math-sft"))
+    notation, scale = profile.math_notation, profile.math_rows_scale
+    mid = text_rows(train, names, scale * profile.midtrain_rows, rng_for(seed, "math-midtrain"), notation)
+    sft = _problems(train, names, scale * profile.domain_sft_rows, rng_for(seed, "math-sft"))
     rl = _problems(train, names, profile.rl_rows, rng_for(seed, "math-rl"))
     ev = _problems(held, eval_names, profile.eval_items, rng_for(seed, "math-eval"))
     return {
         "math_midtrain.jsonl": [{"text": t} for t in mid],
-        "math_sft.jsonl": [{"messages": chat(p, s.worked()), "domain": "math"} for p, s in sft],
+        "math_sft.jsonl": [{"messages": chat(p, s.worked(notation)), "domain": "math"} for p, s in sft],
         "math_rl.jsonl": [{"prompt": user(p), "verifier": "math_answer", "answer": str(s.value)} for p, s in rl],
         "eval/math.jsonl": [{"category": "math", "benchmark": "toy_math", "verifier": "math_answer",
-                             "messages": user(p), "answer": str(s.value), "reference": s.worked()} for p, s in ev],
+                             "messages": user(p), "answer": str(s.value), "reference": s.worked(notation)}
+                            for p, s in ev],
     }

@@ -19,7 +19,7 @@ from barkit.checkpoint import write_json
 from barkit.errors import BarkitError
 from barkit.outputs import atomic_output_dir
 from barkit.toy.recipe import Recipe, get_recipe
-from barkit.toy.world.circuits import seed_copy_circuit
+from barkit.toy.world.circuits import seed_copy_circuit, seed_operand_heads
 from barkit.toy.world.generate import GENERATOR_VERSION, generate_world
 from barkit.toy.world.profiles import get_profile
 from barkit.toy.world.tokenizer import train_tokenizer
@@ -43,7 +43,7 @@ def _key(cfg: WorldConfig, recipe: Recipe) -> dict:
     return {"profile": cfg.profile, "seed": cfg.seed, "generator": GENERATOR_VERSION,
             "shape": asdict(recipe.shape), "seq_len": recipe.seq_len,
             "pretrain": asdict(recipe.pretrain), "anchor_sft": asdict(recipe.anchor_sft),
-            "copy_circuit": recipe.copy_circuit}
+            "copy_circuit": recipe.copy_circuit, "operand_heads": recipe.operand_heads}
 
 
 def _read_manifest(root: Path) -> dict:
@@ -57,10 +57,8 @@ def _valid(root: Path, phase: str, manifest: dict, key: dict) -> bool:
 
 
 def init_dense_model(recipe: Recipe, tokenizer_dir: Path, out: Path, seed: int) -> Path:
-    """A randomly initialised Olmo 2 model sized by the recipe (with the copy circuit if the recipe asks),
-    saved with the world tokenizer."""
-
-
+    """A randomly initialised Olmo 2 model sized by the recipe (with the copy circuit and operand heads if the
+    recipe asks), saved with the world tokenizer."""
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
     s = recipe.shape
     config = Olmo2Config(vocab_size=len(tokenizer), hidden_size=s.hidden, intermediate_size=s.intermediate,
@@ -72,6 +70,8 @@ def init_dense_model(recipe: Recipe, tokenizer_dir: Path, out: Path, seed: int) 
     model = Olmo2ForCausalLM(config)
     if recipe.copy_circuit:
         seed_copy_circuit(model, seed, positions=recipe.seq_len)
+    if recipe.operand_heads:
+        seed_operand_heads(model, tokenizer, positions=recipe.seq_len)
     with atomic_output_dir(out, overwrite=True) as tmp:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
@@ -79,12 +79,10 @@ def init_dense_model(recipe: Recipe, tokenizer_dir: Path, out: Path, seed: int) 
 
 
 def _phase_data(cfg, root, recipe, progress):
-
     return generate_world(root / "data", recipe.data_profile or cfg.profile, cfg.seed)
 
 
 def _phase_tokenizer(cfg, root, recipe, progress):
-
     with atomic_output_dir(root / "tokenizer", overwrite=True) as tmp:
         tok = train_tokenizer(root / "data", tmp, get_profile(recipe.data_profile or cfg.profile).vocab_size)
     return {"vocab_size": len(tok)}

@@ -40,22 +40,25 @@ def rope_frequencies(head_dim: int, theta: float) -> list[float]:
     return [theta ** (-2 * i / head_dim) for i in range(head_dim // 2)]
 
 
-def previous_token_pairs(freqs: list[float], positions: int, candidates: int = 6) -> tuple[int, ...]:
-    """The subset of fast pairs whose summed cosines best single out offset 1 over every other offset.
+def offset_pairs(freqs: list[float], positions: int, offset: int, candidates: int = 6) -> tuple[int, ...]:
+    """The subset of fast pairs whose summed cosines best single out `offset` over every other offset.
 
-    >>> previous_token_pairs(rope_frequencies(32, 500000.0), 128)
+    >>> offset_pairs(rope_frequencies(32, 500000.0), 128, offset=1)
     (0, 1, 3)
     """
-    offsets = range(positions)
     best, best_margin = (0,), -math.inf
     for size in range(1, candidates + 1):
         for subset in itertools.combinations(range(min(candidates, len(freqs))), size):
             def score(d: int) -> float:
-                return sum(math.cos((d - 1) * freqs[i]) for i in subset) / len(subset)
-            margin = 1.0 - max(score(d) for d in offsets if d != 1)
+                return sum(math.cos((d - offset) * freqs[i]) for i in subset) / len(subset)
+            margin = 1.0 - max(score(d) for d in range(positions) if d != offset)
             if margin > best_margin + 1e-9:
                 best, best_margin = subset, margin
     return best
+
+
+def previous_token_pairs(freqs: list[float], positions: int) -> tuple[int, ...]:
+    return offset_pairs(freqs, positions, offset=1)
 
 
 def slow_pairs(freqs: list[float], positions: int) -> list[int]:
@@ -103,12 +106,7 @@ def seed_copy_circuit(model, seed: int, positions: int = 128) -> dict:
         layer.mlp.down_proj.weight.zero_()
 
     prev = layers[0].self_attn
-    for proj in (prev.q_proj, prev.k_proj, prev.v_proj):
-        proj.weight[:hd].zero_()
-    for i in fast:  # z_q = e^{-i*theta} z_k: the rotated dot product peaks one position back
-        prev.q_proj.weight[i, const] = math.cos(freqs[i])
-        prev.q_proj.weight[i + half, const] = -math.sin(freqs[i])
-        prev.k_proj.weight[i, const] = 1.0
+    _look_back(prev, head=0, offset=1, pairs=fast, freqs=freqs, const=const)
     prev.v_proj.weight[:hd, T] = torch.eye(hd)
     prev.o_proj.weight[P, :hd] = torch.eye(hd)
 
@@ -127,3 +125,83 @@ def seed_copy_circuit(model, seed: int, positions: int = 128) -> dict:
     model.lm_head.weight.zero_()
     model.lm_head.weight[:, O] = UNEMBED_GAIN * codes / math.sqrt(hd)
     return {"previous_token_pairs": list(fast), "match_pairs": slow}
+
+
+def _look_back(attn, head: int, offset: int, pairs: tuple[int, ...], freqs: list[float], const: int) -> None:
+    """Make `head` attend `offset` positions back whatever the content: query and key read the constant
+    dimension only, and the query is the key rotated back by `offset` positions in `pairs` (z_q = e^{-i*k*theta}
+    z_k), so the rotated dot product peaks there."""
+    hd = attn.head_dim
+    rows = slice(head * hd, (head + 1) * hd)
+    for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+        proj.weight[rows].zero_()
+    half = hd // 2
+    for i in pairs:
+        attn.q_proj.weight[head * hd + i, const] = math.cos(offset * freqs[i])
+        attn.q_proj.weight[head * hd + i + half, const] = -math.sin(offset * freqs[i])
+        attn.k_proj.weight[head * hd + i, const] = 1.0
+
+
+# In "23+5=28" the token before a result digit is never enough: predicting the tens digit (at "=") needs the
+# operands 1-4 tokens back, the ones digit (at "2") the ones 2-4 back. Offset 1 is the previous-token head's.
+# (offset, code slot): offsets 2 and 3 share a slot (see seed_operand_heads).
+OPERAND_HEADS = ((2, 0), (3, 0), (4, 1))
+OPERAND_TOKENS = tuple("0123456789") + ("+", "-")
+OPERAND_GAIN = 3.0  # q_norm/k_norm gain: ~0.99 of each head's attention on its offset at step 0
+OPERAND_SCALE = 3.0  # size of a one-hot entry, beside unit-RMS token codes (1.5: math learnt half as fast)
+
+
+def operand_token_ids(tokenizer) -> list[int]:
+    """Ids of the ten digits and the two signs, each of which must be one token."""
+    ids = []
+    for text in OPERAND_TOKENS:
+        encoded = tokenizer.encode(text, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise BarkitError(f"operand heads: {text!r} is {len(encoded)} tokens in this tokenizer, not one")
+        ids.append(encoded[0])
+    return ids
+
+
+@torch.no_grad()
+def seed_operand_heads(model, tokenizer, positions: int = 128) -> dict:
+    """Wire heads 1-3 of layer 0 to look 2, 3 and 4 tokens back and write which digit or sign sits there.
+
+    Real anchors line up the operands of a sum; at the quick world's size the base does not learn to in its
+    pretraining budget, so the math expert memorised its training problems and solved 2-12% of unseen ones
+    (docs/results.md). With these heads an expert FFN sees both operands' digits at every result digit and
+    learns the digit table. Call after `seed_copy_circuit`: the heads read its token codes and constant
+    dimension, and write one-hot codes (ten digits, then the sign: +1 for "+", -1 for "-") into the free part
+    of its constant block. Offsets 2 and 3 share one code slot: at a result digit one of them holds a sign
+    and the other a digit, which the slot keeps apart (sign and digit entries are disjoint).
+    """
+    config = model.config
+    heads = config.num_attention_heads
+    hd = config.hidden_size // heads
+    const = hd
+    slot = len(OPERAND_TOKENS) - 1  # 10 digit entries + 1 sign entry
+    if heads < 1 + len(OPERAND_HEADS) or hd < 1 + 2 * slot:
+        raise BarkitError(f"operand heads: need >= {1 + len(OPERAND_HEADS)} heads of >= {1 + 2 * slot} dims; "
+                          f"got {heads} of {hd}")
+    embed = model.model.embed_tokens.weight
+    if not torch.all(embed[:, const] == CONSTANT_VALUE):
+        raise BarkitError("operand heads: seed the copy circuit first (they read its token codes)")
+    ids = operand_token_ids(tokenizer)
+    targets = torch.zeros(len(ids), slot)
+    targets[torch.arange(10), torch.arange(10)] = 1.0
+    targets[10, 10], targets[11, 10] = 1.0, -1.0
+    # the value map sends each of the twelve token codes exactly to its one-hot code (least squares, exact:
+    # twelve independent random codes in hd >= 23 dimensions)
+    value = torch.linalg.lstsq(embed[ids, :hd], OPERAND_SCALE * targets).solution.T  # slot x hd
+    freqs = rope_frequencies(hd, config.rope_parameters["rope_theta"])
+    attn = model.model.layers[0].self_attn
+    pairs = {}
+    for head, (offset, code_slot) in enumerate(OPERAND_HEADS, start=1):
+        pairs[offset] = offset_pairs(freqs, positions, offset)
+        _look_back(attn, head, offset, pairs[offset], freqs, const)
+        attn.v_proj.weight[head * hd: head * hd + slot, :hd] = value
+        start = const + 1 + code_slot * slot
+        attn.o_proj.weight[start:start + slot, head * hd: head * hd + slot] = torch.eye(slot)
+        attn.q_norm.weight[head * hd:(head + 1) * hd] = OPERAND_GAIN
+        attn.k_norm.weight[head * hd:(head + 1) * hd] = OPERAND_GAIN
+    return {"operand_offsets": [offset for offset, _ in OPERAND_HEADS],
+            "operand_pairs": {k: list(v) for k, v in pairs.items()}}

@@ -19,7 +19,9 @@ from barkit.toy.world.files import jsonl_bytes, replace_dir, sha256
 from barkit.toy.world.profiles import WorldProfile, get_profile
 from barkit.toy.world.rows import rng_for
 
-GENERATOR_VERSION = "2"  # 2: copy/recall texts in pretraining and a repeat task in the general SFT
+# 2: copy/recall texts in pretraining and a repeat task in the general SFT; 3: the quick profile's compact math
+# notation and 4x math rows
+GENERATOR_VERSION = "3"
 PRETRAIN_SHARES = {"qa": 0.10, "math": 0.06, "code": 0.06, "copy": 0.12}  # the rest is prose about the entities
 COPY_SFT_SHARE = 0.1  # of the general SFT rows, on top of the three even categories
 EVAL_CATEGORIES = ("knowledge", "reasoning", "chat", "math", "code", "tool_use", "safety")
@@ -34,7 +36,8 @@ def pretrain_rows(world: World, profile: WorldProfile, seed: int) -> list[dict]:
     names = tuple(p.name for p in world.train_people)
     texts = knowledge.prose_docs(world, n - sum(counts.values()), rng_for(seed, "pretrain-prose"))
     texts += knowledge.pretrain_qa_texts(world, counts["qa"], rng_for(seed, "pretrain-qa"))
-    texts += arithmetic.text_rows(math_sums, names, counts["math"], rng_for(seed, "pretrain-math"))
+    texts += arithmetic.text_rows(math_sums, names, counts["math"], rng_for(seed, "pretrain-math"),
+                                  profile.math_notation)
     texts += coding.text_rows(coding.split_pairs(seed)["train"], counts["code"], rng_for(seed, "pretrain-code"))
     texts += copying.pretrain_texts(world, counts["copy"], rng_for(seed, "pretrain-copy"))
     rng_for(seed, "pretrain-order").shuffle(texts)
