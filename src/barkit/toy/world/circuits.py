@@ -189,9 +189,11 @@ def seed_operand_heads(model, tokenizer, positions: int = 128) -> dict:
     targets = torch.zeros(len(ids), slot)
     targets[torch.arange(10), torch.arange(10)] = 1.0
     targets[10, 10], targets[11, 10] = 1.0, -1.0
-    # the value map sends each of the twelve token codes exactly to its one-hot code (least squares, exact:
-    # twelve independent random codes in hd >= 23 dimensions)
-    value = torch.linalg.lstsq(embed[ids, :hd], OPERAND_SCALE * targets).solution.T  # slot x hd
+    # the value map sends each of the twelve token codes exactly to its one-hot code: the least-norm solution
+    # X^T (X X^T)^-1 T, in float64 (torch.linalg.lstsq differed by 2e-7 between runs, and training turned that
+    # into 16 points of math)
+    codes = embed[ids, :hd].double()
+    value = (codes.T @ torch.linalg.solve(codes @ codes.T, OPERAND_SCALE * targets.double())).T.float()
     freqs = rope_frequencies(hd, config.rope_parameters["rope_theta"])
     attn = model.model.layers[0].self_attn
     pairs = {}
