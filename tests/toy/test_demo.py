@@ -167,3 +167,13 @@ def test_experts_trained_side_by_side_equal_one_after_another(demo, tmp_path):
                       domains, workers)
     assert again.timings == {} and again.produced == side.produced
     assert logs == [f"[demo] experts/{d}/sft: up to date" for d in domains]
+
+
+def test_experts_start_longest_first_with_rl_and_midtrain_rows_weighted():
+    from barkit.toy.demo import _relative_cost
+    from barkit.toy.recipe import get_recipe
+
+    quick = get_recipe("quick")
+    # code's RL rollouts put it ahead of safety's longer SFT: started before safety it ends 13 s earlier
+    order = sorted(["safety", "code", "tool_use", "math"], key=lambda d: -_relative_cost(quick, d))
+    assert order == ["math", "tool_use", "code", "safety"]

@@ -20,7 +20,7 @@ from barkit.errors import BarkitError
 from barkit.eval.report import markdown_table, plot_categories, plot_routing
 from barkit.route import RouteConfig, train_router
 from barkit.toy import baselines
-from barkit.toy.recipe import Recipe, get_recipe, stage_budget
+from barkit.toy.recipe import Recipe, RLBudget, get_recipe, stage_budget
 from barkit.toy.run import DOMAIN_CATEGORY, MODEL_LABELS, RunContext, evaluate_model, label, train_expert
 from barkit.toy.steps import Steps, Workers, worker_plan
 from barkit.toy.world.build import WorldConfig, build_world
@@ -55,9 +55,24 @@ class DemoConfig:
             raise BarkitError("config key 'workers': must be >= 1")
 
 
+# Rough cost of one row per stage, in SFT chats: a mid-training row is a packed seq_len window (~3 chats); an RL
+# rollout is generated token by token and, for code, judged in two sandboxes (quick, 2 cores: code's 256
+# rollouts took 19 s, its 4,160 SFT chats 15 s).
+ROW_COST = {"midtrain": 3, "sft": 1, "rl": 4}
+
+
 def _relative_cost(recipe: Recipe, domain: str) -> float:
-    """A domain's rough training cost, to start the longest first (an RL step samples 64+ completions)."""
-    return sum(stage_budget(recipe, domain, s).steps * (10 if s == "rl" else 1) for s in recipe.domain_stages[domain])
+    """A domain's rough training cost in SFT chats, to start the longest first.
+
+    Side by side on two workers the order decides the wall time: quick, seed 0, math (50 s), tool use (63 s),
+    code (41 s) and safety (18 s) started in this order finish in 91 s; with safety before code, in 104 s.
+    """
+    total = 0.0
+    for stage in recipe.domain_stages[domain]:
+        b = stage_budget(recipe, domain, stage)
+        rows = b.prompts_per_step * b.num_generations if isinstance(b, RLBudget) else b.batch_size
+        total += b.steps * rows * ROW_COST[stage]
+    return total
 
 
 def _worker_plan_here(cfg: DemoConfig) -> tuple[int, int]:
