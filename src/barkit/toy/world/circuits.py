@@ -58,6 +58,7 @@ def offset_pairs(freqs: list[float], positions: int, offset: int, candidates: in
 
 
 def previous_token_pairs(freqs: list[float], positions: int) -> tuple[int, ...]:
+    """The pairs of the previous-token head (offset 1)."""
     return offset_pairs(freqs, positions, offset=1)
 
 
