@@ -148,8 +148,24 @@ def _look_back(attn, head: int, offset: int, pairs: tuple[int, ...], freqs: list
 # (offset, code slot): offsets 2 and 3 share a slot (see seed_operand_heads).
 OPERAND_HEADS = ((2, 0), (3, 0), (4, 1))
 OPERAND_TOKENS = tuple("0123456789") + ("+", "-")
+OPERAND_DIMS = 4  # a digit on a circle (cos, sin), its magnitude, and the sign: +1 for "+", -1 for "-"
 OPERAND_GAIN = 3.0  # q_norm/k_norm gain: ~0.99 of each head's attention on its offset at step 0
-OPERAND_SCALE = 3.0  # size of a one-hot entry, beside unit-RMS token codes (1.5: math learnt half as fast)
+OPERAND_SCALE = 3.0  # size of the operand code beside unit-RMS token codes (1.5: math learnt half as fast)
+
+
+def operand_codes() -> torch.Tensor:
+    """One row per OPERAND_TOKENS entry: the digits on a circle with their magnitude, then the two signs.
+
+    >>> [round(x, 2) + 0.0 for x in operand_codes()[5].tolist()]
+    [-1.0, 0.0, 0.11, 0.0]
+    >>> operand_codes()[10].tolist(), operand_codes()[11].tolist()
+    ([0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, -1.0])
+    """
+    codes = torch.zeros(len(OPERAND_TOKENS), OPERAND_DIMS)
+    for d in range(10):
+        codes[d, :3] = torch.tensor([math.cos(2 * math.pi * d / 10), math.sin(2 * math.pi * d / 10), d / 4.5 - 1])
+    codes[10, 3], codes[11, 3] = 1.0, -1.0
+    return codes
 
 
 def operand_token_ids(tokenizer) -> list[int]:
@@ -170,40 +186,39 @@ def seed_operand_heads(model, tokenizer, positions: int = 128) -> dict:
     Real anchors line up the operands of a sum; at the quick world's size the base does not learn to in its
     pretraining budget, so the math expert memorised its training problems and solved 2-12% of unseen ones
     (docs/results.md). With these heads an expert FFN sees both operands' digits at every result digit and
-    learns the digit table. Call after `seed_copy_circuit`: the heads read its token codes and constant
-    dimension, and write one-hot codes (ten digits, then the sign: +1 for "+", -1 for "-") into the free part
-    of its constant block. Offsets 2 and 3 share one code slot: at a result digit one of them holds a sign
-    and the other a digit, which the slot keeps apart (sign and digit entries are disjoint).
+    learns the digit table. Call after `seed_copy_circuit`: the last OPERAND_DIMS dimensions of its token codes
+    become the operand code (`operand_codes`, zero for every other token, whose codes keep unit RMS in the
+    rest), the heads copy those dimensions into the free part of its constant block, and lm_head is rewired
+    to the new codes. Every other token writes exactly nothing there. Offsets 2 and 3 share one slot: at a
+    result digit one of them holds a sign and the other a digit, whose entries are disjoint.
     """
     config = model.config
     heads = config.num_attention_heads
     hd = config.hidden_size // heads
     const = hd
-    slot = len(OPERAND_TOKENS) - 1  # 10 digit entries + 1 sign entry
-    if heads < 1 + len(OPERAND_HEADS) or hd < 1 + 2 * slot:
-        raise BarkitError(f"operand heads: need >= {1 + len(OPERAND_HEADS)} heads of >= {1 + 2 * slot} dims; "
-                          f"got {heads} of {hd}")
+    if heads < 1 + len(OPERAND_HEADS) or hd < 1 + 2 * OPERAND_DIMS or hd <= 2 * OPERAND_DIMS:
+        raise BarkitError(f"operand heads: need >= {1 + len(OPERAND_HEADS)} heads of >= {1 + 2 * OPERAND_DIMS} "
+                          f"dims; got {heads} of {hd}")
     embed = model.model.embed_tokens.weight
     if not torch.all(embed[:, const] == CONSTANT_VALUE):
         raise BarkitError("operand heads: seed the copy circuit first (they read its token codes)")
     ids = operand_token_ids(tokenizer)
-    targets = torch.zeros(len(ids), slot)
-    targets[torch.arange(10), torch.arange(10)] = 1.0
-    targets[10, 10], targets[11, 10] = 1.0, -1.0
-    # the value map sends each of the twelve token codes exactly to its one-hot code: the least-norm solution
-    # X^T (X X^T)^-1 T, in float64 (torch.linalg.lstsq differed by 2e-7 between runs, and training turned that
-    # into 16 points of math)
-    codes = embed[ids, :hd].double()
-    value = (codes.T @ torch.linalg.solve(codes @ codes.T, OPERAND_SCALE * targets.double())).T.float()
+    reserved = slice(hd - OPERAND_DIMS, hd)
+    codes = embed[:, :hd].clone()
+    codes[:, reserved] = 0.0
+    codes = codes / codes.norm(dim=1, keepdim=True) * math.sqrt(hd)
+    codes[ids, reserved] = OPERAND_SCALE * operand_codes()
+    embed[:, :hd] = codes
+    model.lm_head.weight[:, 3 * hd:4 * hd] = UNEMBED_GAIN * codes / math.sqrt(hd)  # the copy circuit's readout
     freqs = rope_frequencies(hd, config.rope_parameters["rope_theta"])
     attn = model.model.layers[0].self_attn
     pairs = {}
-    for head, (offset, code_slot) in enumerate(OPERAND_HEADS, start=1):
+    for head, (offset, slot) in enumerate(OPERAND_HEADS, start=1):
         pairs[offset] = offset_pairs(freqs, positions, offset)
         _look_back(attn, head, offset, pairs[offset], freqs, const)
-        attn.v_proj.weight[head * hd: head * hd + slot, :hd] = value
-        start = const + 1 + code_slot * slot
-        attn.o_proj.weight[start:start + slot, head * hd: head * hd + slot] = torch.eye(slot)
+        attn.v_proj.weight[head * hd: head * hd + OPERAND_DIMS, reserved] = torch.eye(OPERAND_DIMS)
+        start = const + 1 + slot * OPERAND_DIMS
+        attn.o_proj.weight[start:start + OPERAND_DIMS, head * hd: head * hd + OPERAND_DIMS] = torch.eye(OPERAND_DIMS)
         attn.q_norm.weight[head * hd:(head + 1) * hd] = OPERAND_GAIN
         attn.k_norm.weight[head * hd:(head + 1) * hd] = OPERAND_GAIN
     return {"operand_offsets": [offset for offset, _ in OPERAND_HEADS],
