@@ -96,7 +96,7 @@ RECIPES: dict[str, Recipe] = {
         shared_lr_scale=0.1,
         operand_heads=True,
         # quick shows every phase inside the 3-min target. Math gets twice the steps, as in the default profile
-        # (with the operand heads: 17.5 at x1, 42.5 at x2, seed 0); tool use needs 520 SFT steps (0.0 after
+        # (one-hot operand heads, seed 0: 17.5 at x1, 42.5 at x2); tool use needs 520 SFT steps (0.0 after
         # 65 x 32), safety 390 (+35 over the anchor). Every evaluation item counts (80 per category: one SE
         # <= 5.6 points).
         domain_step_scale={"math": 2.0, "tool_use": 2.0, "safety": 1.5},
