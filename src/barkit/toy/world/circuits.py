@@ -95,12 +95,9 @@ def seed_copy_circuit(model, seed: int, positions: int = 128) -> dict:
     T, P, O = slice(0, hd), slice(2 * hd, 3 * hd), slice(3 * hd, 4 * hd)
     const = hd
     gen = torch.Generator().manual_seed(seed)
-    codes = torch.randn(config.vocab_size, hd, generator=gen)
-    codes = codes / codes.norm(dim=1, keepdim=True) * math.sqrt(hd)  # unit RMS per token
-
-    embed = model.model.embed_tokens.weight
-    embed[:, T] = codes
-    embed[:, const] = CONSTANT_VALUE
+    model.lm_head.weight.zero_()
+    _write_token_codes(model, _unit_rms(torch.randn(config.vocab_size, hd, generator=gen)))
+    model.model.embed_tokens.weight[:, const] = CONSTANT_VALUE
     layers = model.model.layers
     for layer in layers:
         layer.self_attn.o_proj.weight.zero_()
@@ -123,9 +120,19 @@ def seed_copy_circuit(model, seed: int, positions: int = 128) -> dict:
     for attn in (prev, induction):
         attn.q_norm.weight[:hd] = NORM_GAIN
         attn.k_norm.weight[:hd] = NORM_GAIN
-    model.lm_head.weight.zero_()
-    model.lm_head.weight[:, O] = UNEMBED_GAIN * codes / math.sqrt(hd)
     return {"previous_token_pairs": list(fast), "match_pairs": slow}
+
+
+def _unit_rms(codes: torch.Tensor) -> torch.Tensor:
+    """Each row scaled to unit RMS."""
+    return codes / codes.norm(dim=1, keepdim=True) * math.sqrt(codes.shape[1])
+
+
+def _write_token_codes(model, codes: torch.Tensor) -> None:
+    """Token codes into the embedding's T block, and lm_head's readout of the O block to match them."""
+    hd = codes.shape[1]
+    model.model.embed_tokens.weight[:, :hd] = codes
+    model.lm_head.weight[:, 3 * hd:4 * hd] = UNEMBED_GAIN * codes / math.sqrt(hd)
 
 
 def _look_back(attn, head: int, offset: int, pairs: tuple[int, ...], freqs: list[float], const: int) -> None:
@@ -196,7 +203,7 @@ def seed_operand_heads(model, tokenizer, positions: int = 128) -> dict:
     heads = config.num_attention_heads
     hd = config.hidden_size // heads
     const = hd
-    if heads < 1 + len(OPERAND_HEADS) or hd < 1 + 2 * OPERAND_DIMS or hd <= 2 * OPERAND_DIMS:
+    if heads < 1 + len(OPERAND_HEADS) or hd < 1 + 2 * OPERAND_DIMS:
         raise BarkitError(f"operand heads: need >= {1 + len(OPERAND_HEADS)} heads of >= {1 + 2 * OPERAND_DIMS} "
                           f"dims; got {heads} of {hd}")
     embed = model.model.embed_tokens.weight
@@ -206,10 +213,9 @@ def seed_operand_heads(model, tokenizer, positions: int = 128) -> dict:
     reserved = slice(hd - OPERAND_DIMS, hd)
     codes = embed[:, :hd].clone()
     codes[:, reserved] = 0.0
-    codes = codes / codes.norm(dim=1, keepdim=True) * math.sqrt(hd)
+    codes = _unit_rms(codes)
     codes[ids, reserved] = OPERAND_SCALE * operand_codes()
-    embed[:, :hd] = codes
-    model.lm_head.weight[:, 3 * hd:4 * hd] = UNEMBED_GAIN * codes / math.sqrt(hd)  # the copy circuit's readout
+    _write_token_codes(model, codes)
     freqs = rope_frequencies(hd, config.rope_parameters["rope_theta"])
     attn = model.model.layers[0].self_attn
     pairs = {}
