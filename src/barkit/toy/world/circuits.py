@@ -157,7 +157,7 @@ OPERAND_HEADS = ((2, 0), (3, 0), (4, 1))
 OPERAND_TOKENS = tuple("0123456789") + ("+", "-")
 OPERAND_DIMS = 4  # a digit on a circle (cos, sin), its magnitude, and the sign: +1 for "+", -1 for "-"
 OPERAND_GAIN = 3.0  # q_norm/k_norm gain: ~0.99 of each head's attention on its offset at step 0
-OPERAND_SCALE = 3.0  # size of the operand code beside unit-RMS token codes (1.5: math learnt half as fast)
+OPERAND_SCALE = 3.0  # operand code size beside unit-RMS token codes (one-hot codes at 1.5 learnt math ~half as fast)
 
 
 def operand_codes() -> torch.Tensor:
