@@ -13,7 +13,6 @@ import json
 import re
 import string
 from collections.abc import Callable
-from fractions import Fraction
 from typing import Any
 
 from barkit.errors import BarkitError
@@ -82,114 +81,19 @@ def exact_match(completions: list[str], answer: list[str], aliases: list | None 
 # ---------------------------------------------------------------------------------------------
 # math_answer
 
-_NUMBER = re.compile(
-    r"(?:(?<![\w)])[-−])?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?/\s?\d+)?"
-    r"|(?:(?<![\w)])[-−])?\$?\.\d+"
-)
-_ANSWER_PHRASE = re.compile(r"answer\s*(?:is|:|=)|answer\s+should\s+be", re.IGNORECASE)
 
+def math_answer(completions: list[str], answer: list[str], *, timeout_s: float = 5.0, **_: Any) -> list[Score]:
+    """1.0 if the completion's final answer equals `answer`: numerically for plain-number answers, by
+    math-verify's equivalence for LaTeX ones (`barkit.eval.math_answers`).
 
-def _canonical_number(token: str) -> str:
-    """'$1,234' -> '1234', '−3' -> '-3', '3 / 4' -> '3/4'."""
-    return re.sub(r"[\s,$]", "", token).replace("−", "-")
-
-
-def _find_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}), honouring nested braces."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i = text.index("{", start) + 1
-    depth, j = 1, i
-    while j < len(text) and depth:
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        j += 1
-    return text[i:j - 1] if depth == 0 else None
-
-
-def _latex_to_plain(text: str) -> str:
-    """Strip the LaTeX a boxed answer typically carries: \\frac, \\text{..}, \\$, {,}."""
-    text = re.sub(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}", r"\1/\2", text)
-    text = re.sub(r"\\text\{[^{}]*\}|\\mbox\{[^{}]*\}", "", text)
-    text = text.replace("{,}", ",").replace("\\$", "$").replace("\\%", "").replace("\\!", "")
-    text = text.replace("\\left", "").replace("\\right", "")
-    return text.strip().strip("$").strip()
-
-
-def extract_math_answer(text: str) -> str | None:
-    """The final answer of a solution, as a canonical string (numbers without commas/units).
-
-    Order: GSM8K ``#### n``, the last ``\\boxed{}``, the number after "the answer is", else the
-    last number in the text.
-
-    >>> extract_math_answer("So she earns $1,234 a week.\\n#### 1,234")
-    '1234'
-    >>> extract_math_answer("Thus $x = \\\\boxed{\\\\frac{3}{4}}$.")
-    '3/4'
-    >>> extract_math_answer("The answer is -12 dollars. Check: 3 + 4 = 7")
-    '-12'
-    >>> extract_math_answer("It costs 12 dollars, 3 more than 9.5")
-    '9.5'
-    >>> extract_math_answer("no numbers here") is None
-    True
+    >>> math_answer(["... #### 1,234", "The answer is $12.", "\\\\boxed{0.75}", "7", "\\\\boxed{2}"],
+    ...             answer=["1234", "12", "3/4", "8", "\\\\frac{1}{2}"])
+    [1.0, 1.0, 1.0, 0.0, 0.0]
     """
-    if "####" in text:
-        found = _first_number(text.rsplit("####", 1)[1])
-        if found is not None:
-            return found
-    boxed = _find_boxed(text)
-    if boxed is not None:
-        plain = _latex_to_plain(boxed)
-        whole = _NUMBER.fullmatch(plain.rstrip("%. ").strip())
-        return _canonical_number(whole.group(0)) if whole else (_first_number(plain) or plain)
-    phrases = list(_ANSWER_PHRASE.finditer(text))
-    if phrases:
-        found = _first_number(text[phrases[-1].end():])
-        if found is not None:
-            return found
-    numbers = _NUMBER.findall(text)
-    return _canonical_number(numbers[-1]) if numbers else None
+    from barkit.eval.math_answers import judge_math
 
-
-def _first_number(text: str) -> str | None:
-    match = _NUMBER.search(text)
-    return _canonical_number(match.group(0)) if match else None
-
-
-def _to_fraction(text: str) -> Fraction | None:
-    text = _canonical_number(text.strip().rstrip("%"))
-    try:
-        return Fraction(text)
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def _numbers_equal(pred: str, gold: str) -> bool:
-    """Numeric equality (3/4 == 0.75, 1,234 == 1234.0), else normalised string equality."""
-    a, b = _to_fraction(pred), _to_fraction(gold)
-    if a is None or b is None:
-        return _normalize_answer(pred) == _normalize_answer(gold)
-    return abs(a - b) <= Fraction(1, 10**6) * max(1, abs(b))
-
-
-def math_answer(completions: list[str], answer: list[str], **_: Any) -> list[Score]:
-    """1.0 if the completion's final answer equals `answer` numerically.
-
-    >>> math_answer(["... #### 1,234", "The answer is $12.", "\\\\boxed{0.75}", "7"],
-    ...             answer=["1234", "12", "3/4", "8"])
-    [1.0, 1.0, 1.0, 0.0]
-    """
-    scores: list[Score] = []
-    for completion, gold in zip(as_texts(completions), answer):
-        if gold is None:
-            scores.append(None)
-            continue
-        gold_text = str(gold)
-        if _to_fraction(gold_text) is None:
-            gold_text = extract_math_answer(gold_text) or gold_text
-        pred = extract_math_answer(completion)
-        scores.append(1.0 if pred is not None and _numbers_equal(pred, gold_text) else 0.0)
-    return scores
+    return [None if gold is None else judge_math(completion, str(gold), timeout_s).reward
+            for completion, gold in zip(as_texts(completions), answer)]
 
 
 # ---------------------------------------------------------------------------------------------
