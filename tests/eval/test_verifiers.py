@@ -7,12 +7,12 @@ import pytest
 
 from barkit.errors import BarkitError
 from barkit.eval.benchmarks import fetch
+from barkit.eval.math_answers import extract_number_answer as extract_math_answer
 from barkit.eval.verifiers import (
     VERIFIERS,
     code_tests,
     code_tests_reward,
     exact_match,
-    extract_math_answer,
     get_verifier,
     instruction,
     instruction_strict,

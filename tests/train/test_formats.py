@@ -1,6 +1,8 @@
 """The data formats people have: TRL prompt/completion chats and open-instruct RLVR rows train and score."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -39,8 +41,9 @@ def test_open_instruct_rlvr_rows_map_onto_barkit_verifiers(tmp_path):
 
 def test_an_unmapped_open_instruct_dataset_names_the_row(tmp_path):
     rows = [{"messages": [{"role": "user", "content": "x"}], "ground_truth": "y", "dataset": "gsm8k"},
-            {"messages": [{"role": "user", "content": "x"}], "ground_truth": "y", "dataset": "string_f1"}]
-    with pytest.raises(BarkitError, match=r"rl.jsonl:2: open-instruct dataset 'string_f1' has no barkit verifier"):
+            {"messages": [{"role": "user", "content": "x"}], "ground_truth": "y", "dataset": "code_stdio"}]
+    with pytest.raises(BarkitError, match=r"rl.jsonl:2: open-instruct verifier 'code_stdio' has no barkit verifier "
+                                          r"\(stdin/stdout tests"):
         data.load_rl_prompts(_write(tmp_path / "rl.jsonl", rows), tiny_tokenizer(), 64, VERIFIER_COLUMNS)
 
 
@@ -119,11 +122,13 @@ def test_open_instruct_ifeval_and_code_rows_map_and_score(tmp_path):
             "ground_truth": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]}
     prompts = data.load_rl_prompts(_write(tmp_path / "rl.jsonl", [ifeval, code]), tiny_tokenizer(), 64,
                                    VERIFIER_COLUMNS)
-    assert [p.verifier for p in prompts] == ["instruction_strict", "code_tests_reward"]
+    assert [p.verifier for p in prompts] == ["instruction", "code_tests_reward"]
     assert prompts[0].columns["constraints"] == [{"type": "change_case:english_lowercase", "kwargs": {}},
                                                  {"type": "punctuation:no_comma", "kwargs": {}}]
     assert prompts[1].columns["entry_point"] == "add"
-    assert score(["all lowercase here", "Not Lowercase, Comma"], [prompts[0]] * 2).tolist() == [1.0, 0.0]
+    # open-instruct's ifeval reward: the share of constraints followed
+    assert score(["all lowercase here", "Not Lowercase, Comma", "lowercase, comma"],
+                 [prompts[0]] * 3).tolist() == [1.0, 0.0, 0.5]
 
 
 def test_open_instruct_code_rows_score_through_the_sandboxed_verdict(tmp_path):
@@ -132,3 +137,47 @@ def test_open_instruct_code_rows_score_through_the_sandboxed_verdict(tmp_path):
     (prompt,) = data.load_rl_prompts(_write(tmp_path / "rl.jsonl", [code]), tiny_tokenizer(), 64, VERIFIER_COLUMNS)
     right, wrong = "def add(a, b):\n    return a + b\n", "def add(a, b):\n    return a - b\n"
     assert score([right, wrong], [prompt, prompt]).tolist() == [1.0, 0.0]
+
+
+# one right and one wrong completion per row of the fixture (one row per open-instruct verifier and format)
+OPEN_INSTRUCT_FIXTURE = Path(__file__).parent / "data" / "open_instruct_rlvr.jsonl"
+RIGHT_WRONG = [
+    ("math_answer", "April 48, May 24, so 48 + 24 = 72.", "April 48, May 24, so 48 + 24 = 70."),
+    ("math_answer", "$\\boxed{0.5}$", "$\\boxed{2}$"),
+    ("math_answer", "\\boxed{[0, 2)}", "\\boxed{[0, 2]}"),
+    ("math_final_answer", "Final Answer: The final answer is $\\sqrt{8}=2\\sqrt2$. I hope it is correct.",
+     "\\boxed{2\\sqrt{2}}"),
+    ("instruction", "quiet water runs\nunder the old stone bridge\nthe river hums", "Quiet water, running."),
+    ("if_function", "<think>Plan It.</think>the river runs slow.", "The River runs slow."),
+    ("if_function", "The river cut the bank.", "The stream cut the shore."),
+    ("code_tests_reward", "def add(a, b):\n    return a + b\n", "def add(a, b):\n    return a - b\n"),
+    ("string_match", "<answer>paris</answer>", "Paris"),
+    ("string_f1", "William Shakespeare", "Christopher Marlowe"),
+    ("flan_answer", "It is clear. The answer is: yes", "The answer is: no"),
+]
+
+
+def test_open_instruct_fixture_rows_of_every_format_load_and_score():
+    prompts = data.load_rl_prompts(OPEN_INSTRUCT_FIXTURE, tiny_tokenizer(), 256, VERIFIER_COLUMNS)
+    assert [p.verifier for p in prompts] == [v for v, *_ in RIGHT_WRONG]
+    right = score([r for _, r, _ in RIGHT_WRONG], prompts)
+    wrong = score([w for *_, w in RIGHT_WRONG], prompts)
+    assert right.tolist() == [1.0] * len(prompts) and wrong.tolist() == [0.0] * len(prompts)
+
+
+@pytest.mark.parametrize("truth,message", [
+    ({"func_name": "no_such_check"}, "ifeval ground_truth names func_name 'no_such_check', which barkit does not know"),
+    ({"instruction": 1}, "ifeval ground_truth needs 'instruction_id' (a list) and 'kwargs', or 'func_name'"),
+])
+def test_bad_ifeval_rows_name_the_row(tmp_path, truth, message):
+    row = {"messages": [{"role": "user", "content": "x"}], "ground_truth": json.dumps(truth), "dataset": "ifeval"}
+    with pytest.raises(BarkitError, match=r"rl.jsonl:1: " + re.escape(message)):
+        data.load_rl_prompts(_write(tmp_path / "rl.jsonl", [row]), tiny_tokenizer(), 64, VERIFIER_COLUMNS)
+
+
+@pytest.mark.parametrize("dataset,why", [("general-quality", "an LLM judge"), ("max_length", "a length reward"),
+                                         (["math", "ifeval"], "several verifiers")])
+def test_open_instruct_verifiers_barkit_cannot_run_are_refused_with_the_reason(tmp_path, dataset, why):
+    row = {"messages": [{"role": "user", "content": "x"}], "ground_truth": "1", "dataset": dataset}
+    with pytest.raises(BarkitError, match=r"rl.jsonl:1: .*" + why):
+        data.load_rl_prompts(_write(tmp_path / "rl.jsonl", [row]), tiny_tokenizer(), 64, VERIFIER_COLUMNS)

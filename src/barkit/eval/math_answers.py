@@ -66,7 +66,7 @@ def _latex_to_plain(text: str) -> str:
     text = re.sub(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}", r"\1/\2", text)
     text = re.sub(r"\\text\{[^{}]*\}|\\mbox\{[^{}]*\}", "", text)
     text = text.replace("{,}", ",").replace("\\$", "$").replace("\\%", "").replace("\\!", "")
-    text = text.replace("\\left", "").replace("\\right", "")
+    text = text.replace("\\left", "").replace("\\right", "").replace("{", "").replace("}", "")
     return text.strip().strip("$").strip()
 
 
@@ -191,6 +191,8 @@ def judge_math(completion: str, gold: str, timeout_s: float | None = 5.0) -> Mat
     'no_answer'
     """
     gold = str(gold).strip()
+    if "####" in gold:  # a GSM8K reference solution: its answer follows the last ####
+        gold = gold.rsplit("####", 1)[1].strip()
     if is_plain_number(gold):
         number = _plain_answer(completion)
         if number is not None:

@@ -12,6 +12,7 @@ import concurrent.futures
 import json
 import re
 import string
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -549,6 +550,117 @@ def instruction_loose(completions: list[str], constraints: list[list[dict]], **_
     return scores
 
 
+def instruction_reward(completions: list[str], constraints: list[list[dict]], **_: Any) -> list[Score]:
+    """RL reward for IFEval-style rows, as open-instruct's `ifeval` verifier gives it: the share of constraints
+    the reply after its thinking section follows; an empty reply earns 0.
+
+    >>> instruction_reward(["<think>Plan, then write.</think>all lowercase", ""],
+    ...                    constraints=[[{"type": "punctuation:no_comma", "kwargs": {}}]] * 2)
+    [1.0, 0.0]
+    """
+    from barkit.eval.if_functions import strip_thinking
+
+    texts = [strip_thinking(t) for t in as_texts(completions)]
+    return [None if s is None else (s if text else 0.0)
+            for s, text in zip(instruction(texts, constraints), texts)]
+
+
+def if_function(completions: list[str], constraint: list[dict], **_: Any) -> list[Score]:
+    """open-instruct's older instruction rows (`{"func_name": ..., **kwargs}`, `barkit.eval.if_functions`): 1.0 if
+    the named check passes; None where barkit has no check (language detection).
+
+    >>> if_function(["HELLO", "Hello"], constraint=[{"func_name": "validate_uppercase"}] * 2)
+    [1.0, 0.0]
+    """
+    from barkit.eval.if_functions import check_if_function
+
+    out: list[Score] = []
+    for text, con in zip(as_texts(completions), constraint):
+        result = None if con is None else check_if_function(text, con)
+        out.append(None if result is None else float(result))
+    return out
+
+
+def _tagged(text: str, tag: str) -> str | None:
+    """The content of the last <tag>...</tag> pair, or None."""
+    if f"<{tag}>" not in text or f"</{tag}>" not in text:
+        return None
+    return text.split(f"<{tag}>")[-1].split(f"</{tag}>")[0]
+
+
+def string_match(completions: list[str], answer: list[str], **_: Any) -> list[Score]:
+    """open-instruct's `string_matcher`: 1.0 if the text inside the last <answer>...</answer> equals the answer
+    after SQuAD normalisation; 0 without the tags.
+
+    >>> string_match(["<answer>The Paris</answer>", "Paris"], answer=["paris", "paris"])
+    [1.0, 0.0]
+    """
+    out: list[Score] = []
+    for text, gold in zip(as_texts(completions), answer):
+        inner = _tagged(text, "answer")
+        out.append(None if gold is None else float(inner is not None
+                                                    and _normalize_answer(inner) == _normalize_answer(str(gold))))
+    return out
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    """SQuAD's token F1 between normalised texts.
+
+    >>> round(token_f1("the cat sat", "a cat sat down"), 3)
+    0.8
+    """
+    pred, ref = _normalize_answer(prediction).split(), _normalize_answer(gold).split()
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def string_f1(completions: list[str], answer: list[str], **_: Any) -> list[Score]:
+    """open-instruct's `string_f1`: token F1 of the reply (after its thinking section, without <answer> tags).
+
+    >>> string_f1(["<think>hmm</think><answer>cat sat</answer>"], answer=["the cat sat"])
+    [1.0]
+    """
+    from barkit.eval.if_functions import strip_thinking
+
+    return [None if gold is None else token_f1(strip_thinking(text), str(gold))
+            for text, gold in zip(as_texts(completions), answer)]
+
+
+def flan_answer(completions: list[str], answer: list[str], **_: Any) -> list[Score]:
+    """open-instruct's `flan`: the text after the last "The answer is: " equals the answer (normalised).
+
+    >>> flan_answer(["So. The answer is: yes", "yes"], answer=["Yes", "no"])
+    [1.0, 0.0]
+    """
+    return [None if gold is None else float(_normalize_answer(text.split("The answer is: ")[-1].strip())
+                                            == _normalize_answer(str(gold)))
+            for text, gold in zip(as_texts(completions), answer)]
+
+
+_MINERVA = re.compile(r"final answer is\s*(.+?)\.?\s*(?:I hope it is correct|$)", re.IGNORECASE | re.MULTILINE)
+
+
+def math_final_answer(completions: list[str], answer: list[str], *, timeout_s: float = 5.0,
+                      **_: Any) -> list[Score]:
+    """open-instruct's `strict_math`: only a Minerva-style "The final answer is X" counts, judged like
+    `math_answer`.
+
+    >>> math_final_answer(["Final Answer: The final answer is $\\\\frac{1}{2}$. I hope it is correct.",
+    ...                    "\\\\boxed{\\\\frac{1}{2}}"], answer=["\\\\frac{1}{2}"] * 2)
+    [1.0, 0.0]
+    """
+    from barkit.eval.math_answers import judge_math
+
+    out: list[Score] = []
+    for text, gold in zip(as_texts(completions), answer):
+        spans = _MINERVA.findall(text)
+        out.append(None if gold is None else judge_math(spans[-1], str(gold), timeout_s).reward if spans else 0.0)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # registry
 
@@ -563,6 +675,12 @@ VERIFIERS: dict[str, Callable[..., list[Score]]] = {
     "instruction": instruction,
     "instruction_strict": instruction_strict,
     "instruction_loose": instruction_loose,
+    "instruction_reward": instruction_reward,
+    "if_function": if_function,
+    "string_match": string_match,
+    "string_f1": string_f1,
+    "flan_answer": flan_answer,
+    "math_final_answer": math_final_answer,
 }
 
 
@@ -578,6 +696,12 @@ VERIFIER_COLUMNS: dict[str, tuple[str, ...]] = {
     "instruction": ("constraints",),
     "instruction_strict": ("constraints",),
     "instruction_loose": ("constraints",),
+    "instruction_reward": ("constraints",),
+    "if_function": ("constraint",),
+    "string_match": ("answer",),
+    "string_f1": ("answer",),
+    "flan_answer": ("answer",),
+    "math_final_answer": ("answer",),
 }
 
 

@@ -62,15 +62,39 @@ def _math(where: str, truth: object) -> dict:
     return {"verifier": "math_answer", "answer": str(_only(truth))}
 
 
+def _strict_math(where: str, truth: object) -> dict:
+    return {"verifier": "math_final_answer", "answer": str(_only(truth))}
+
+
+def _answer(verifier: str):
+    def build(where: str, truth: object) -> dict:
+        return {"verifier": verifier, "answer": str(_only(truth))}
+    return build
+
+
+def _if_function(where: str, value: dict) -> dict:
+    from barkit.eval.if_functions import KNOWN
+
+    if value["func_name"] not in KNOWN:
+        raise BarkitError(f"{where}: ifeval ground_truth names func_name '{value['func_name']}', which barkit "
+                          f"does not know (open-instruct's if_functions: {len(KNOWN)} names)")
+    return {"verifier": "if_function", "constraint": value}
+
+
 def _ifeval(where: str, truth: object) -> dict:
-    """IFEval / IFBench constraints: [{"instruction_id": [...], "kwargs": [{...}, ...]}] (open-instruct's IFEvalG)."""
+    """IFEval / IFBench constraints in either of open-instruct's formats: `[{"instruction_id": [...], "kwargs":
+    [{...}, ...]}]` (IFEvalG) or `{"func_name": ..., **kwargs}` (its older if_functions)."""
     value = _only(_literal(where, _only(truth)))
+    value = _literal(where, value) if isinstance(value, str) else value
+    if isinstance(value, dict) and isinstance(value.get("func_name"), str):
+        return _if_function(where, value)
     if not isinstance(value, dict) or not isinstance(value.get("instruction_id"), list):
-        raise BarkitError(f"{where}: ifeval ground_truth needs 'instruction_id' (a list) and 'kwargs'")
+        raise BarkitError(f"{where}: ifeval ground_truth needs 'instruction_id' (a list) and 'kwargs', "
+                          f"or 'func_name'")
     kwargs = value.get("kwargs") or [{}] * len(value["instruction_id"])
     constraints = [{"type": name, "kwargs": {k: v for k, v in (kw or {}).items() if v is not None}}
                    for name, kw in zip(value["instruction_id"], kwargs)]
-    return {"verifier": "instruction_strict", "constraints": constraints}
+    return {"verifier": "instruction", "constraints": constraints}
 
 
 def entry_point_of(tests: str) -> str | None:
@@ -102,8 +126,20 @@ def _code(where: str, truth: object) -> dict:
     return {"verifier": "code_tests_reward", "tests": tests, "entry_point": entry}
 
 
-# open-instruct's `dataset` value -> barkit verifier row builder
-OPEN_INSTRUCT_VERIFIERS = {"gsm8k": _math, "math": _math, "ifeval": _ifeval, "ifeval_g": _ifeval, "code": _code}
+# open-instruct's `dataset` value (its verifier's name, matched without case) -> barkit verifier row builder
+OPEN_INSTRUCT_VERIFIERS = {
+    "gsm8k": _math, "math": _math, "strict_math": _strict_math,
+    "ifeval": _ifeval, "ifeval_g": _ifeval, "ifeval_old": _ifeval,
+    "code": _code,
+    "string_matcher": _answer("string_match"), "string_f1": _answer("string_f1"), "flan": _answer("flan_answer"),
+}
+# named by open-instruct, refused with the reason barkit cannot score them
+UNSUPPORTED = {
+    "code_stdio": "stdin/stdout tests need open-instruct's code API; barkit's sandbox runs assert tests",
+    "max_length": "a length reward on token counts, not a verifier of the answer",
+    "up_to_max_length": "a length reward on token counts, not a verifier of the answer",
+    "re_search": "a search-agent reward (<finish> tags)", "re_search_f1": "a search-agent reward (<finish> tags)",
+}
 
 
 def is_open_instruct(row: dict) -> bool:
@@ -112,9 +148,15 @@ def is_open_instruct(row: dict) -> bool:
 
 def from_open_instruct(where: str, row: dict) -> dict:
     """An open-instruct RLVR row (`messages`, `ground_truth`, `dataset`) as a barkit rl-prompt row."""
-    dataset = _only(row["dataset"])
-    build = OPEN_INSTRUCT_VERIFIERS.get(str(dataset).lower())
+    dataset = row["dataset"]
+    if isinstance(dataset, list) and len(dataset) > 1:
+        raise BarkitError(f"{where}: a row with several verifiers ({', '.join(map(str, dataset))}) is not supported; "
+                          f"give each verifier its own row")
+    name = str(_only(dataset)).lower()
+    build = OPEN_INSTRUCT_VERIFIERS.get(name)
     if build is None:
-        raise BarkitError(f"{where}: open-instruct dataset '{dataset}' has no barkit verifier "
-                          f"(supported: {', '.join(sorted(OPEN_INSTRUCT_VERIFIERS))})")
+        why = UNSUPPORTED.get(name) or ("an LLM judge; barkit has no judge" if name.startswith("general-") else None)
+        raise BarkitError(f"{where}: open-instruct verifier '{_only(dataset)}' has no barkit verifier"
+                          + (f" ({why})" if why else "")
+                          + f"; supported: {', '.join(sorted(OPEN_INSTRUCT_VERIFIERS))}")
     return {"prompt": row["messages"], **build(where, row["ground_truth"])}
