@@ -17,9 +17,30 @@ def test_score_uses_each_rows_verifier_and_keeps_none_as_nan():
 
 
 def test_code_rewards_use_the_reward_variant():
-    from barkit.eval.verifiers import code_tests_reward
+    prompts = [RLPrompt([1], "code_tests", {"tests": "assert f(1) == 1\nassert f(2) == 3", "entry_point": "f"})]
+    # half the asserts pass: partial credit 0.5 in evaluation, 0 as an RL reward (BAR's 0.99 threshold)
+    assert rl.score(["def f(x):\n    return x\n"], prompts).tolist() == [0.0]
 
-    assert rl.reward_function("code_tests") is code_tests_reward
+
+def test_a_step_counts_answers_it_could_not_read_and_verifiers_that_failed(monkeypatch):
+    from collections import Counter
+
+    from barkit.eval import verifiers
+
+    prompts = [RLPrompt([1], "math_answer", {"answer": "\\frac{1}{2}"})] * 3 + \
+        [RLPrompt([1], "exact_match", {"answer": "paris"})] * 2
+    real = verifiers.exact_match
+
+    def flaky(completions, **columns):  # raises on one item: only that item may lose its reward
+        if "boom" in completions:
+            raise RuntimeError("verifier bug")
+        return real(completions, **columns)
+
+    monkeypatch.setitem(verifiers.VERIFIERS, "exact_match", flaky)
+    counts = Counter()
+    rewards = rl.score(["\\boxed{0.5}", "no idea", "\\boxed{3}", "Paris", "boom"], prompts, counts)
+    assert rewards.tolist() == [1.0, 0.0, 0.0, 1.0, 0.0]
+    assert counts == Counter(scored=5, no_answer=1, errors=1)
 
 
 def test_group_advantages():
@@ -95,7 +116,7 @@ def _stub_objective(monkeypatch, dynamic: bool, prompts_per_step: int = 4, round
     runtime = SimpleNamespace(process_index=0, num_processes=1, device=torch.device("cpu"))
     ctx = TrainContext(cfg, None, None, tiny_tokenizer(), runtime, total_steps=1, rollout=_stub_rollout)
     obj = _DecodeIds(ctx, prompts, [])
-    monkeypatch.setattr(rl, "score", lambda completions, group: torch.tensor(
+    monkeypatch.setattr(rl, "score", lambda completions, group, counts=None: torch.tensor(
         [pattern[int(c)][k % 4] for k, c in enumerate(completions)]))
     return obj, pattern
 

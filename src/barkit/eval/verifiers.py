@@ -643,6 +643,16 @@ def flan_answer(completions: list[str], answer: list[str], **_: Any) -> list[Sco
 _MINERVA = re.compile(r"final answer is\s*(.+?)\.?\s*(?:I hope it is correct|$)", re.IGNORECASE | re.MULTILINE)
 
 
+def final_answer_span(text: str) -> str | None:
+    """The X of the last Minerva-style "The final answer is X. I hope it is correct." (None if absent).
+
+    >>> final_answer_span("Final Answer: The final answer is $7$. I hope it is correct.")
+    '$7$'
+    """
+    spans = _MINERVA.findall(text)
+    return spans[-1] if spans else None
+
+
 def math_final_answer(completions: list[str], answer: list[str], *, timeout_s: float = 5.0,
                       **_: Any) -> list[Score]:
     """open-instruct's `strict_math`: only a Minerva-style "The final answer is X" counts, judged like
@@ -656,8 +666,8 @@ def math_final_answer(completions: list[str], answer: list[str], *, timeout_s: f
 
     out: list[Score] = []
     for text, gold in zip(as_texts(completions), answer):
-        spans = _MINERVA.findall(text)
-        out.append(None if gold is None else judge_math(spans[-1], str(gold), timeout_s).reward if spans else 0.0)
+        span = final_answer_span(text)
+        out.append(None if gold is None else judge_math(span, str(gold), timeout_s).reward if span else 0.0)
     return out
 
 

@@ -16,34 +16,34 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable
+from collections import Counter
 
 import torch
 import torch.nn.functional as F
 
 from barkit.errors import BarkitError
 from barkit.eval.generation import clean_completion, stop_token_ids
-from barkit.eval.verifiers import VERIFIER_COLUMNS, VERIFIERS, get_verifier
+from barkit.eval.rewards import audit, reward_verifier, tally
+from barkit.eval.verifiers import VERIFIER_COLUMNS
 from barkit.train import data
 from barkit.train.data import RLPrompt, StepOrder
 from barkit.train.objectives.base import Objective, Update, shard
 from barkit.train.stages import RLConfig, StageConfig
 
 
-def reward_function(name: str) -> Callable:
-    return get_verifier(f"{name}_reward" if f"{name}_reward" in VERIFIERS else name)
-
-
-def score(completions: list[str], prompts: list[RLPrompt]) -> torch.Tensor:
-    """Rewards per completion, NaN where the verifier says "not applicable" (None)."""
+def score(completions: list[str], prompts: list[RLPrompt], counts: Counter | None = None) -> torch.Tensor:
+    """Rewards per completion, NaN where the verifier says "not applicable" (None). A verifier that fails on an
+    item scores it 0; `counts`, when given, gathers the step's scored / no_answer / errors tallies."""
     rewards = torch.full((len(completions),), float("nan"))
     for name in sorted({p.verifier for p in prompts}):
         idx = [i for i, p in enumerate(prompts) if p.verifier == name]
         keys = sorted({k for i in idx for k in prompts[i].columns})
         columns = {k: [prompts[i].columns.get(k) for i in idx] for k in keys}
-        scores = reward_function(name)([completions[i] for i in idx], **columns)
-        for i, s in zip(idx, scores):
-            rewards[i] = float("nan") if s is None else float(s)
+        records = audit(reward_verifier(name), [completions[i] for i in idx], columns)
+        if counts is not None:
+            counts.update(tally(records))
+        for i, r in zip(idx, records):
+            rewards[i] = float("nan") if r.reward is None else float(r.reward)
     return rewards
 
 
@@ -213,7 +213,7 @@ class GRPOObjective(Objective):
             raise BarkitError(f"config key 'rl.prompts_per_step': {self.rl.prompts_per_step} prompts must split "
                               f"evenly over {world} processes, and each process's samples over "
                               f"grad_accum={cfg.grad_accum}")
-        self.ref = None
+        self.ref, self.counts = None, Counter()
         if self.rl.beta > 0:
             self.ref = copy.deepcopy(self.raw).eval().requires_grad_(False)
 
@@ -255,6 +255,7 @@ class GRPOObjective(Objective):
 
     def __call__(self, step: int, update: Update) -> dict:
         rl, acc, world = self.rl, self.acc, self.acc.num_processes
+        self.counts = Counter()
         (seqs, mask, width, rewards), first, rounds = self._rollouts(step)
         adv = group_advantages(rewards.view(-1, rl.num_generations), rl.scale_rewards).flatten()
         cmask = mask[:, width:].float()
@@ -303,7 +304,8 @@ class GRPOObjective(Objective):
                 continue
             prompts = [self.prompts[i] for i in fresh]
             seqs, mask, width = self.generate([p.prompt_ids for p in prompts], rl.num_generations, greedy=False)
-            rewards = score(self.decode(seqs, width), [p for p in prompts for _ in range(rl.num_generations)])
+            rewards = score(self.decode(seqs, width), [p for p in prompts for _ in range(rl.num_generations)],
+                            self.counts if first is None else None)
             if first is None:
                 first, fallback = rewards, (seqs, mask, width, rewards)
             if not rl.dynamic_sampling:
@@ -347,15 +349,16 @@ class GRPOObjective(Objective):
         # groups with a reward but no spread: every scored group that dynamic sampling would drop
         zero_std = int((~groups.isnan()).any(1).sum()) - len(informative_groups(rewards, self.rl.num_generations))
         local = torch.tensor([rewards[valid].sum().item(), valid.sum().item(), cmask.sum().item(), len(cmask),
-                              zero_std, len(groups)], dtype=torch.float64)
+                              zero_std, len(groups), self.counts["no_answer"], self.counts["errors"]],
+                             dtype=torch.float64)
         if acc.num_processes > 1:
             local = acc.reduce(local.to(acc.device), "sum").cpu()
             stats = acc.reduce(stats, "sum")
-        r_sum, r_n, tokens, seqs, zero, n_groups = local.tolist()
+        r_sum, r_n, tokens, seqs, zero, n_groups, no_answer, errors = local.tolist()
         row = {"loss": float(stats[0]) / norm / self.rl.num_iterations, "reward": r_sum / max(r_n, 1),
                "completion_len": tokens / max(seqs, 1), "frac_zero_std_groups": zero / max(n_groups, 1),
                "clip_ratio": float(stats[1]) / max(tokens * self.rl.num_iterations, 1), "grad_norm": grad_norm,
-               "tokens": int(tokens)}
+               "tokens": int(tokens), "frac_no_answer": no_answer / max(r_n, 1), "verifier_errors": int(errors)}
         done = step + 1
         if self.eval_prompts and (self.rl.eval_every and done % self.rl.eval_every == 0 or done == self.total):
             row.update(self.evaluate(done))
