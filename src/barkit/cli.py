@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "baseline": ("barkit.commands.baseline_cmd", "BaselineConfig", "train one baseline (merge, cft, retrain, btx)"),
     "eval": ("barkit.commands.eval_cmd", "EvalConfig", "evaluate a model per category (or --compare results)"),
     "score": ("barkit.commands.score_cmd", "ScoreConfig", "score completions produced elsewhere"),
+    "reward": ("barkit.commands.reward_cmd", "RewardConfig", "audit an RL prompt set's rewards on given completions"),
     "generate": ("barkit.commands.generate_cmd", "GenerateConfig", "generate a reply with expert attribution"),
     "chat": ("barkit.commands.chat_cmd", "GenerateConfig", "interactive chat with expert attribution"),
     "adapt": ("barkit.commands.adapt_cmd", "StageConfig", "train one stage (pretrain|midtrain|sft|rl|router)"),

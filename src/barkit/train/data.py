@@ -168,11 +168,12 @@ def stratified_sample(per_file: list[list], fraction: float, min_rows: int, seed
     return [e for part in stratified_sample_per_file(per_file, fraction, min_rows, seed) for e in part]
 
 
-def load_rl_prompts(path: str | Path, tokenizer, max_prompt_tokens: int,
-                    verifier_columns: dict[str, tuple[str, ...]], columns: dict | None = None) -> list[RLPrompt]:
-    """rl-prompt rows: `prompt` messages (no final assistant turn), a known `verifier` and its columns; or
-    open-instruct RLVR rows (`messages`, `ground_truth`, `dataset`), mapped by `OPEN_INSTRUCT_VERIFIERS`."""
-    prompts = []
+def rl_rows(path: str | Path, verifier_columns: dict[str, tuple[str, ...]],
+            columns: dict | None = None) -> list[tuple[str, list[dict], str, dict]]:
+    """(where, prompt messages, verifier, its columns) per rl-prompt row: barkit's own rows (`prompt`, a known
+    `verifier` and its columns) or open-instruct RLVR rows (`messages`, `ground_truth`, `dataset`), mapped by
+    `OPEN_INSTRUCT_VERIFIERS`. Checked without a tokenizer, so `barkit reward` can audit a prompt set."""
+    out = []
     for where, row in read_rows(path, columns):
         if is_open_instruct(row):
             row = from_open_instruct(where, row)
@@ -185,13 +186,21 @@ def load_rl_prompts(path: str | Path, tokenizer, max_prompt_tokens: int,
         missing = [c for c in verifier_columns[name] if c not in row]
         if missing:
             raise BarkitError(f"{where}: verifier '{name}' needs column '{missing[0]}'")
-        kwargs = {"tools": row["tools"]} if row.get("tools") else {}
+        out.append((where, messages, name, {k: v for k, v in row.items() if k not in ("prompt", "verifier")}))
+    return out
+
+
+def load_rl_prompts(path: str | Path, tokenizer, max_prompt_tokens: int,
+                    verifier_columns: dict[str, tuple[str, ...]], columns: dict | None = None) -> list[RLPrompt]:
+    """`rl_rows` with each prompt rendered by the chat template and checked against the length budget."""
+    prompts = []
+    for where, messages, name, extra in rl_rows(path, verifier_columns, columns):
+        kwargs = {"tools": extra["tools"]} if extra.get("tools") else {}
         ids = list(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
                                                  return_dict=True, **kwargs)["input_ids"])
         if len(ids) > max_prompt_tokens:
             raise BarkitError(f"{where}: prompt is {len(ids)} tokens, more than seq_len - "
                               f"rl.max_new_tokens = {max_prompt_tokens}")
-        extra = {k: v for k, v in row.items() if k not in ("prompt", "verifier")}
         prompts.append(RLPrompt(ids, name, extra, messages))
     return prompts
 
