@@ -1,4 +1,4 @@
-"""Generation backends for evaluation and RL: HF `generate` here, vLLM where it is installed.
+"""Generation engines for evaluation and chat: HF `generate`, or vLLM where the `vllm` extra is installed.
 
 A backend turns chat prompts into completions; everything above it (scoring, reports) is backend-agnostic.
 """
@@ -107,26 +107,35 @@ class HFBackend:
 
 
 class VLLMBackend:
-    """vLLM's offline `LLM.chat`, for GPU machines where vllm is installed (not installable on these CPUs)."""
+    """vLLM (`barkit.vllm_engine`, the `vllm` extra): prompts rendered and tokenised by the checkpoint's own
+    tokenizer exactly as for `HFBackend`, completions decoded and cleaned the same way, so the two engines differ
+    only in how they compute (greedy scores match on the toy suites: tests/vllm)."""
 
-    def __init__(self, path: str, dtype: str = "bfloat16"):
-        try:
-            from vllm import LLM
-        except ImportError:
-            raise BarkitError("backend 'vllm': the vllm package is not installed; use --backend hf") from None
-        self.llm = LLM(model=path, dtype=dtype)
+    def __init__(self, path: str, dtype: str = "float32", max_model_len: int | None = None):
+        from transformers import AutoTokenizer
+
+        from barkit.vllm_engine import VLLMEngine, require_vllm
+
+        require_vllm()
+        CheckpointReader(path).check_files()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.engine = VLLMEngine(path, dtype=dtype, max_model_len=max_model_len)
 
     def generate(self, prompts, tools, settings: GenerationSettings) -> list[list[str]]:
-        from vllm import SamplingParams
+        ids = [self.tokenizer(render_prompt(self.tokenizer, m, t), add_special_tokens=False)["input_ids"]
+               for m, t in zip(prompts, tools)]
+        greedy = settings.temperature <= 0
+        out = self.engine.generate(ids, n=settings.num_samples, greedy=greedy, max_new_tokens=settings.max_new_tokens,
+                                   temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed,
+                                   stop_ids=stop_token_ids(self.tokenizer))
+        return [[clean_completion(self.tokenizer.decode(s.token_ids, skip_special_tokens=False), self.tokenizer)
+                 for s in samples] for samples in out]
 
-        params = SamplingParams(n=settings.num_samples, temperature=settings.temperature, top_p=settings.top_p,
-                                max_tokens=settings.max_new_tokens, seed=settings.seed,
-                                stop=list(END_MARKERS), skip_special_tokens=False)
-        results = []
-        for messages, tool_list in zip(prompts, tools):  # tools differ per item, so one request each
-            (request,) = self.llm.chat([messages], params, tools=tool_list or None, use_tqdm=False)
-            results.append([o.text.strip() for o in request.outputs])
-        return results
+    def close(self) -> None:
+        self.engine.close()
+
+
+ENGINES = ("hf", "vllm")
 
 
 def make_backend(name: str, path: str, dtype: str) -> GenerationBackend:
@@ -134,4 +143,4 @@ def make_backend(name: str, path: str, dtype: str) -> GenerationBackend:
         return HFBackend.from_pretrained(path, dtype)
     if name == "vllm":
         return VLLMBackend(path, dtype)
-    raise BarkitError(f"unknown generation backend '{name}' (known: hf, vllm)")
+    raise BarkitError(f"unknown generation engine '{name}' (known: {', '.join(ENGINES)})")

@@ -29,7 +29,8 @@ class EvalConfig:
     categories: list[str] | None = field(default=None, metadata={"help": "comma-separated categories"})
     limit: int | None = field(default=None, metadata={"help": "at most this many items per benchmark"})
     out: str | None = field(default=None, metadata={"help": "output directory (default MODEL/eval-SUITE)"})
-    backend: Literal["hf", "vllm"] = "hf"
+    engine: Literal["hf", "vllm"] = field(default="hf", metadata={
+        "help": "generation engine: hf (transformers generate) or vllm (the vllm extra)"})
     dtype: str = "float32"
     max_new_tokens: int = 96
     temperature: float = 0.0
@@ -135,12 +136,17 @@ def write_report(out: Path, name: str, results: dict) -> None:
 def evaluate(cfg: EvalConfig, backend=None, show_progress: bool = True) -> dict:
     """Evaluate one model on a suite; write results.json, table.md and PNGs; return the results dict."""
     items = load_suite(cfg.suite, cfg.world, cfg.categories, cfg.limit)
-    backend = backend or make_backend(cfg.backend, cfg.model, cfg.dtype)
+    owned = backend is None
+    backend = backend or make_backend(cfg.engine, cfg.model, cfg.dtype)
     if hasattr(backend, "show_progress"):
         backend.show_progress = show_progress
     start = time.perf_counter()
-    completions = backend.generate([it["messages"] for it in items], [it.get("tools") for it in items],
-                                   cfg.settings())
+    try:
+        completions = backend.generate([it["messages"] for it in items], [it.get("tools") for it in items],
+                                       cfg.settings())
+    finally:
+        if owned and hasattr(backend, "close"):
+            backend.close()  # a vLLM engine holds a process and its memory
     gen_s = time.perf_counter() - start
     rows = score_items(items, completions, tuple(cfg.pass_k))
     results = {"model": cfg.model, "name": cfg.name or Path(cfg.model).name, "suite": cfg.suite,

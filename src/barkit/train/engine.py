@@ -228,7 +228,8 @@ def _train(cfg: StageConfig, explicit: bool, objective_cls, settings, acc, on_st
 
     torch.manual_seed(cfg.seed + acc.process_index)
     model, optimizer = _prepare(cfg, info, acc, raw)
-    objective = objective_cls(TrainContext(cfg, model, raw, tokenizer, acc, steps, rollout), items, held_out, settings)
+    objective = objective_cls(TrainContext(cfg, model, raw, tokenizer, acc, steps, rollout, plan, info.spec), items,
+                              held_out, settings)
     state = checkpointing.load(ckpt, raw, optimizer, acc) if ckpt is not None else {"step": 0}
     if ckpt is not None:
         _say(acc, f"resuming from {ckpt} (step {state['step']} of {steps})")
@@ -238,7 +239,10 @@ def _train(cfg: StageConfig, explicit: bool, objective_cls, settings, acc, on_st
         if scores and metrics is not None:
             metrics.log({"step": 0, **scores})
     loop = Loop(cfg, model, raw, optimizer, acc, steps, root, metrics, on_step)
-    last = loop.run(objective, state["step"])
+    try:
+        last = loop.run(objective, state["step"])
+    finally:
+        getattr(objective, "close", lambda: None)()
     if metrics is not None:
         metrics.close()
     _finish(cfg, info, acc, raw, plan, before, root, {"data": files, "steps": steps, "final_metrics": last})

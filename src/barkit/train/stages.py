@@ -206,6 +206,13 @@ class RLConfig:
     eval_max_prompts: int = doc("held-out prompts scored per evaluation", 64)
     eval_samples: int = doc("also score each held-out prompt with this many samples at the training temperature "
                             "(eval_reward_sampled: the expected reward GRPO optimises); 0 = greedy only", 0)
+    engine: Literal["hf", "vllm"] = doc("rollout engine: hf (`generate` on the training model) or vllm (an engine in "
+                                        "its own process, synced after every optimizer step; the `vllm` extra)", "hf")
+    engine_kv_cache_mb: int = doc("vllm on CPU: the engine's KV cache size in MiB", 256)
+    engine_gpu_memory_utilization: float | None = doc("vllm on GPU: the share of GPU memory the engine may take "
+                                                      "(None: vLLM's default)", None)
+    tis_cap: float = doc("vllm: cap of the truncated importance weight min(p_trainer / p_engine, cap) that corrects "
+                         "the engine's slightly different sampling probabilities (TIS, as TRL and verl)", 2.0)
 
     def validate(self) -> None:
         for key in ("prompts_per_step", "num_generations", "max_new_tokens", "num_iterations", "eval_max_prompts",
@@ -222,6 +229,11 @@ class RLConfig:
             raise BarkitError("config keys 'rl.epsilon', 'rl.epsilon_high', 'rl.beta': must be >= 0")
         if self.eval_every < 0 or self.eval_samples < 0:
             raise BarkitError("config keys 'rl.eval_every', 'rl.eval_samples': must be >= 0")
+        if self.engine == "vllm" and self.dynamic_sampling:
+            raise BarkitError("config keys 'rl.engine', 'rl.dynamic_sampling': dynamic sampling is not supported with "
+                              "the vllm engine yet")
+        if self.tis_cap < 1 or self.engine_kv_cache_mb < 1:
+            raise BarkitError("config keys 'rl.tis_cap', 'rl.engine_kv_cache_mb': must be >= 1")
 
 
 @dataclass(kw_only=True)

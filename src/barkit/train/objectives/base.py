@@ -34,6 +34,8 @@ class TrainContext:
     runtime: Any
     total_steps: int
     rollout: Any = None  # optional sampler for objectives that generate (GRPO); None = their default
+    plan: Any = None  # the trainable plan (barkit.train.trainable.TrainablePlan)
+    spec: Any = None  # the MoE architecture spec (barkit.arch.ArchSpec), None for dense models
 
 
 class Objective:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import time
 from collections import Counter
 
 import torch
@@ -202,8 +203,16 @@ class GRPOObjective(Objective):
         self.stop_ids = stop_token_ids(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
         self.sharded = getattr(self.acc, "sharded", False)  # FSDP: every rank must join every forward pass
-        self.rollout = ctx.rollout or HFRollout(self.raw, self.rl, self.stop_ids, self.pad_id, self.acc.device,
-                                                synced=self.sharded)
+        self.rollout = ctx.rollout
+        if self.rollout is None and self.rl.engine == "vllm":
+            from barkit.train.vllm_rollout import VLLMRollout
+
+            self.rollout = VLLMRollout(cfg, self.raw, ctx.plan, ctx.spec, self.stop_ids, self.pad_id,
+                                       self.acc.process_index)
+        if self.rollout is None:
+            self.rollout = HFRollout(self.raw, self.rl, self.stop_ids, self.pad_id, self.acc.device,
+                                     synced=self.sharded)
+        self.generate_seconds = 0.0
         if self.sharded and (self.rl.beta > 0 or self.rl.dynamic_sampling):
             raise BarkitError("config keys 'rl.beta', 'rl.dynamic_sampling': not supported with distributed.strategy "
                               "fsdp yet (a KL reference model; sampling rounds that differ between ranks)")
@@ -218,7 +227,13 @@ class GRPOObjective(Objective):
             self.ref = copy.deepcopy(self.raw).eval().requires_grad_(False)
 
     def generate(self, prompt_ids: list[list[int]], samples: int, greedy: bool) -> tuple[torch.Tensor, ...]:
-        return self.rollout(prompt_ids, samples, greedy)
+        start = time.perf_counter()
+        out = self.rollout(prompt_ids, samples, greedy)
+        self.generate_seconds += time.perf_counter() - start
+        return out
+
+    def close(self) -> None:
+        getattr(self.rollout, "close", lambda: None)()
 
     def decode(self, sequences: torch.Tensor, width: int) -> list[str]:
         texts = self.tok.batch_decode(sequences[:, width:], skip_special_tokens=False)
@@ -255,27 +270,36 @@ class GRPOObjective(Objective):
 
     def __call__(self, step: int, update: Update) -> dict:
         rl, acc, world = self.rl, self.acc, self.acc.num_processes
-        self.counts = Counter()
+        self.counts, self.generate_seconds = Counter(), 0.0
         (seqs, mask, width, rewards), first, rounds = self._rollouts(step)
+        # the engine's log-probabilities of these samples (vllm), for the off-policy correction
+        behaviour = getattr(self.rollout, "last_logprobs", None)
         adv = group_advantages(rewards.view(-1, rl.num_generations), rl.scale_rewards).flatten()
         cmask = mask[:, width:].float()
         seqs, mask, cmask, adv = (t.to(acc.device) for t in (seqs, mask, cmask, adv))
+        behaviour = None if behaviour is None else behaviour.to(acc.device)
         norm = self._normaliser(cmask)
         old = self._logps_no_grad(self.model, seqs, mask, width) if rl.num_iterations > 1 else None
         ref = self._logps_no_grad(self.ref, seqs, mask, width) if self.ref is not None else None
-        stats = torch.zeros(2, device=acc.device)  # (sum of loss, clipped tokens)
+        stats = torch.zeros(3, device=acc.device)  # (sum of loss, clipped tokens, sum of |engine - trainer| logp)
         # dynamic sampling can keep fewer rows than configured: split what there is, never an empty part
         parts = torch.arange(len(seqs)).tensor_split(min(self.cfg.grad_accum, len(seqs)))
         for _ in range(rl.num_iterations):
             for k, part in enumerate(parts):
                 sync = k == len(parts) - 1
                 with contextlib.nullcontext() if sync else acc.no_sync(self.model):
-                    loss, clipped = self._loss(seqs[part], mask[part], cmask[part], adv[part], width,
-                                               None if old is None else old[part], None if ref is None else ref[part])
+                    loss, clipped, drift = self._loss(seqs[part], mask[part], cmask[part], adv[part], width,
+                                                      *(None if t is None else t[part] for t in (old, ref, behaviour)))
                     acc.backward(loss * world / norm)
-                stats += torch.stack([loss.detach(), clipped])
+                stats += torch.stack([loss.detach(), clipped, drift])
             grad_norm = update()
+        sync_start = time.perf_counter()
+        if hasattr(self.rollout, "sync"):
+            self.rollout.sync()  # the engine samples the next step with the weights just updated
+        sync_seconds = time.perf_counter() - sync_start
+        generate_seconds = self.generate_seconds
         row = self._metrics(first, cmask, stats, norm, grad_norm, step)
+        row.update(time_generate=generate_seconds, time_sync=sync_seconds)
         if rl.dynamic_sampling:
             row.update(kept_groups=len(seqs) // rl.num_generations, sampling_rounds=rounds)
         return row
@@ -329,18 +353,27 @@ class GRPOObjective(Objective):
     def _logps_no_grad(self, model, seqs, mask, width) -> torch.Tensor:
         return token_logps(model, seqs, mask, width, self.rl.temperature)
 
-    def _loss(self, seqs, mask, cmask, adv, width, old, ref) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed clipped-surrogate loss (to be divided by the global normaliser) and clipped-token count."""
+    def _loss(self, seqs, mask, cmask, adv, width, old, ref, behaviour) -> tuple[torch.Tensor, ...]:
+        """Summed clipped-surrogate loss (to be divided by the global normaliser), clipped-token count, and the
+        summed |trainer - engine| log-probability over completion tokens (0 without engine log-probabilities).
+
+        With `behaviour` (the engine's log-probabilities of the samples), each token's loss is weighted by the
+        truncated importance ratio min(p_trainer / p_engine, rl.tis_cap), detached (TIS)."""
         logps = token_logps(self.model, seqs, mask, width, self.rl.temperature)
         high = self.rl.epsilon if self.rl.epsilon_high is None else self.rl.epsilon_high
         per_token, clipped = clipped_surrogate(logps, old, adv, self.rl.epsilon, high)
+        drift = torch.zeros((), device=logps.device)
+        if behaviour is not None:
+            delta = (logps.detach() - behaviour) * cmask
+            per_token = per_token * torch.exp(delta).clamp(max=self.rl.tis_cap)
+            drift = delta.abs().sum()
         if ref is not None:
             delta = ref - logps
             per_token = per_token + self.rl.beta * (torch.exp(delta) - delta - 1)
         clipped = (clipped.float() * cmask).sum().detach()
         if self.rl.loss_type == "dapo":
-            return (per_token * cmask).sum(), clipped
-        return ((per_token * cmask).sum(1) / cmask.sum(1).clamp(min=1)).sum(), clipped
+            return (per_token * cmask).sum(), clipped, drift
+        return ((per_token * cmask).sum(1) / cmask.sum(1).clamp(min=1)).sum(), clipped, drift
 
     def _metrics(self, rewards, cmask, stats, norm, grad_norm, step) -> dict:
         acc = self.acc
@@ -359,6 +392,8 @@ class GRPOObjective(Objective):
                "completion_len": tokens / max(seqs, 1), "frac_zero_std_groups": zero / max(n_groups, 1),
                "clip_ratio": float(stats[1]) / max(tokens * self.rl.num_iterations, 1), "grad_norm": grad_norm,
                "tokens": int(tokens), "frac_no_answer": no_answer / max(r_n, 1), "verifier_errors": int(errors)}
+        if getattr(self.rollout, "last_logprobs", None) is not None:  # mean |trainer - engine| logp per token
+            row["engine_logp_diff"] = float(stats[2]) / max(tokens * self.rl.num_iterations, 1)
         done = step + 1
         if self.eval_prompts and (self.rl.eval_every and done % self.rl.eval_every == 0 or done == self.total):
             row.update(self.evaluate(done))
