@@ -9,7 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
-vllm = pytest.importorskip("vllm", reason="the vllm extra is not installed (scripts/install.sh --vllm)")
+try:
+    import vllm
+except ImportError:
+    vllm = None
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """Where vllm is not installed every test here is skipped, with the reason."""
+    if vllm is None:
+        skip = pytest.mark.skip(reason="the vllm extra is not installed (scripts/install.sh --vllm)")
+        for item in items:
+            if item.path.is_relative_to(HERE):
+                item.add_marker(skip)
 
 SHAPE = dict(hidden=64, heads=2, kv_heads=1, intermediate=128)
 TEXTS = ["the quick brown", "1 + 2 =", "def f(x):", "the lazy dog jumps", "fox", "over the", "3 = 1 +", "return x"]
