@@ -180,6 +180,10 @@ class GRPOObjective(Objective):
     @classmethod
     def load(cls, cfg: StageConfig, tokenizer, settings) -> tuple[list, list]:
         """Training prompts (each with its verifier's columns) and held-out prompts (`rl.eval_data`)."""
+        if cfg.rl.engine == "vllm":
+            from barkit.vllm_engine import require_vllm
+
+            require_vllm()  # before anything is loaded: one line naming the extra
         limit = cfg.sequences.seq_len - cfg.rl.max_new_tokens
         if limit < 1:
             raise BarkitError(f"config key 'sequences.seq_len': {cfg.sequences.seq_len} leaves no room for prompts "
