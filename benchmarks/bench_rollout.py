@@ -39,7 +39,7 @@ def build(root: Path, hidden: int, layers: int) -> Path:
 def throughput(model_dir: Path, prompts: list[list[int]], samples: int, new_tokens: int) -> dict[str, float]:
     from transformers import AutoModelForCausalLM
 
-    from barkit.train.objectives.grpo import left_pad
+    from barkit.train.rollout import left_pad
     from barkit.vllm_engine import VLLMEngine
 
     out = {}
@@ -80,8 +80,8 @@ def rl_split(model_dir: Path, root: Path, engine: str, args) -> dict[str, float]
     out = train(cfg)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r][1:] or [r for r in rows if "loss" in r]
-    mean = {k: statistics.mean(r[k] for r in steps) for k in ("step_s", "time_generate", "time_sync")}
-    mean["train"] = mean["step_s"] - mean["time_generate"] - mean["time_sync"]
+    mean = {k: statistics.mean(r[k] for r in steps) for k in ("step_s", "generate_s", "sync_s")}
+    mean["train"] = mean["step_s"] - mean["generate_s"] - mean["sync_s"]
     if engine == "vllm":
         mean["engine_logp_diff"] = statistics.mean(r["engine_logp_diff"] for r in steps)
     return mean
@@ -120,7 +120,7 @@ def main() -> None:
               "seconds per step (mean over steps after the first):")
         print("| engine | step | generate | sync | train (fwd/bwd/optim) |\n|---|---|---|---|---|")
         for engine, m in splits.items():
-            print(f"| {engine} | {m['step_s']:.2f} | {m['time_generate']:.2f} | {m['time_sync']:.2f} "
+            print(f"| {engine} | {m['step_s']:.2f} | {m['generate_s']:.2f} | {m['sync_s']:.2f} "
                   f"| {m['train']:.2f} |")
         print(f"mean |trainer - engine| log-probability per token: {splits['vllm']['engine_logp_diff']:.2e}")
 

@@ -31,8 +31,8 @@ def test_rl_with_vllm_without_the_extra_names_it(tmp_path, capsys):
     data.write_text(json.dumps({"prompt": [{"role": "user", "content": "1+1"}], "verifier": "math_answer",
                                 "answer": "2"}) + "\n")
     args = ["adapt", "--stage", "rl", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "o"),
-            "--steps", "1", "--trainable", "all", "--rl.engine", "vllm", "--rl.prompts-per-step", "1", "--rl.num-generations", "2",
-            "--sequences.seq-len", "96", "--progress", "false"]
+            "--steps", "1", "--trainable", "all", "--rl.engine", "vllm", "--rl.prompts-per-step", "1",
+            "--rl.num-generations", "2", "--sequences.seq-len", "96", "--progress", "false"]
     assert main(args) == 1
     assert capsys.readouterr().err == ("barkit adapt: error: generation engine 'vllm': vllm is not installed; pip "
                                        "install 'barkit[vllm]' (its own venv: scripts/install.sh --vllm)\n")

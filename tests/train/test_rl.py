@@ -4,6 +4,7 @@ import math
 
 import torch
 
+from barkit.train import rollout
 from barkit.train.data import RLPrompt
 from barkit.train.objectives import grpo as rl
 
@@ -55,7 +56,7 @@ def test_group_advantages():
 
 def test_completion_mask_stops_after_the_first_stop_token():
     ids = torch.tensor([[7, 8, 5, 1, 1], [7, 3, 8, 8, 8], [4, 4, 4, 4, 4]])
-    assert rl.completion_mask(ids, [5, 3], pad_id=1).tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1] * 5]
+    assert rollout.completion_mask(ids, [5, 3], pad_id=1).tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1] * 5]
 
 
 def test_clipping_is_asymmetric_and_stops_gradients():
@@ -78,7 +79,7 @@ def test_on_policy_ratio_is_one_with_policy_gradient():
 
 
 def test_left_pad_and_positions():
-    ids, mask = rl.left_pad([[5, 6, 7], [8]], pad_id=1)
+    ids, mask = rollout.left_pad([[5, 6, 7], [8]], pad_id=1)
     assert ids.tolist() == [[5, 6, 7], [1, 1, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     assert rl.positions(mask).tolist() == [[0, 1, 2], [0, 0, 0]]
 
@@ -93,7 +94,7 @@ class _DecodeIds(rl.GRPOObjective):
 def _stub_rollout(prompt_ids, samples, greedy):
     """Deterministic 'generation': each completion is the prompt's first token and a stop token."""
     seqs = [p + [p[0], 7] for p in prompt_ids for _ in range(samples)]
-    ids, mask = rl.left_pad([s[:-2] for s in seqs], 0)
+    ids, mask = rollout.left_pad([s[:-2] for s in seqs], 0)
     tail = torch.tensor([s[-2:] for s in seqs])
     return torch.cat([ids, tail], 1), torch.cat([mask, torch.ones_like(tail)], 1), ids.shape[1]
 

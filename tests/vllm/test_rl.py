@@ -64,4 +64,4 @@ def test_after_k_grpo_steps_the_engine_answers_as_the_trained_checkpoint(tmp_pat
     assert not [k for keys in sent for k in keys if (p := spec.parse_expert_key(k)) and p[2] == 0]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
-    assert len(steps) == 3 and all(0 <= r["engine_logp_diff"] < 1e-3 and r["time_sync"] > 0 for r in steps)
+    assert len(steps) == 3 and all(0 <= r["engine_logp_diff"] < 1e-3 and r["sync_s"] > 0 for r in steps)

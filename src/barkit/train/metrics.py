@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 CURVES = ("loss", "reward", "eval_reward", "eval_reward_sampled")
-TIMING_KEYS = ("elapsed_s", "tokens_per_s", "step_s")  # differ between runs; everything else is reproducible
+# differ between runs; everything else is reproducible
+TIMING_KEYS = ("elapsed_s", "tokens_per_s", "step_s", "generate_s", "sync_s")
 
 
 class MetricsLog:

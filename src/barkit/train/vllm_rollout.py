@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import torch
 
+from barkit.train.rollout import completion_mask, left_pad
 from barkit.train.stages import StageConfig
 from barkit.vllm_engine import VLLMEngine, push_trainable
 
 
 class VLLMRollout:
     def __init__(self, cfg: StageConfig, raw_model, plan, spec, stop_ids: list[int], pad_id: int, rank: int):
-        from barkit.train.objectives.grpo import completion_mask, left_pad
-
-        self._completion_mask, self._left_pad = completion_mask, left_pad
         self.rl, self.raw, self.stop_ids, self.pad_id = cfg.rl, raw_model, stop_ids, pad_id
         self.trainable = sorted({*plan.full, *plan.partial})
         self.frozen_experts = {}
@@ -39,7 +37,7 @@ class VLLMRollout:
         """Left-padded prompts repeated `samples` times -> (sequences, attention mask, prompt width)."""
         out = self.engine.generate(prompt_ids, n=samples, greedy=greedy, max_new_tokens=self.rl.max_new_tokens,
                                    temperature=self.rl.temperature, top_p=self.rl.top_p, stop_ids=self.stop_ids)
-        ids, mask = self._left_pad([p for p in prompt_ids for _ in range(samples)], self.pad_id)
+        ids, mask = left_pad([p for p in prompt_ids for _ in range(samples)], self.pad_id)
         flat = [s for per_prompt in out for s in per_prompt]
         width = max(1, max(len(s.token_ids) for s in flat))
         completion = torch.full((len(flat), width), self.pad_id, dtype=torch.long)
@@ -47,7 +45,7 @@ class VLLMRollout:
         for i, s in enumerate(flat):
             completion[i, :len(s.token_ids)] = torch.tensor(s.token_ids, dtype=torch.long)
             logprobs[i, :len(s.logprobs)] = torch.tensor(s.logprobs)
-        cmask = self._completion_mask(completion, self.stop_ids, self.pad_id)
+        cmask = completion_mask(completion, self.stop_ids, self.pad_id)
         self.last_logprobs = logprobs * cmask
         return torch.cat([ids, completion], 1), torch.cat([mask, cmask], 1), ids.shape[1]
 

@@ -7,7 +7,7 @@ token-level ("dapo", TRL's default) or per-sequence ("grpo") averaging, and an o
 the starting model (beta, 0 by default as in BAR). Code rewards use the verifier's `_reward` variant
 (pass rates below 0.99 count as 0) when one is registered.
 
-Rollouts go through one seam, `Rollout` (prompt ids -> sampled sequences): `HFRollout` uses HF `generate`
+Rollouts go through one seam (`barkit.train.rollout`: prompt ids -> sampled sequences): `HFRollout` uses HF `generate`
 on the training model; pass another to `train(cfg, rollout=...)` (e.g. a vLLM engine) or subclass
 `GRPOObjective` and register it under a new name.
 """
@@ -29,7 +29,8 @@ from barkit.eval.verifiers import VERIFIER_COLUMNS
 from barkit.train import data
 from barkit.train.data import RLPrompt, StepOrder
 from barkit.train.objectives.base import Objective, Update, shard
-from barkit.train.stages import RLConfig, StageConfig
+from barkit.train.rollout import HFRollout
+from barkit.train.stages import StageConfig
 
 
 def score(completions: list[str], prompts: list[RLPrompt], counts: Counter | None = None) -> torch.Tensor:
@@ -66,26 +67,6 @@ def group_advantages(rewards_PG: torch.Tensor, scale: str) -> torch.Tensor:
         values = r[valid]
         centred = centred / ((values.std() if values.numel() > 1 else torch.tensor(0.0)) + 1e-4)
     return centred
-
-
-def completion_mask(completion_ids: torch.Tensor, stop_ids: list[int], pad_id: int) -> torch.Tensor:
-    """1 for generated tokens up to and including the first stop token, 0 after it.
-
-    >>> completion_mask(torch.tensor([[5, 2, 9, 1], [5, 6, 7, 8]]), [2], 1).tolist()
-    [[1, 1, 0, 0], [1, 1, 1, 1]]
-    """
-    is_stop = torch.isin(completion_ids, torch.tensor(stop_ids, dtype=completion_ids.dtype))
-    after_stop = (is_stop.cumsum(1) - is_stop.long()) > 0
-    return (~after_stop).long()
-
-
-def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(sequences):
-        ids[i, width - len(s):], mask[i, width - len(s):] = torch.tensor(s), 1
-    return ids, mask
 
 
 def informative_groups(rewards: torch.Tensor, group_size: int) -> list[int]:
@@ -149,29 +130,6 @@ def clipped_surrogate(logps_BT: torch.Tensor, old_BT: torch.Tensor | None, adv_B
     per_token = -torch.min(ratio * a, ratio.clamp(1 - epsilon, 1 + epsilon_high) * a)
     clipped = ((ratio < 1 - epsilon) & (a < 0)) | ((ratio > 1 + epsilon_high) & (a > 0))
     return per_token, clipped
-
-
-class HFRollout:
-    """Sampling with HF `generate` on the training model itself (eval mode while it samples)."""
-
-    def __init__(self, model, rl: RLConfig, stop_ids: list[int], pad_id: int, device, synced: bool = False):
-        self.model, self.rl, self.stop_ids, self.pad_id, self.device = model, rl, stop_ids, pad_id, device
-        self.synced = synced  # sharded weights: every rank must run the same number of forward passes
-
-    @torch.no_grad()
-    def __call__(self, prompt_ids: list[list[int]], samples: int, greedy: bool) -> tuple[torch.Tensor, ...]:
-        """Left-padded prompts repeated `samples` times -> (sequences, attention mask, prompt width)."""
-        ids, mask = left_pad([p for p in prompt_ids for _ in range(samples)], self.pad_id)
-        self.model.eval()
-        sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=self.rl.temperature,
-                                                              top_p=self.rl.top_p, top_k=0)
-        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                  max_new_tokens=self.rl.max_new_tokens, eos_token_id=self.stop_ids,
-                                  pad_token_id=self.pad_id, synced_gpus=self.synced, **sampling)
-        self.model.train()
-        completion = out[:, ids.shape[1]:].cpu()
-        cmask = completion_mask(completion, self.stop_ids, self.pad_id)
-        return torch.cat([ids, completion], 1), torch.cat([mask, cmask], 1), ids.shape[1]
 
 
 class GRPOObjective(Objective):
@@ -303,7 +261,7 @@ class GRPOObjective(Objective):
         sync_seconds = time.perf_counter() - sync_start
         generate_seconds = self.generate_seconds
         row = self._metrics(first, cmask, stats, norm, grad_norm, step)
-        row.update(time_generate=generate_seconds, time_sync=sync_seconds)
+        row.update(generate_s=round(generate_seconds, 4), sync_s=round(sync_seconds, 4))
         if rl.dynamic_sampling:
             row.update(kept_groups=len(seqs) // rl.num_generations, sampling_rounds=rounds)
         return row
