@@ -191,3 +191,22 @@ def test_the_process_group_is_destroyed_before_the_interpreter_exits(tmp_path):
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == ["group alive after setup: True", "group alive at exit: False"]
+
+
+def test_single_process_fsdp_jobs_need_no_port(tmp_path):
+    """Two single-process FSDP jobs on one host, side by side, while the port the runtime once bound is taken:
+    neither collides (one process uses an in-memory store, no TCP port)."""
+    script = tmp_path / "leaver.py"
+    script.write_text(LEAVER)
+    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_PORT", "MASTER_ADDR", "WORLD_SIZE", "RANK")}
+    with socket.socket() as taken:
+        try:
+            taken.bind(("127.0.0.1", 29511))
+            taken.listen()
+        except OSError:
+            pass  # already taken by someone else: the point stands
+        jobs = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env=env) for _ in range(2)]
+        outputs = [job.communicate(timeout=120) for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], [err[-1000:] for _, err in outputs]
+    assert all(out.splitlines()[0] == "group alive after setup: True" for out, _ in outputs)

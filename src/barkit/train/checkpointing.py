@@ -53,7 +53,7 @@ def check(root: Path, identity: dict, resume: bool, overwrite: bool) -> bool:
         return False
     if not resume:
         if not overwrite:
-            raise BarkitError(f"{root}: checkpoints of an earlier run exist; pass --resume true to continue "
+            raise BarkitError(f"{root}: checkpoints of an earlier run exist; pass --checkpoint.resume true to continue "
                               "it or --overwrite true to start over")
         return False
     recorded = root / IDENTITY

@@ -35,11 +35,12 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def _init_process_group() -> None:
     if dist.is_initialized():
         return
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29511")
-    os.environ.setdefault("RANK", "0")
-    os.environ.setdefault("WORLD_SIZE", "1")
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if "WORLD_SIZE" not in os.environ:  # one process, not launched by torchrun: an in-memory store, no port to share
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
+                                timeout=timedelta(minutes=30))
+        return
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     dist.init_process_group(backend, timeout=timedelta(minutes=30))
 
 
