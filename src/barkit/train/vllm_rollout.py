@@ -32,9 +32,12 @@ class VLLMRollout:
                                  gpu_memory_utilization=cfg.rl.engine_gpu_memory_utilization)
         self.last_logprobs: torch.Tensor | None = None
         self.sync_seconds, self.sent = 0.0, 0
+        self.stale = True  # a resumed trainer no longer holds the checkpoint's weights: push before the first sample
 
     def __call__(self, prompt_ids: list[list[int]], samples: int, greedy: bool) -> tuple[torch.Tensor, ...]:
         """Left-padded prompts repeated `samples` times -> (sequences, attention mask, prompt width)."""
+        if self.stale:
+            self.sync()
         out = self.engine.generate(prompt_ids, n=samples, greedy=greedy, max_new_tokens=self.rl.max_new_tokens,
                                    temperature=self.rl.temperature, top_p=self.rl.top_p, stop_ids=self.stop_ids)
         ids, mask = left_pad([p for p in prompt_ids for _ in range(samples)], self.pad_id)
@@ -54,6 +57,7 @@ class VLLMRollout:
         seconds, self.sent = push_trainable(self.engine, self.raw, self.trainable, self.frozen_experts,
                                             self.expert_key)
         self.sync_seconds += seconds
+        self.stale = False
 
     def close(self) -> None:
         self.engine.close()
