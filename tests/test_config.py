@@ -106,3 +106,18 @@ def test_adapt_help_shows_every_config_field_with_its_help(capsys):
     missing = [name for name, help_text in fields(StageConfig)
                if not help_text or "--" + name.replace("_", "-") not in text]
     assert missing == []
+
+
+def test_booleans_take_the_same_form_in_every_command(capsys):
+    """`--flag` alone or `--flag true|false`, whether the command is a config run or not."""
+    from barkit.cli import build_parser
+
+    tokenize = ["data", "tokenize", "--model", "m", "--data", "d", "--kind", "text", "--seq-len", "8", "--out", "o"]
+    for argv, dest in ((["adapt", "--overwrite"], "overwrite"), ([*tokenize, "--overwrite"], "overwrite"),
+                       (["inspect", "x", "--json"], "json"), (["plan", "m", "--stage", "sft", "--fp32"], "fp32")):
+        for extra, expected in (([], True), (["true"], True), (["false"], False)):
+            args = build_parser(argv + extra).parse_args(argv + extra)
+            assert str(getattr(args, dest)).lower() == str(expected).lower(), (argv, extra)
+    with pytest.raises(SystemExit):
+        build_parser(tokenize).parse_args([*tokenize, "--overwrite", "maybe"])
+    assert "expected true or false, got 'maybe'" in capsys.readouterr().err

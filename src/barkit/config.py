@@ -213,12 +213,34 @@ def _add_field_args(parser, cls: type, prefix: str, positional: tuple[str, ...])
                                 metavar="YAML", help=help_text)
             continue
         nargs = "+" if get_origin(inner) in (list, tuple) else None
+        if inner is bool and f.name not in positional:  # `--flag` alone means true; `--flag true|false` as well
+            parser.add_argument(_flag(prefix + f.name), dest=f"{prefix}{f.name}", default=None, nargs="?",
+                                const="true", metavar="true|false", help=help_text)
+            continue
         if f.name in positional:  # positional, and also accepted as --flag
             parser.add_argument(f.name, nargs="?", default=None, help=help_text)
             parser.add_argument(_flag(f.name), dest=f"{f.name}{_FLAG_SUFFIX}", default=None, help=argparse.SUPPRESS)
         else:
             parser.add_argument(_flag(prefix + f.name), dest=f"{prefix}{f.name}", default=None, nargs=nargs,
                                 metavar=f.name.upper(), help=help_text)
+
+
+def bool_value(text: str) -> bool:
+    """A boolean command-line value, written as config booleans are: true/false (or 1/0, yes/no).
+
+    >>> bool_value("True"), bool_value("no")
+    (True, False)
+    """
+    if text.lower() not in ("true", "1", "yes", "false", "0", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("true", "1", "yes")
+
+
+def add_bool_flag(parser: argparse.ArgumentParser, flag: str, help_text: str) -> None:
+    """A boolean option of a command that is not a config run, in the config options' form: `--flag` alone
+    or `--flag true|false`."""
+    parser.add_argument(flag, nargs="?", const=True, default=False, type=bool_value, metavar="true|false",
+                        help=help_text)
 
 
 def yaml_value(text: str) -> Any:

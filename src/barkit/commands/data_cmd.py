@@ -4,7 +4,7 @@ into memory-mapped token shards that mid-training and SFT stream (pass DIR as th
 import argparse
 from pathlib import Path
 
-from barkit.config import yaml_value
+from barkit.config import add_bool_flag, yaml_value
 from barkit.train.model_io import load_tokenizer
 from barkit.train.shards import KINDS, TokenShards, tokenize_to_shards
 
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tok.add_argument("--out", required=True, help="output directory")
     tok.add_argument("--columns", type=yaml_value, default=None, metavar="YAML",
                      help="rename source columns to barkit's, e.g. '{conversation: messages}'")
-    tok.add_argument("--overwrite", action="store_true")
+    add_bool_flag(tok, "--overwrite", "replace an existing output directory")
 
 
 def main(args: argparse.Namespace) -> None:

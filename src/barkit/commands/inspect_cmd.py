@@ -3,12 +3,13 @@
 import argparse
 import json
 
+from barkit.config import add_bool_flag
 from barkit.inspect_ckpt import describe, format_description
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="checkpoint directory")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_bool_flag(parser, "--json", "print JSON instead of text")
 
 
 def main(args: argparse.Namespace) -> None:

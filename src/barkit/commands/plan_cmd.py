@@ -3,6 +3,7 @@ training stage, before anything is launched."""
 
 import argparse
 
+from barkit.config import add_bool_flag
 from barkit.train.memory import plan_table
 from barkit.train.stages import STAGES
 
@@ -14,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", type=int, nargs="+", default=[1, 8], help="device counts (FSDP over them)")
     parser.add_argument("--device-memory", type=float, default=80.0, help="GB per device")
     parser.add_argument("--seq-len", type=int, default=4096, help="tokens per sequence")
-    parser.add_argument("--fp32", action="store_true", help="no mixed precision: every weight in fp32")
+    add_bool_flag(parser, "--fp32", "no mixed precision: every weight in fp32")
 
 
 def main(args: argparse.Namespace) -> None:
