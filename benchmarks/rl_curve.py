@@ -10,6 +10,10 @@ training (the training distribution, unseen problems), or with `--heldout-from e
 
     python benchmarks/rl_curve.py --demo runs/demo [--sft-steps 150] [--rl-steps 80] [--lr 2e-4]
     python benchmarks/rl_curve.py --demo runs/demo --variants dynamic --seeds 0,1,2 --rl-steps 160
+    .venv-vllm/bin/python benchmarks/rl_curve.py --demo DEMO --profile default --variants grpo,vllm --seeds 0,1,2
+
+`vllm` is plain GRPO with rollouts on a vLLM engine (rl.engine vllm; run it in the vllm venv, on a `default`
+profile demo: the quick profile's attention heads are narrower than vLLM's CPU kernels take).
 
 Needs a demo directory whose world and math midtrain checkpoint exist (`barkit demo`). Writes
 `<out>/rl_curve.png` and `<out>/rl_curve.json`; ~8 minutes on 2 cores at the defaults.
@@ -68,9 +72,10 @@ def main() -> None:
     parser.add_argument("--late-fraction", type=float, default=0.4,
                         help="the rise is measured from step 0 to the mean over this last share of the run")
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs in OUT instead of retraining")
+    parser.add_argument("--profile", default="default", help="the demo's profile (its recipe's budgets)")
     args = parser.parse_args()
 
-    recipe, demo = get_recipe("default"), Path(args.demo)
+    recipe, demo = get_recipe(args.profile), Path(args.demo)
     world, out = demo / "world", Path(args.out or demo / "rl_curve")
     data = world / "data"
     out.mkdir(parents=True, exist_ok=True)
@@ -90,11 +95,12 @@ def main() -> None:
     curves, sampled, train_rewards = {}, {}, {}
     runs_of: dict[str, list[str]] = {}  # variant key -> its runs' labels (one per seed)
     shared = recipe.shared_lr_scale
-    variants = {"grpo": ("GRPO", False, shared), "dynamic": ("GRPO + dynamic sampling", True, shared),
-                "shared1": (f"GRPO + dynamic sampling, shared lr x1 (recipe: x{shared:g})", True, 1.0)}
+    variants = {"grpo": ("GRPO", False, shared, "hf"), "dynamic": ("GRPO + dynamic sampling", True, shared, "hf"),
+                "shared1": (f"GRPO + dynamic sampling, shared lr x1 (recipe: x{shared:g})", True, 1.0, "hf"),
+                "vllm": ("GRPO on vLLM", False, shared, "vllm")}
     seeds = [int(x) for x in args.seeds.split(",")]
     for key in args.variants.split(","):
-        base_label, dynamic, scale = variants[key]
+        base_label, dynamic, scale, engine = variants[key]
         for seed in seeds:
             label = base_label if len(seeds) == 1 else f"{base_label}, seed {seed}"
             runs_of.setdefault(key, []).append(label)
@@ -102,7 +108,7 @@ def main() -> None:
             cfg = stage_config(recipe, "rl", "math", out / "sft", rl_data, out / name, seed, False,
                                 data / "general_sft.jsonl", heldout)
             rl = dataclasses.replace(cfg.rl, dynamic_sampling=dynamic, eval_every=args.eval_every,
-                                     eval_max_prompts=args.heldout, eval_samples=args.eval_samples)
+                                     eval_max_prompts=args.heldout, eval_samples=args.eval_samples, engine=engine)
             cfg = dataclasses.replace(cfg, steps=args.rl_steps, rl=rl, overwrite=True,
                                       optim=dataclasses.replace(cfg.optim, lr=args.lr, shared_lr_scale=scale),
                                       checkpoint=dataclasses.replace(cfg.checkpoint, resume=False))
