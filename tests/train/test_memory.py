@@ -59,3 +59,38 @@ def test_plan_command_prints_a_table(moe_ckpts, capsys):
     assert lines[0].startswith("| stage | trainable | devices") and len(lines) == 2 + 4 + 2
     assert lines[-1].startswith("rl also generates: its KV cache takes")
     assert main(["plan", str(moe_ckpts["olmo2"] / "missing")]) == 1
+
+
+def _saved_bytes(model, ids) -> int:
+    """Bytes autograd keeps for backward during one forward pass (what activation checkpointing trades away)."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=ids, labels=ids).loss.backward()
+    return total
+
+
+def test_activation_checkpointing_takes_effect_in_one_process(moe_ckpts, data_files, run_stage, tmp_path, monkeypatch):
+    """distributed.activation_checkpointing under the default strategy (one process / DDP), not only under FSDP:
+    the prepared model recomputes its layers, keeps fewer activations, and trains to the same weights."""
+    from barkit.train import engine
+
+    prepared = []
+    real = engine._prepare
+    monkeypatch.setattr(engine, "_prepare", lambda *a: prepared.append(real(*a)) or prepared[-1])
+    runs = {}
+    for flag in (False, True):
+        out = run_stage(tmp_path / str(flag), "sft", moe_ckpts["olmo2"], data_files["chat"], steps=2,
+                        distributed={"activation_checkpointing": flag})
+        runs[flag] = load_strict(out).state_dict()
+    (plain, _), (checkpointed, _) = prepared
+    assert not plain.is_gradient_checkpointing and checkpointed.is_gradient_checkpointing
+    ids = torch.randint(0, 200, (4, 32))
+    assert _saved_bytes(checkpointed, ids) < 0.7 * _saved_bytes(plain, ids)
+    assert all(torch.allclose(runs[False][k], runs[True][k], atol=1e-6) for k in runs[False])

@@ -146,6 +146,8 @@ def _prepare(cfg: StageConfig, info: ModelInfo, acc, raw) -> tuple[torch.nn.Modu
     """DDP: accelerate wraps the model; FSDP: barkit shards it in place, then builds the optimizer over the
     shards (so each rank holds the AdamW state of its own slice only)."""
     if cfg.distributed.strategy != "fsdp":
+        if cfg.distributed.activation_checkpointing:  # one process or DDP: the same recomputation as under FSDP
+            raw.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return acc.prepare(raw, build_optimizer(raw, cfg, info.spec))
     compute = None if cfg.distributed.mixed_precision == "no" else DTYPES[cfg.distributed.mixed_precision]
     model = shard_model(raw, info.spec, compute, cfg.distributed.activation_checkpointing)

@@ -166,7 +166,8 @@ class DistributedConfig:
         "trainable tensors in fp32 (master weights, gradients, AdamW) and compute in the lower precision "
         "(autocast under ddp, FSDP2's mixed-precision policy with fp32 gradient reduction under fsdp); auto: "
         "bf16 on a GPU that supports it (BAR's choice), 'no' on CPU", "auto")
-    activation_checkpointing: bool = doc("recompute each decoder layer's activations in backward (fsdp)", False)
+    activation_checkpointing: bool = doc("recompute each decoder layer's activations in backward (every strategy)",
+                                         False)
     deterministic: bool = doc(
         "torch's deterministic algorithms: the same run on the same machine gives the same weights (without them "
         "the MoE experts' grouped_mm backward on CPU differs run to run with several threads); off is slightly "
