@@ -14,4 +14,6 @@ def run(cfg: EvalConfig) -> None:
         return
     results = evaluate(cfg)
     print(markdown_table({results["name"]: results}), end="")
-    print(f"{results['timing']['items']} items, {results['timing']['items_per_s']:.1f} items/s")
+    timing, placed = results["timing"], results["placement"]
+    print(f"{timing['items']} items, {timing['items_per_s']:.1f} items/s, {timing['tokens_per_s']:.0f} generated "
+          f"tokens/s ({placed['engine']} on {placed['device']}, {placed['dtype']})")

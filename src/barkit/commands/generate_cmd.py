@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from barkit.checkpoint import CheckpointReader
 from barkit.errors import BarkitError
 
@@ -27,22 +25,26 @@ class GenerateConfig:
     seed: int = 0
     attribution: bool = field(default=True, metadata={"help": "report routing weight per expert"})
     per_layer: bool = False
-    dtype: str = "float32"
+    device: str = field(default="auto", metadata={"help": "auto (the GPU when present, else the CPU), cpu, cuda..."})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on a GPU, fp32 on the CPU), float32, bfloat16"})
 
 
 def load_for_generation(cfg: GenerateConfig):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from barkit.eval.generation import resolve_placement
+
+    placed, dtype = resolve_placement(cfg.device, cfg.dtype)
     CheckpointReader(cfg.model).check_files()  # a clear error for a missing, config-less or truncated model
     tokenizer = AutoTokenizer.from_pretrained(cfg.model, local_files_only=True)
     if cfg.keep:
         from barkit.select import load_selected
 
-        model = load_selected(cfg.model, cfg.keep, dtype=getattr(torch, cfg.dtype))
+        model = load_selected(cfg.model, cfg.keep, dtype=dtype)
     else:
-        model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=getattr(torch, cfg.dtype),
-                                                     use_safetensors=True, local_files_only=True)
-    return model.eval(), tokenizer
+        model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype, use_safetensors=True,
+                                                     local_files_only=True)
+    return model.to(placed).eval(), tokenizer
 
 
 def respond(model, tokenizer, messages: list[dict], cfg: GenerateConfig) -> tuple[str, str | None]:
@@ -56,8 +58,8 @@ def respond(model, tokenizer, messages: list[dict], cfg: GenerateConfig) -> tupl
     if not (cfg.attribution and is_moe(model)):
         return reply, None
     text = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": reply}], tokenize=False)
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
-    weights_LE = routing_weights(model, ids)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)
+    weights_LE = routing_weights(model, ids).float().cpu()
     names = expert_names(model)
     lines = [describe_routing(weights_LE, names)]
     if cfg.per_layer:

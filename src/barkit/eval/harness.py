@@ -31,7 +31,8 @@ class EvalConfig:
     out: str | None = field(default=None, metadata={"help": "output directory (default MODEL/eval-SUITE)"})
     engine: Literal["hf", "vllm"] = field(default="hf", metadata={
         "help": "generation engine: hf (transformers generate) or vllm (the vllm extra)"})
-    dtype: str = "float32"
+    device: str = field(default="auto", metadata={"help": "auto (the GPU when present, else the CPU), cpu, cuda..."})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on a GPU, fp32 on the CPU), float32, bfloat16"})
     max_new_tokens: int = 96
     temperature: float = 0.0
     num_samples: int = 1
@@ -114,13 +115,21 @@ def routing_by_category(backend: HFBackend, items: list[dict], batch_size: int =
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
         enc = tok([render_prompt(tok, it["messages"], it.get("tools")) for it in batch], return_tensors="pt",
-                  padding=True, add_special_tokens=False)
-        w_BLE = routing_weights_per_sequence(model, enc["input_ids"], enc["attention_mask"])
+                  padding=True, add_special_tokens=False).to(model.device)
+        w_BLE = routing_weights_per_sequence(model, enc["input_ids"], enc["attention_mask"]).float().cpu()
         for it, w_LE in zip(batch, w_BLE):
             sums[it["category"]] = sums.get(it["category"], 0) + w_LE.mean(0)
             counts[it["category"]] = counts.get(it["category"], 0) + 1
     return {"experts": expert_names(model),
             "shares": {c: (sums[c] / counts[c]).tolist() for c in sums}}
+
+
+def _placement(backend, cfg: EvalConfig) -> dict:
+    """Where the model ran, for the results: the HF model's own device and dtype, or what vLLM was asked for."""
+    model = getattr(backend, "model", None)
+    if model is not None:
+        return {"engine": cfg.engine, "device": str(model.device), "dtype": str(model.dtype).removeprefix("torch.")}
+    return {"engine": cfg.engine, "device": "vllm", "dtype": cfg.dtype}
 
 
 def write_report(out: Path, name: str, results: dict) -> None:
@@ -137,7 +146,7 @@ def evaluate(cfg: EvalConfig, backend=None, show_progress: bool = True) -> dict:
     """Evaluate one model on a suite; write results.json, table.md and PNGs; return the results dict."""
     items = load_suite(cfg.suite, cfg.world, cfg.categories, cfg.limit)
     owned = backend is None
-    backend = backend or make_backend(cfg.engine, cfg.model, cfg.dtype)
+    backend = backend or make_backend(cfg.engine, cfg.model, cfg.dtype, cfg.device)
     if hasattr(backend, "show_progress"):
         backend.show_progress = show_progress
     start = time.perf_counter()
@@ -153,7 +162,10 @@ def evaluate(cfg: EvalConfig, backend=None, show_progress: bool = True) -> dict:
                **aggregate(rows), "items": rows, "config": to_dict(cfg),
                "model_manifest": read_manifest(cfg.model),
                "timing": {"generation_s": gen_s, "items": len(items), "items_per_s": len(items) / max(gen_s, 1e-9),
-                          "scoring_s": time.perf_counter() - start - gen_s}}
+                          "tokens": getattr(backend, "generated_tokens", None),
+                          "tokens_per_s": getattr(backend, "generated_tokens", 0) / max(gen_s, 1e-9),
+                          "scoring_s": time.perf_counter() - start - gen_s},
+               "placement": _placement(backend, cfg)}
     if cfg.routing and isinstance(backend, HFBackend):
         results["routing"] = routing_by_category(backend, items, cfg.batch_size)
     out = Path(cfg.out) if cfg.out else Path(cfg.model) / f"eval-{Path(cfg.suite).stem}"
