@@ -4,15 +4,16 @@ The engine runs in vLLM's multi-process mode (its EngineCore in a child process)
 take over `torch.set_num_threads` and break HF's own forward for Olmo 2 / FlexOlmo in the trainer's process.
 Prompts go in as token ids rendered by barkit's tokenizer, so vLLM and HF `generate` see the same tokens.
 
-Weight sync (`push`) after an optimizer step: the trainable tensors are written under their checkpoint names
-(`trainable_checkpoint_tensors`) to one safetensors file in /dev/shm (multi-process mode moves tensors as files),
+Weight sync (`push`, `push_trainable`) after an optimizer step: the trainable tensors are written under their
+checkpoint names to one safetensors file in /dev/shm (multi-process mode moves tensors as files),
 and barkit's worker extension (`WeightSync`) reloads them in place with vLLM's own `reload_weights`, which runs
 every layer's post-load processing again (the CPU's oneDNN packing of linears; the CPU MoE prepack, which vLLM
 skips on an update, is re-run here); then the prefix cache is reset, or a cached prompt would still answer with
 the old weights. vLLM rebuilds a layer from what it is given, so the worker completes each touched layer
 (`layer_closure`) with the frozen tensors read from the checkpoint on disk.
 
-Pinned: the sync is tested with vllm 0.32.0 (constraints-vllm.txt); other versions may change the reload API.
+Pinned: the sync is tested with vllm 0.32.0 (constraints-vllm.txt); other versions may change the reload API,
+so another version runs with a warning that says so.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +77,9 @@ class VLLMEngine:
     def __init__(self, path: str | Path, dtype: str = "float32", max_model_len: int | None = None,
                  kv_cache_bytes: int | None = None, seed: int = 0, gpu_memory_utilization: float | None = None):
         vllm = require_vllm()
+        if vllm.__version__.split("+")[0] != TESTED_VLLM:
+            warnings.warn(f"barkit's vLLM weight sync is tested with vllm {TESTED_VLLM}; this is {vllm.__version__}",
+                          stacklevel=2)
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
         kwargs: dict = dict(model=str(path), tokenizer=str(path), dtype=dtype, seed=seed,
                             worker_extension_cls="barkit.vllm_engine.WeightSync", max_model_len=max_model_len,
