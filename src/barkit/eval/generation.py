@@ -81,14 +81,16 @@ def clean_completion(text: str, tokenizer) -> str:
     return text.strip()
 
 
-def completion_lengths(new_ids: torch.Tensor, stops: list[int]) -> torch.Tensor:
-    """Tokens each row generated: up to and including its first stop token (the rest is padding).
+def completion_mask(completion_ids: torch.Tensor, stop_ids: list[int], pad_id: int) -> torch.Tensor:
+    """1 for generated tokens up to and including the first stop token, 0 after it.
 
-    >>> completion_lengths(torch.tensor([[4, 5, 0, 0], [4, 4, 4, 4]]), [5]).tolist()
-    [2, 4]
+    >>> completion_mask(torch.tensor([[5, 2, 9, 1], [5, 6, 7, 8]]), [2], 1).tolist()
+    [[1, 1, 0, 0], [1, 1, 1, 1]]
     """
-    is_stop = torch.isin(new_ids, torch.tensor(stops, dtype=new_ids.dtype))
-    return (~((is_stop.cumsum(1) - is_stop.long()) > 0)).sum(1)
+    is_stop = torch.isin(completion_ids, torch.tensor(stop_ids, dtype=completion_ids.dtype))
+    after_stop = (is_stop.cumsum(1) - is_stop.long()) > 0
+    return (~after_stop).long()
+
 
 
 class HFBackend:
@@ -135,7 +137,7 @@ class HFBackend:
                 num_return_sequences=settings.num_samples, eos_token_id=stops,
                 pad_token_id=self.tokenizer.pad_token_id)
             new = gen[:, enc["input_ids"].shape[1]:].cpu()
-            self.generated_tokens += int(completion_lengths(new, stops).sum())
+            self.generated_tokens += int(completion_mask(new, stops, self.tokenizer.pad_token_id).sum())
             decoded = self.tokenizer.batch_decode(new, skip_special_tokens=False)
             for j, text in enumerate(decoded):
                 out[idx[j // settings.num_samples]].append(clean_completion(text, self.tokenizer))

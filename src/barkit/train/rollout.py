@@ -2,26 +2,16 @@
 
 A rollout is called as `rollout(prompt_ids, samples, greedy) -> (sequences, attention mask, prompt width)`:
 left-padded prompts, each repeated `samples` times, followed by the completions, masked after their first stop
-token. `HFRollout` samples with HF `generate` on the training model; `barkit.train.vllm_rollout.VLLMRollout` on
-a vLLM engine; pass any other to `train(cfg, rollout=...)`.
+token (`completion_mask`, shared with evaluation). `HFRollout` samples with HF `generate` on the training model;
+`barkit.train.vllm_rollout.VLLMRollout` on a vLLM engine; pass any other to `train(cfg, rollout=...)`.
 """
 
 from __future__ import annotations
 
 import torch
 
+from barkit.eval.generation import completion_mask
 from barkit.train.stages import RLConfig
-
-
-def completion_mask(completion_ids: torch.Tensor, stop_ids: list[int], pad_id: int) -> torch.Tensor:
-    """1 for generated tokens up to and including the first stop token, 0 after it.
-
-    >>> completion_mask(torch.tensor([[5, 2, 9, 1], [5, 6, 7, 8]]), [2], 1).tolist()
-    [[1, 1, 0, 0], [1, 1, 1, 1]]
-    """
-    is_stop = torch.isin(completion_ids, torch.tensor(stop_ids, dtype=completion_ids.dtype))
-    after_stop = (is_stop.cumsum(1) - is_stop.long()) > 0
-    return (~after_stop).long()
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
