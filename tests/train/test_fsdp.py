@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 from barkit.arch import ARCHITECTURES, ROLES
 from barkit.checkpoint import CheckpointReader
 from barkit.cli import main
-from barkit.train.metrics import read_metrics
+from barkit.train.metrics import TIMING_KEYS, read_metrics
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 pytestmark = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
@@ -152,7 +152,7 @@ def test_sigkill_and_resume_of_two_sharded_processes_is_bit_identical(tmp_path, 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     ref, got = _tensors(tmp_path / "ref"), _tensors(tmp_path / "run")
     assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
-    strip = lambda rows: [{k: v for k, v in r.items() if "_s" not in k} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]  # noqa: E731
     runs = [read_metrics(tmp_path / name / "metrics.jsonl") for name in ("run", "ref")]
     assert strip(runs[0]) == strip(runs[1])
 

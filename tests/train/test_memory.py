@@ -1,6 +1,7 @@
 """`barkit plan`: predicted bytes equal what the trainer allocates on a tiny model; the CLI prints the table."""
 
 import torch
+from accelerate.state import AcceleratorState
 
 from barkit.arch import ARCHITECTURES
 from barkit.cli import main
@@ -56,7 +57,8 @@ def test_fsdp_divides_the_state_and_the_micro_batch_grows_with_devices(moe_ckpts
 def test_plan_command_prints_a_table(moe_ckpts, capsys):
     assert main(["plan", str(moe_ckpts["olmo2"]), "--stage", "midtrain", "rl", "--devices", "1", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("| stage | trainable | devices") and len(lines) == 2 + 4 + 2
+    assert lines[0].startswith("| stage | trainable | devices") and len(lines) == 2 + 4 + 4
+    assert lines[-3].startswith("micro-batch sizes keep 10% of each 80 GB device free")
     assert lines[-1].startswith("rl also generates: its KV cache takes")
     assert main(["plan", str(moe_ckpts["olmo2"] / "missing")]) == 1
 
@@ -90,7 +92,64 @@ def test_activation_checkpointing_takes_effect_in_one_process(moe_ckpts, data_fi
                         distributed={"activation_checkpointing": flag})
         runs[flag] = load_strict(out).state_dict()
     (plain, _), (checkpointed, _) = prepared
-    assert not plain.is_gradient_checkpointing and checkpointed.is_gradient_checkpointing
+    assert not hasattr(plain.model.layers[0], "barkit_checkpointed")
+    assert checkpointed.model.layers[0].barkit_checkpointed
     ids = torch.randint(0, 200, (4, 32))
     assert _saved_bytes(checkpointed, ids) < 0.7 * _saved_bytes(plain, ids)
     assert all(torch.allclose(runs[False][k], runs[True][k], atol=1e-6) for k in runs[False])
+
+
+def test_mixed_precision_without_fsdp_computes_in_bf16(moe_ckpts, data_files, run_stage, tmp_path, monkeypatch):
+    """One process under bf16 mixed precision: the residual stream and the split expert tensors are bf16, as
+    FSDP's param_dtype presents them (fp32 trainable embeddings once carried an fp32 stream through every layer:
+    1.7x the planned peak on an H200), while master weights stay fp32 and the output is saved whole."""
+    from barkit.train import engine
+
+    seen = []
+    real = engine._prepare
+
+    def prepare(*args):
+        model, optimizer = real(*args)
+        raw = args[-1]
+        masters = raw.model.layers[0].mlp.experts.parametrizations.gate_up_proj
+        seen.append(("master rows", masters.original1.dtype))
+        seen.append(("embeddings", raw.model.embed_tokens.weight.dtype))
+        raw.model.layers[1].register_forward_pre_hook(
+            lambda _m, a, kw: seen.append(("layer input", (a or [kw.get("hidden_states")])[0].dtype)), with_kwargs=True)
+        raw.model.layers[0].mlp.experts.register_forward_hook(
+            lambda m, _i, _o: seen.append(("experts", m.gate_up_proj.dtype)))
+        return model, optimizer
+
+    monkeypatch.setattr(engine, "_prepare", prepare)
+    AcceleratorState._reset_state(reset_partial_state=True)  # accelerate keeps one precision per process
+    try:
+        out = run_stage(tmp_path / "o", "sft", moe_ckpts["olmo2"], data_files["chat"], steps=1,
+                        distributed={"mixed_precision": "bf16"})
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert dict(seen) == {"master rows": torch.float32, "embeddings": torch.float32,
+                          "layer input": torch.bfloat16, "experts": torch.bfloat16}
+    assert {k: v.dtype for k, v in load_strict(out, dtype=None).state_dict().items()} == {
+        k: v.dtype for k, v in load_strict(moe_ckpts["olmo2"], dtype=None).state_dict().items()}
+
+
+def test_checkpointed_layers_recompute_inside_their_hooks(moe_ckpts):
+    """The recomputation reruns a layer's forward, not its hooks: FSDP2's input cast and all-gather run once per
+    pass (transformers < 5.23 checkpointed __call__, and FSDP2 + bf16 then recomputed on fp32 inputs)."""
+    from barkit.train.fsdp import checkpoint_layers
+
+    model = load_strict(moe_ckpts["olmo2"]).train()
+    checkpoint_layers(model)
+    calls, saved = [], []
+    layer = model.model.layers[0]
+    layer.register_forward_pre_hook(lambda *_: calls.append("hook"))
+    real = layer.forward.__kwdefaults__["_forward"]
+    layer.forward.__kwdefaults__["_forward"] = lambda *a, **k: calls.append("forward") or real(*a, **k)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+    loss.backward()
+    assert calls == ["hook", "forward", "forward"]  # once forward, once recomputed, the hook only once
+    with torch.no_grad():
+        model(input_ids=ids, use_cache=False)
+    assert calls[3:] == ["hook", "forward"]

@@ -26,6 +26,7 @@ from barkit.train import checkpointing, trainable
 from barkit.train.fsdp import (
     DTYPES,
     FSDPRuntime,
+    checkpoint_layers,
     full_state_dict,
     is_sharded,
     leave_process_group_at_exit,
@@ -147,7 +148,9 @@ def _prepare(cfg: StageConfig, info: ModelInfo, acc, raw) -> tuple[torch.nn.Modu
     shards (so each rank holds the AdamW state of its own slice only)."""
     if cfg.distributed.strategy != "fsdp":
         if cfg.distributed.activation_checkpointing:  # one process or DDP: the same recomputation as under FSDP
-            raw.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            checkpoint_layers(raw)
+        if cfg.distributed.mixed_precision != "no":
+            trainable.compute_in(raw, DTYPES[cfg.distributed.mixed_precision])
         return acc.prepare(raw, build_optimizer(raw, cfg, info.spec))
     compute = None if cfg.distributed.mixed_precision == "no" else DTYPES[cfg.distributed.mixed_precision]
     model = shard_model(raw, info.spec, compute, cfg.distributed.activation_checkpointing)

@@ -112,11 +112,29 @@ def expert_placement(model: torch.nn.Module, spec: ArchSpec | None):
     return lambda param: Shard(1) if id(param) in experts else None
 
 
+def checkpoint_layers(model: torch.nn.Module) -> None:
+    """Activation checkpointing of every decoder layer's `forward`, not its `__call__`: module hooks (FSDP2's
+    all-gather and mixed-precision input cast) stay outside the checkpoint, so the backward pass's recomputation
+    sees the same bf16 inputs as the forward. transformers before 5.23 checkpoints `__call__`, and with FSDP2 +
+    bf16 its recomputation ran on fp32 inputs (`CheckpointError` at the first backward, measured with 5.17 on
+    an H200; pytorch/pytorch#150140). Non-reentrant, so frozen parameters and keyword inputs are fine."""
+    from torch.utils.checkpoint import checkpoint
+
+    for layer in model.model.layers:
+        def forward(*args, _forward=layer.forward, _layer=layer, **kwargs):
+            if not (_layer.training and torch.is_grad_enabled()):
+                return _forward(*args, **kwargs)
+            return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
+
+        layer.forward = forward
+        layer.barkit_checkpointed = True
+
+
 def shard_model(model: torch.nn.Module, spec: ArchSpec | None, compute_dtype: torch.dtype | None,
                 checkpointing: bool) -> torch.nn.Module:
     """Shard in place: each decoder layer, then the root (embeddings, final norm, lm_head)."""
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpoint_layers(model)
     policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
     placement = expert_placement(model, spec)
     for layer in model.model.layers:

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from barkit.train import checkpointing
-from barkit.train.metrics import MetricsLog
+from barkit.train.metrics import MetricsLog, memory_row
 from barkit.train.optim import lr_at, set_lr
 from barkit.train.stages import StageConfig
 
@@ -69,6 +69,7 @@ class Loop:
                    "elapsed_s": round(time.perf_counter() - began, 2)}
             if "tokens" in row:
                 row["tokens_per_s"] = round(row["tokens"] / max(elapsed, 1e-9), 1)
+            row.update(memory_row(torch.device(self.accelerator.device)))
             self._log(step + 1, row, bar)
         bar.close()
         return row

@@ -27,6 +27,9 @@ from barkit.train.stages import STAGE_TRAINABLE, Stage
 GB = 1e9
 MASTER_BYTES = 4  # fp32 master weights and gradients
 ADAM_BYTES = 8  # two fp32 moments
+# Share of each device the micro-batch sizes leave free: the CUDA context and kernels' workspaces (~1 GB), the
+# caching allocator's fragmentation and the activation estimate's error (measured within 1.04x on an H200).
+MARGIN = 0.10
 
 
 @dataclass
@@ -38,7 +41,7 @@ class StageMemory:
     weight_bytes: int
     grad_bytes: int
     optimizer_bytes: int
-    fused_copy_bytes: int  # per layer: the split expert tensors presented whole to the stock modeling code
+    fused_copy_bytes: int  # per layer: the split expert tensors presented whole (compute dtype) to the modeling code
     layers: int
     hidden: int
     intermediate: int
@@ -61,16 +64,19 @@ class StageMemory:
         return self.weight_bytes + self.grad_bytes + self.optimizer_bytes
 
     def activation_bytes(self, sequences: int, seq_len: int, checkpointing: bool) -> int:
-        """Activations kept for backward, an estimate: per token and layer ~8 hidden-size tensors in attention
-        and, per active expert, its input and its 3 intermediate-size outputs (gate, up, activation); the fp32
-        logits and their gradient; the fused expert copy of every layer (one layer's with checkpointing, which
-        instead keeps each layer's input)."""
+        """Activations kept for backward, per token and layer: ~8 hidden-size tensors of attention in the compute
+        dtype (projection inputs, rotated q and k, the attention output) plus 4 fp32 copies made by the RMSNorms
+        (which compute in fp32); per active expert its input, its gate, up and activation outputs and the input
+        and output of its down projection; the split expert tensors rebuilt whole (`fused_copy_bytes`); the
+        logits in the compute dtype, in fp32 and their fp32 gradient. With checkpointing, one layer's worth
+        plus every layer's input. Calibrated on an H200 (a 2x1B FlexOlmo, bf16, 4 x 2,048 tokens: measured
+        activations 1.02-1.04x this estimate with FSDP; docs/performance.md)."""
         tokens = sequences * seq_len
-        per_layer = tokens * (8 * self.hidden + self.active_experts * (self.hidden + 3 * self.intermediate))
-        per_layer *= self.compute_bytes
-        logits = tokens * self.vocab * 4 * 2
+        h, i, b = self.hidden, self.intermediate, self.compute_bytes
+        per_layer = tokens * (8 * h * b + 4 * h * 4 + self.active_experts * (2 * h + 4 * i) * b)
+        logits = tokens * self.vocab * (b + 8)
         if checkpointing:
-            return per_layer + self.fused_copy_bytes + tokens * self.hidden * self.compute_bytes * self.layers + logits
+            return per_layer + self.fused_copy_bytes + tokens * h * b * self.layers + logits
         return (per_layer + self.fused_copy_bytes) * self.layers + logits
 
 
@@ -100,13 +106,13 @@ def stage_memory(model_dir: str | Path, stage: Stage, mixed_precision: bool = Tr
     count, total = trainable.count(plan, model)
     trainable.split_rows(plan, model, master_dtype=torch.float32)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    fused = sum(math.prod(getattr(m, a).shape) * MASTER_BYTES for m in model.modules()
+    compute_bytes = frozen_dtype.itemsize if mixed_precision else 4
+    fused = sum(math.prod(getattr(m, a).shape) * compute_bytes for m in model.modules()
                 if torch.nn.utils.parametrize.is_parametrized(m) for a in m.parametrizations)
     layers = int(raw["num_hidden_layers"])
     active = int(raw[spec.top_k_key]) if spec else 1
     kv_heads = int(raw.get("num_key_value_heads") or raw["num_attention_heads"])
     head_dim = int(raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"])
-    compute_bytes = frozen_dtype.itemsize if mixed_precision else 4
     return StageMemory(trainable=count, total=total, weight_bytes=weight_bytes, grad_bytes=count * MASTER_BYTES,
                        optimizer_bytes=count * ADAM_BYTES, fused_copy_bytes=fused // max(layers, 1), layers=layers,
                        hidden=int(raw["hidden_size"]), intermediate=int(raw["intermediate_size"]),
@@ -116,8 +122,9 @@ def stage_memory(model_dir: str | Path, stage: Stage, mixed_precision: bool = Tr
 
 def largest_micro_batch(memory: StageMemory, devices: int, device_gb: float, seq_len: int,
                         checkpointing: bool) -> int:
-    """Sequences per device per micro-batch that fit next to the sharded state (0: not even the state fits)."""
-    free = device_gb * GB - memory.state_bytes / devices
+    """Sequences per device per micro-batch that fit next to the sharded state, `MARGIN` of the device held back
+    (0: not even the state fits)."""
+    free = device_gb * GB * (1 - MARGIN) - memory.state_bytes / devices
     if free <= 0:
         return 0
     fixed = memory.fused_copy_bytes * (1 if checkpointing else memory.layers)  # does not grow with the batch
@@ -139,6 +146,9 @@ def plan_table(model_dir: str | Path, stages: list[str], devices: list[int], dev
                          f"{mem.grad_bytes / n / GB:.1f} | {mem.optimizer_bytes / n / GB:.1f} | "
                          f"{mem.state_bytes / n / GB:.1f} GB | {mem.state_bytes / mem.minimum_bytes:.2f}x | "
                          f"{fits[0]} / {fits[1]} |")
+    lines.append(f"\nmicro-batch sizes keep {MARGIN:.0%} of each {device_gb:g} GB device free (CUDA context, allocator "
+                 "fragmentation, the activation estimate's error); peak = state + activations, see "
+                 "docs/performance.md.")
     if "rl" in planned:
         mem = planned["rl"]
         lines.append(f"\nrl also generates: its KV cache takes {mem.kv_bytes_per_token * seq_len / 2**20:.0f} MiB per "

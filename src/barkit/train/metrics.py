@@ -6,9 +6,11 @@ import json
 import os
 from pathlib import Path
 
+import torch
+
 CURVES = ("loss", "reward", "eval_reward", "eval_reward_sampled")
 # differ between runs; everything else is reproducible
-TIMING_KEYS = ("elapsed_s", "tokens_per_s", "step_s", "generate_s", "sync_s")
+TIMING_KEYS = ("elapsed_s", "tokens_per_s", "step_s", "generate_s", "sync_s", "mem_peak_gb", "mem_after_step_gb")
 
 
 class MetricsLog:
@@ -29,6 +31,23 @@ class MetricsLog:
 
     def close(self) -> None:
         self._handle.close()
+
+
+def memory_row(device: torch.device) -> dict:
+    """Memory this process used, for comparing with `barkit plan`: on a GPU the allocator's peak since the last
+    call (its counter is reset here) and what stays allocated after the step (weights, gradients, optimizer
+    state); on the CPU the process's resident high-water mark (VmHWM, never reset)."""
+    if device.type == "cuda":
+        row = {"mem_peak_gb": round(torch.cuda.max_memory_allocated(device) / 1e9, 3),
+               "mem_after_step_gb": round(torch.cuda.memory_allocated(device) / 1e9, 3)}
+        torch.cuda.reset_peak_memory_stats(device)
+        return row
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return {}
+    kb = [int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")]
+    return {"mem_peak_gb": round(kb[0] * 1024 / 1e9, 3)} if kb else {}
 
 
 def read_metrics(path: Path) -> list[dict]:
