@@ -120,7 +120,7 @@ def test_the_guide_runs_as_written_at_tiny_size(tmp_path):
     anchor, base = _olmo2_pair(tmp_path / "models")
     settings = {"ANCHOR": anchor, "BASE": base, "DATA": _data(tmp_path / "data"),
                 "RECIPE": _tiny_recipe(tmp_path / "recipe.yaml"), "OUT": tmp_path / "runs", "RUN": "barkit",
-                "SHARD": "", "MIDTRAINED": "math code", "SFT_ONLY": "tool_use safety",
+                "SHARD": "--distributed.strategy fsdp", "MIDTRAINED": "math code", "SFT_ONLY": "tool_use safety",
                 "EVAL_FLAGS": "--limit 2 --max-new-tokens 8"}
     assert sorted(names) == sorted(settings)  # the guide's settings are exactly the ones set here
     script = "".join(f"{k}='{v}'\n" for k, v in settings.items()) + pipeline
