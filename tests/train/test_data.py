@@ -3,6 +3,7 @@
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,6 +30,7 @@ def test_pack_text_concatenates_documents_with_eos(tmp_path, tok):
     examples = data.pack_text([path], tok, 4)
     assert [e.input_ids for e in examples] == [stream[i:i + 4] for i in range(0, len(stream) // 4 * 4, 4)]
     assert all(e.labels == e.input_ids for e in examples)
+    assert examples.array.dtype == np.int32 and examples.array.nbytes == 4 * 4 * len(examples)  # 4 B a token
     with pytest.raises(BarkitError, match="fewer than one sequence"):
         data.pack_text([path], tok, 1000)
 
@@ -56,11 +58,11 @@ def test_malformed_lines_are_listed(tmp_path):
 
 def test_mix_and_stratified_sample():
     domain, general = [("d", i) for i in range(30)], [("g", i) for i in range(7)]
-    mixed = data.mix(domain, general, 0.4, seed=0)
+    mixed = list(data.mix(domain, general, 0.4, seed=0))
     assert len(mixed) == 50 and mixed[:30] == domain
     assert sorted(mixed[30:37]) == general  # whole passes over the general set, reshuffled each pass
     assert sorted(Counter(mixed[30:]).values()) == [2] + [3] * 6
-    assert data.mix(domain, general, 0.4, seed=0) == mixed  # deterministic
+    assert list(data.mix(domain, general, 0.4, seed=0)) == mixed  # deterministic
     sample = data.stratified_sample([list(range(100)), list(range(1000, 1010))], 0.1, 5, seed=3)
     assert len(sample) == 10 + 5
     assert len(set(sample[:10])) == 10 and all(s >= 1000 for s in sample[10:])

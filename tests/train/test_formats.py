@@ -81,8 +81,9 @@ def test_every_file_format_gives_the_same_examples(tmp_path):
         assert data.tokenize_chats(path, tok, 64)[0] == reference, name
     (tmp_path / "text").mkdir()
     texts = _every_format(tmp_path / "text", [{"text": "the quick fox"}, {"text": "jumps over the dog"}] * 8)
-    packed = data.pack_text([texts["jsonl"]], tok, 8)
-    assert data.pack_text([texts["parquet"]], tok, 8) == packed == data.pack_text([texts["datasets dir"]], tok, 8)
+    packed = list(data.pack_text([texts["jsonl"]], tok, 8))
+    assert list(data.pack_text([texts["parquet"]], tok, 8)) == packed
+    assert list(data.pack_text([texts["datasets dir"]], tok, 8)) == packed
 
 
 def test_sharegpt_and_mapped_columns_read_as_messages(tmp_path):

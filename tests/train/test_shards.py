@@ -63,6 +63,32 @@ def test_training_on_shards_equals_training_on_jsonl(tmp_path, moe_ckpts, data_f
     assert list(manifest["data"]) == [str((tmp_path / "shards").resolve())]
 
 
+@pytest.mark.parametrize("stage,settings", [
+    ("sft", {"mixture": {"general_ratio": 0.5}, "route_supervision": 0.1}),  # the mixture, routed, as views
+    ("router", {"mixture": {"sample_fraction": 0.25, "min_rows_per_file": 2}}),  # per-directory samples
+])
+def test_the_sft_mixture_and_the_router_sample_stream_from_shards(tmp_path, moe_ckpts, data_files, run_stage,
+                                                                   stage, settings):
+    """Every stage that reads data takes token shards: SFT's general mixture, route supervision and the
+    router's stratified sample give the weights the same JSONL rows give."""
+    model = moe_ckpts["olmo2"]
+    for name in ("chat", "general"):
+        assert main(["data", "tokenize", "--model", str(model), "--data", data_files[name], "--kind", "chat",
+                     "--seq-len", "32", "--out", str(tmp_path / name)]) == 0
+    general = {"general_data": [str(tmp_path / "general")]} if stage == "sft" else {}
+    data_paths = [str(tmp_path / "chat")] + ([str(tmp_path / "general")] if stage == "router" else [])
+    streamed = run_stage(tmp_path / "streamed", stage, model, data_paths, steps=2,
+                         **{**settings, "mixture": {**settings["mixture"], **general}})
+    jsonl = {"general_data": [data_files["general"]]} if stage == "sft" else {}
+    rows = [data_files["chat"]] + ([data_files["general"]] if stage == "router" else [])
+    loaded = run_stage(tmp_path / "loaded", stage, model, rows, steps=2,
+                       **{**settings, "mixture": {**settings["mixture"], **jsonl}})
+    assert _same_weights(streamed, loaded)
+    with pytest.raises(BarkitError, match="'mixture.general_data': token shards and JSONL files cannot be mixed"):
+        run_stage(tmp_path / "o", "sft", model, str(tmp_path / "chat"),
+                  mixture={"general_data": [str(tmp_path / "general"), data_files["general"]]})
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "datasets"])
 def test_training_on_parquet_or_a_datasets_directory_equals_training_on_jsonl(tmp_path, moe_ckpts, data_files,
                                                                              run_stage, fmt):

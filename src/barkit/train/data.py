@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from barkit.errors import BarkitError
@@ -59,20 +60,37 @@ def require_eos(tokenizer) -> None:
         raise BarkitError("the model's tokenizer has no eos token; packing needs one to separate documents")
 
 
-def pack_text(paths: list[str], tokenizer, seq_len: int, columns: dict | None = None) -> list[Example]:
+class PackedText(Sequence):
+    """Packed text sequences held as one int32 array (4 bytes a token, where lists of Python ints took ~139 for
+    ids and labels together): every rank of a multi-process run holds a copy. Labels are the ids."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, index: int) -> Example:
+        ids = self.array[index].tolist()
+        return Example(ids, list(ids))
+
+
+def pack_text(paths: list[str], tokenizer, seq_len: int, columns: dict | None = None,
+              rows_per_batch: int = 1024) -> PackedText:
     """Concatenate `text` rows (each ending in EOS) and cut them into full sequences of seq_len tokens."""
     require_eos(tokenizer)
-    stream: list[int] = []
+    pieces: list[np.ndarray] = []
     for path in paths:
         texts = [column(where, row, "text", str) for where, row in read_rows(path, columns)]
-        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
-            stream.extend(ids)
-            stream.append(tokenizer.eos_token_id)
+        for start in range(0, len(texts), rows_per_batch):
+            for ids in tokenizer(texts[start:start + rows_per_batch], add_special_tokens=False)["input_ids"]:
+                pieces.append(np.asarray([*ids, tokenizer.eos_token_id], dtype=np.int32))
+    stream = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
     if len(stream) < seq_len:
         raise BarkitError(f"{', '.join(map(str, paths))}: only {len(stream)} tokens, fewer than one sequence "
                           f"(seq_len={seq_len})")
-    chunks = [stream[i:i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
-    return [Example(c, list(c)) for c in chunks]
+    usable = len(stream) // seq_len * seq_len
+    return PackedText(stream[:usable].reshape(-1, seq_len))
 
 
 def chat_example(where: str, row: dict, tokenizer, seq_len: int) -> tuple[Example, bool]:
@@ -115,31 +133,67 @@ class Concatenated(Sequence):
         return self.parts[part][index - self.starts[part]]
 
 
-def take(examples: list, count: int, seed: int) -> list:
-    """`count` examples drawn without replacement (whole passes repeated when count > len)."""
+def take_indices(size: int, count: int, seed: int) -> list[int]:
+    """`count` indices into `size` items drawn without replacement (whole passes repeated when count > size)."""
     gen = torch.Generator().manual_seed(seed)
-    out: list = []
+    out: list[int] = []
     while len(out) < count:
-        order = torch.randperm(len(examples), generator=gen).tolist()
-        out.extend(examples[i] for i in order[: count - len(out)])
+        order = torch.randperm(size, generator=gen).tolist()
+        out.extend(order[: count - len(out)])
     return out
 
 
-def mix(domain: list, general: list, ratio: float, seed: int) -> list:
+def take(examples: Sequence, count: int, seed: int) -> list:
+    """`count` examples drawn without replacement (whole passes repeated when count > len)."""
+    return [examples[i] for i in take_indices(len(examples), count, seed)]
+
+
+class Mixture(Sequence):
+    """Every domain example, then the drawn general ones, read on demand (token shards stay on disk)."""
+
+    def __init__(self, domain: Sequence, general: Sequence, indices: list[int]):
+        self.domain, self.general, self.indices = domain, general, indices
+
+    def __len__(self) -> int:
+        return len(self.domain) + len(self.indices)
+
+    def __getitem__(self, index: int):
+        n = len(self.domain)
+        return self.domain[index] if index < n else self.general[self.indices[index - n]]
+
+
+def mix(domain: Sequence, general: Sequence, ratio: float, seed: int) -> Sequence:
     """Domain examples plus general ones so that `ratio` of the mix is general (BAR's SFT mixture).
 
-    >>> len(mix(list(range(30)), list(range(100, 200)), 0.25, seed=0))
-    40
+    >>> mixed = mix(list(range(30)), list(range(100, 200)), 0.25, seed=0)
+    >>> len(mixed), mixed[29], mixed[30] >= 100
+    (40, 29, True)
     """
-    if ratio <= 0 or not general:
-        return list(domain)
+    if ratio <= 0 or not len(general):
+        return domain
     n_general = round(len(domain) * ratio / (1 - ratio))
-    return list(domain) + take(general, n_general, seed)
+    return Mixture(domain, general, take_indices(len(general), n_general, seed))
 
 
-def with_route(examples: list[Example], expert: int) -> list[Example]:
-    """Copies of `examples` whose tokens are labelled for route supervision (see LMObjective)."""
-    return [Example(e.input_ids, e.labels, expert) for e in examples]
+class Routed(Sequence):
+    """`examples` with every token labelled for route supervision to `expert` (see LMObjective), on demand."""
+
+    def __init__(self, examples: Sequence, expert: int):
+        self.examples, self.expert = examples, expert
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> Example:
+        e = self.examples[index]
+        return Example(e.input_ids, e.labels, self.expert)
+
+
+def with_route(examples: Sequence, expert: int) -> Sequence:
+    """Examples labelled for route supervision: copies of a list, a view of anything else (token shards)."""
+    if isinstance(examples, list):
+        return [Example(e.input_ids, e.labels, expert) for e in examples]
+    return Routed(examples, expert)
 
 
 def _route_targets(examples: list[Example], width: int) -> torch.Tensor | None:

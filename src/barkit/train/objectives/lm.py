@@ -40,16 +40,27 @@ def load_chat_files(cfg: StageConfig, tokenizer) -> list[list[data.Example]]:
     return [data.tokenize_chats(p, tokenizer, cfg.sequences.seq_len, cfg.columns)[0] for p in cfg.data]
 
 
-def load_shards(cfg: StageConfig, tokenizer) -> data.Sequence:
-    """Every data path as token shards of the stage's kind, concatenated lazily."""
-    kind = "text" if cfg.stage in TEXT_STAGES else "chat"
-    if not all(is_shards(p) for p in cfg.data):
-        raise BarkitError("config key 'data': token shards and JSONL files cannot be mixed (tokenise them all)")
-    if cfg.route_supervision > 0 or cfg.mixture.general_data:
-        raise BarkitError("config keys 'route_supervision', 'mixture.general_data': not available with token "
-                          "shards (tokenise the mixed data instead)")
-    parts = [TokenShards(p).check(tokenizer, cfg.sequences.seq_len, kind) for p in cfg.data]
+def _shards(paths: list[str], tokenizer, cfg: StageConfig, kind: str) -> data.Sequence:
+    parts = [TokenShards(p).check(tokenizer, cfg.sequences.seq_len, kind) for p in paths]
     return parts[0] if len(parts) == 1 else data.Concatenated(parts)
+
+
+def load_shards(cfg: StageConfig, tokenizer) -> data.Sequence:
+    """The stage's data as token shards of its kind, read on demand: the SFT mixture's general share and route
+    supervision as views over them, the router's stratified sample drawn per shard directory."""
+    kind = "text" if cfg.stage in TEXT_STAGES else "chat"
+    mix = cfg.mixture
+    for key, paths in (("data", cfg.data), ("mixture.general_data", mix.general_data)):
+        if paths and not all(is_shards(p) for p in paths):
+            raise BarkitError(f"config key '{key}': token shards and JSONL files cannot be mixed (tokenise them all)")
+    if cfg.stage == "router":
+        per_file = [_shards([p], tokenizer, cfg, kind) for p in cfg.data]
+        return data.stratified_sample(per_file, mix.sample_fraction, mix.min_rows_per_file, cfg.seed)
+    domain = _shards(cfg.data, tokenizer, cfg, kind)
+    general = _shards(mix.general_data, tokenizer, cfg, kind) if mix.general_data else []
+    if cfg.route_supervision > 0:  # domain tokens -> expert 1, general tokens -> the anchor (expert 0)
+        domain, general = data.with_route(domain, 1), data.with_route(general, 0)
+    return data.mix(domain, general, mix.general_ratio or 0.0, cfg.seed)
 
 
 def _to(tensor: torch.Tensor | None, device) -> torch.Tensor | None:
@@ -68,7 +79,7 @@ class LMObjective(Objective):
         shards (`barkit data tokenize`) are streamed instead of read into memory."""
         routed = cfg.route_supervision > 0  # domain tokens -> expert 1, general tokens -> the anchor (expert 0)
         seq_len, mix = cfg.sequences.seq_len, cfg.mixture
-        if any(is_shards(p) for p in cfg.data):
+        if any(is_shards(p) for p in [*cfg.data, *mix.general_data]):
             return load_shards(cfg, tokenizer), []
         if cfg.stage in TEXT_STAGES:
             examples = data.pack_text(cfg.data, tokenizer, seq_len, cfg.columns)
