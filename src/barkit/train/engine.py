@@ -22,7 +22,7 @@ from barkit.checkpoint import sha256_file
 from barkit.config import to_dict
 from barkit.errors import BarkitError
 from barkit.outputs import output_lock, refuse_inside
-from barkit.train import checkpointing, trainable
+from barkit.train import checkpointing, sharded_load, trainable
 from barkit.train.fsdp import (
     DTYPES,
     FSDPRuntime,
@@ -143,6 +143,21 @@ def _model_and_plan(cfg: StageConfig, info: ModelInfo, acc) -> tuple[torch.nn.Mo
     return raw, plan
 
 
+def _load_sharded(cfg: StageConfig, info: ModelInfo, acc):
+    """FSDP: each rank reads one layer at a time and keeps its shard (`sharded_load`); None (with a line saying
+    so) when the checkpoint's layout needs transformers' own loader, which reads the whole model per rank."""
+    mixed = cfg.distributed.mixed_precision != "no"
+    compute = DTYPES[cfg.distributed.mixed_precision] if mixed else None
+    loaded = sharded_load.load_and_shard(info.reader, info.spec, info.num_experts, cfg, torch.device(acc.device),
+                                         info.dtype if mixed else torch.float32, compute)
+    if loaded is None:
+        _say(acc, f"{info.reader.path}: a weight layout barkit's tables do not rebuild; every rank loads the "
+                  "whole model before sharding")
+        return None
+    _say(acc, loaded[3])
+    return loaded[:3]
+
+
 def _prepare(cfg: StageConfig, info: ModelInfo, acc, raw) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """DDP: accelerate wraps the model; FSDP: barkit shards it in place, then builds the optimizer over the
     shards (so each rank holds the AdamW state of its own slice only)."""
@@ -152,6 +167,8 @@ def _prepare(cfg: StageConfig, info: ModelInfo, acc, raw) -> tuple[torch.nn.Modu
         if cfg.distributed.mixed_precision != "no":
             trainable.compute_in(raw, DTYPES[cfg.distributed.mixed_precision])
         return acc.prepare(raw, build_optimizer(raw, cfg, info.spec))
+    if is_sharded(raw):  # loaded shard by shard
+        return raw, build_optimizer(raw, cfg, info.spec)
     compute = None if cfg.distributed.mixed_precision == "no" else DTYPES[cfg.distributed.mixed_precision]
     model = shard_model(raw, info.spec, compute, cfg.distributed.activation_checkpointing)
     return model, build_optimizer(model, cfg, info.spec)
@@ -224,10 +241,14 @@ def _train(cfg: StageConfig, explicit: bool, objective_cls, settings, acc, on_st
     tokenizer = load_tokenizer(info.reader.path)
     items, held_out = objective_cls.load(cfg, tokenizer, settings)
     files = data_files(cfg)
-    raw, plan = _model_and_plan(cfg, info, acc)
+    loaded = _load_sharded(cfg, info, acc) if cfg.distributed.strategy == "fsdp" else None
+    if loaded is not None:
+        raw, plan, before = loaded
+    else:
+        raw, plan = _model_and_plan(cfg, info, acc)
+        before = trainable.frozen_fingerprint(plan, raw)
+        trainable.split_rows(plan, raw, master_dtype=torch.float32)
     steps = _steps(cfg, items, objective_cls.items_per_step(cfg))
-    before = trainable.frozen_fingerprint(plan, raw)
-    trainable.split_rows(plan, raw, master_dtype=torch.float32)
     root = checkpointing.work_dir(cfg.out)
     ckpt = _open_work_dir(acc, cfg, root, identity(cfg, info, files))
 

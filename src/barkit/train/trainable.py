@@ -259,19 +259,30 @@ def compute_in(model: torch.nn.Module, dtype: torch.dtype) -> None:
     model.get_input_embeddings().register_forward_hook(lambda _m, _i, out: out.to(dtype))
 
 
+def frozen_digest(plan: TrainablePlan, name: str, tensor: torch.Tensor) -> bytes | None:
+    """sha256 of the frozen bytes of stock tensor `name` (its frozen rows if partial; None if fully trainable),
+    as fp32 so the checkpoint's dtype and a widened copy agree."""
+    if name in plan.full:
+        return None
+    tensor = tensor.detach()
+    if name in plan.partial:
+        tensor = tensor[_frozen_index(plan, name, tensor)]
+    return hashlib.sha256(tensor.float().cpu().contiguous().view(torch.uint8).numpy().tobytes()).digest()
+
+
+def fingerprint_of(digests: dict[str, bytes | None]) -> str:
+    """One digest over per-tensor `frozen_digest`s, in name order (so they can be gathered in any order)."""
+    h = hashlib.sha256()
+    for name in sorted(digests):
+        if digests[name] is not None:
+            h.update(name.encode())
+            h.update(digests[name])
+    return h.hexdigest()
+
+
 def frozen_fingerprint(plan: TrainablePlan, model: torch.nn.Module) -> str:
     """sha256 over every frozen byte (whole frozen tensors and the frozen rows of partial ones)."""
-    h = hashlib.sha256()
-    params = dict(model.named_parameters())
-    for name in sorted(params):
-        if name in plan.full:
-            continue
-        tensor = params[name].detach()
-        if name in plan.partial:
-            tensor = tensor[_frozen_index(plan, name, tensor)]
-        h.update(name.encode())
-        h.update(tensor.float().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return fingerprint_of({name: frozen_digest(plan, name, p) for name, p in model.named_parameters()})
 
 
 def _pattern(name: str) -> str:
