@@ -39,7 +39,7 @@ def worker(mode: str, path: str) -> None:
     from barkit.train.engine import make_runtime
     from barkit.train.fsdp import shard_model
     from barkit.train.model_io import inspect_model, load_model
-    from barkit.train.sharded_load import load_and_shard
+    from barkit.train.sharded_load import load_layers
 
     cfg = load_config(StageConfig, values={"stage": "sft", "model": path, "data": ["d"], "out": "o",
                                            "distributed": {"strategy": "fsdp", "threads": 1}}).resolve()
@@ -47,8 +47,8 @@ def worker(mode: str, path: str) -> None:
     info = inspect_model(cfg, False)
     before = _status("VmRSS:")
     if mode == "layers":
-        model, _, _, _ = load_and_shard(info.reader, info.spec, info.num_experts, cfg, torch.device("cpu"),
-                                        torch.float32, None)
+        model, _, _, _ = load_layers(info.reader, info.spec, info.num_experts, cfg, torch.device("cpu"),
+                                     torch.float32, shard=True)
     else:
         model = load_model(info, "cpu", torch.float32)
         plan = trainable.build_plan(model, cfg.trainable, info.spec, info.num_experts, cfg.stage, False)

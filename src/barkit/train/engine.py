@@ -143,16 +143,18 @@ def _model_and_plan(cfg: StageConfig, info: ModelInfo, acc) -> tuple[torch.nn.Mo
     return raw, plan
 
 
-def _load_sharded(cfg: StageConfig, info: ModelInfo, acc):
-    """FSDP: each rank reads one layer at a time and keeps its shard (`sharded_load`); None (with a line saying
-    so) when the checkpoint's layout needs transformers' own loader, which reads the whole model per rank."""
+def _load_by_layer(cfg: StageConfig, info: ModelInfo, acc):
+    """The model read one layer at a time (`sharded_load`; under FSDP each rank keeps its shard); None (with a
+    line saying so) when the checkpoint's layout needs transformers' own loader, which reads the whole model
+    into host memory (on every rank)."""
     mixed = cfg.distributed.mixed_precision != "no"
     compute = DTYPES[cfg.distributed.mixed_precision] if mixed else None
-    loaded = sharded_load.load_and_shard(info.reader, info.spec, info.num_experts, cfg, torch.device(acc.device),
-                                         info.dtype if mixed else torch.float32, compute)
+    loaded = sharded_load.load_layers(info.reader, info.spec, info.num_experts, cfg, torch.device(acc.device),
+                                      info.dtype if mixed else torch.float32,
+                                      shard=cfg.distributed.strategy == "fsdp", compute_dtype=compute)
     if loaded is None:
-        _say(acc, f"{info.reader.path}: a weight layout barkit's tables do not rebuild; every rank loads the "
-                  "whole model before sharding")
+        _say(acc, f"{info.reader.path}: a weight layout barkit's tables do not rebuild; loading the whole model "
+                  "with transformers")
         return None
     _say(acc, loaded[3])
     return loaded[:3]
@@ -241,7 +243,7 @@ def _train(cfg: StageConfig, explicit: bool, objective_cls, settings, acc, on_st
     tokenizer = load_tokenizer(info.reader.path)
     items, held_out = objective_cls.load(cfg, tokenizer, settings)
     files = data_files(cfg)
-    loaded = _load_sharded(cfg, info, acc) if cfg.distributed.strategy == "fsdp" else None
+    loaded = _load_by_layer(cfg, info, acc)
     if loaded is not None:
         raw, plan, before = loaded
     else:

@@ -1,11 +1,13 @@
-"""FSDP's model loading: every rank reads only one layer at a time from safetensors and keeps its shard.
+"""Model loading for training: one layer at a time from safetensors; under FSDP every rank keeps only its shard.
 
 Loading the whole model on every rank before sharding costs ranks x model of host memory (8 x 49 GB for the
 BAR-5x7B router stage on 8 GPUs). Here the model is built with its parameters on the meta device (buffers such
 as rotary frequencies are computed as usual), the stage's trainable set resolved and the anchor's rows split
 off on the meta tensors, then each decoder layer in turn is read from the checkpoint, put into the model in
-the dtype training holds it in and `fully_shard`-ed, which keeps this rank's slice and frees the rest; the
-embeddings, final norm and lm_head last. A rank's peak is its shard plus one layer (and the embeddings).
+the dtype training holds it in and (FSDP) `fully_shard`-ed, which keeps this rank's slice and frees the rest;
+the embeddings, final norm and lm_head last. A rank's peak is its shard plus one layer (and the embeddings).
+Without FSDP the same reading keeps host memory at one layer while the model fills the device, where
+`from_pretrained(...).to(device)` held the whole model on the host first.
 
 transformers' loader fuses a layer's experts in memory (`gate_up_proj` [E, 2I, H], `down_proj` [E, H, I]) from
 per-expert tensors on disk; barkit's architecture tables (`barkit.arch`) say how, so `memory_tensor` rebuilds
@@ -73,11 +75,13 @@ def plan_layout(reader: CheckpointReader, spec: ArchSpec | None, num_experts: in
 
 def meta_model(reader: CheckpointReader, dtype: torch.dtype) -> torch.nn.Module:
     """The checkpoint's model with parameters on the meta device and real buffers, in training mode."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
     config = AutoConfig.from_pretrained(str(reader.path), local_files_only=True)
     with init_empty_weights(include_buffers=False):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    if (reader.path / "generation_config.json").is_file():  # as from_pretrained would (RL samples with it)
+        model.generation_config = GenerationConfig.from_pretrained(str(reader.path), local_files_only=True)
     return model.train()
 
 
@@ -118,11 +122,15 @@ def fill(model: torch.nn.Module, plan: trainable.TrainablePlan, prefix: str, rea
             _replace(model, old, new)
 
 
-def load_and_shard(reader: CheckpointReader, spec: ArchSpec | None, num_experts: int, cfg, device: torch.device,
-                   dtype: torch.dtype, compute_dtype: torch.dtype | None,
-                   ) -> tuple[torch.nn.Module, trainable.TrainablePlan, str, str] | None:
-    """(the model sharded over the process group, the stage's trainable plan, the frozen fingerprint, the plan's
-    table), reading one layer at a time; None when the checkpoint's layout is not one `memory_tensor` rebuilds."""
+def load_layers(reader: CheckpointReader, spec: ArchSpec | None, num_experts: int, cfg, device: torch.device,
+                dtype: torch.dtype, shard: bool = False, compute_dtype: torch.dtype | None = None,
+                ) -> tuple[torch.nn.Module, trainable.TrainablePlan, str, str] | None:
+    """(the model, the stage's trainable plan, the frozen fingerprint, the plan's table), read one layer at a time
+    onto `device` in the dtypes training holds (frozen tensors in `dtype`, trainable ones in fp32, the anchor's
+    rows split off). With `shard`, every layer is `fully_shard`-ed as soon as it is read (FSDP2 with
+    `compute_dtype` as param_dtype, activation checkpointing applied first), so a rank keeps only its slices;
+    without, the whole model ends up on `device` (one process, DDP) but host memory holds one layer at a time.
+    None when the checkpoint's layout is not one `memory_tensor` rebuilds."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     from barkit.train.fsdp import checkpoint_layers, expert_placement
@@ -134,7 +142,7 @@ def load_and_shard(reader: CheckpointReader, spec: ArchSpec | None, num_experts:
     trainable.apply(plan, model)
     table = trainable.table(plan, model)
     trainable.split_rows(plan, model, master_dtype=torch.float32)
-    if cfg.distributed.activation_checkpointing:
+    if shard and cfg.distributed.activation_checkpointing:
         checkpoint_layers(model)
     policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
     digests: dict[str, bytes | None] = {}
@@ -144,7 +152,11 @@ def load_and_shard(reader: CheckpointReader, spec: ArchSpec | None, num_experts:
 
     for i, layer in enumerate(model.model.layers):
         fill(model, plan, f"model.layers.{i}", read, device, digests)
-        fully_shard(layer, mp_policy=policy, shard_placement_fn=expert_placement(model, spec))
+        if shard:
+            fully_shard(layer, mp_policy=policy, shard_placement_fn=expert_placement(model, spec))
     fill(model, plan, "", read, device, digests)  # embeddings, final norm, lm_head
-    fully_shard(model, mp_policy=policy, shard_placement_fn=expert_placement(model, spec))
+    if shard:
+        fully_shard(model, mp_policy=policy, shard_placement_fn=expert_placement(model, spec))
+    else:
+        model.to(device)  # the buffers (rotary frequencies) were built on the CPU
     return model, plan, trainable.fingerprint_of(digests), table
