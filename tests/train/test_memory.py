@@ -1,5 +1,6 @@
 """`barkit plan`: predicted bytes equal what the trainer allocates on a tiny model; the CLI prints the table."""
 
+import pytest
 import torch
 from accelerate.state import AcceleratorState
 
@@ -78,9 +79,11 @@ def _saved_bytes(model, ids) -> int:
     return total
 
 
-def test_activation_checkpointing_takes_effect_in_one_process(moe_ckpts, data_files, run_stage, tmp_path, monkeypatch):
-    """distributed.activation_checkpointing under the default strategy (one process / DDP), not only under FSDP:
-    the prepared model recomputes its layers, keeps fewer activations, and trains to the same weights."""
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_activation_checkpointing_takes_effect_under_every_strategy(moe_ckpts, data_files, run_stage, tmp_path,
+                                                                    monkeypatch, strategy):
+    """distributed.activation_checkpointing under one process / DDP and under FSDP: the prepared model recomputes
+    its layers, keeps fewer activations, and trains to the same weights."""
     from barkit.train import engine
 
     prepared = []
@@ -89,7 +92,7 @@ def test_activation_checkpointing_takes_effect_in_one_process(moe_ckpts, data_fi
     runs = {}
     for flag in (False, True):
         out = run_stage(tmp_path / str(flag), "sft", moe_ckpts["olmo2"], data_files["chat"], steps=2,
-                        distributed={"activation_checkpointing": flag})
+                        distributed={"activation_checkpointing": flag, "strategy": strategy})
         runs[flag] = load_strict(out).state_dict()
     (plain, _), (checkpointed, _) = prepared
     assert not hasattr(plain.model.layers[0], "barkit_checkpointed")
