@@ -5,7 +5,7 @@ and runs 3 SFT steps of 4 x 512 tokens in fp32 under each strategy (`barkit adap
 with and without activation checkpointing. The measured peak is the process's resident high-water mark
 (`mem_peak_gb` in metrics.jsonl: VmHWM) minus the resident memory of a bare interpreter that imported the same
 libraries (measured in this run); the plan is `barkit plan`'s state plus its activation estimate for the
-micro-batch. (On a GPU: docs/performance.md, `benchmarks/gpu_stage_check.py`.)
+micro-batch plus FSDP's whole root tensors (`StageMemory.peak_bytes`). (On a GPU: docs/performance.md, `benchmarks/gpu_stage_check.py`.)
 
     python benchmarks/bench_plan.py          # ~4 min on 2 cores
 """
@@ -50,8 +50,7 @@ def main() -> None:
         mem = stage_memory(moe, "sft", mixed_precision=False)
         print(f"2x FlexOlmo {mem.total / 1e6:.0f}M parameters, fp32, sft, {MICRO} x {SEQ} tokens; bare interpreter "
               f"{bare / GB:.2f} GB\n")
-        print("| strategy | act. ckpt | measured peak - bare | plan: state | plan: state + activations | "
-              "measured / plan |")
+        print("| strategy | act. ckpt | measured peak - bare | plan: state | plan: peak | measured / plan |")
         print("|---|---|---|---|---|---|")
         for strategy in ("ddp", "fsdp"):  # ddp with one process: the plain one-process path
             for ckpt in (False, True):
@@ -66,7 +65,7 @@ def main() -> None:
                     raise SystemExit(done.stderr[-3000:])
                 rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
                 peak = max(r["mem_peak_gb"] for r in rows) * 1e9 - bare
-                plan = mem.state_bytes + mem.activation_bytes(MICRO, SEQ, ckpt)
+                plan = mem.peak_bytes(1, MICRO, SEQ, ckpt)
                 print(f"| {strategy} | {'yes' if ckpt else 'no'} | {peak / GB:.2f} GB | {mem.state_bytes / GB:.2f} GB"
                       f" | {plan / GB:.2f} GB | {peak / plan:.2f}x |")
 

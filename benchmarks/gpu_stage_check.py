@@ -156,7 +156,7 @@ def main() -> int:
                 "tokens_per_s" in r for r in timed) else None
             peak = max(r.get("mem_peak_gb", 0) for r in rows)
             after = rows[-1].get("mem_after_step_gb")
-            planned = (mem.state_bytes + mem.activation_bytes(micro, SEQ, ckpt)) / GB
+            planned = mem.peak_bytes(1, micro, SEQ, ckpt) / GB
             mfu = tps * flops_per_token(mem, trains_embeddings) / (PEAK_TFLOPS * 1e12) if tps else None
             table.append({"run": label, "tokens_per_s": tps, "mfu": mfu, "peak_gb": peak,
                           "after_step_gb": after, "plan_state_gb": mem.state_bytes / GB,

@@ -156,3 +156,17 @@ def test_checkpointed_layers_recompute_inside_their_hooks(moe_ckpts):
     with torch.no_grad():
         model(input_ids=ids, use_cache=False)
     assert calls[3:] == ["hook", "forward"]
+
+
+def test_fsdp_keeps_the_root_whole_and_the_plan_counts_it(moe_ckpts):
+    """The root FSDP unit (embeddings, final norm, lm_head) stays whole through a step, with whole fp32 gradients
+    where it trains: SFT trains embeddings and lm_head, mid-training neither."""
+    model = load_strict(moe_ckpts["olmo2"])
+    root = {n: p.numel() for n, p in model.named_parameters() if not n.startswith("model.layers.")}
+    trained = root["model.embed_tokens.weight"] + root["lm_head.weight"]
+    assert stage_memory(moe_ckpts["olmo2"], "midtrain", mixed_precision=False).unsharded_root_bytes == \
+        4 * sum(root.values())
+    sft = stage_memory(moe_ckpts["olmo2"], "sft", mixed_precision=False)
+    assert sft.unsharded_root_bytes == 4 * sum(root.values()) + 4 * trained
+    assert sft.peak_bytes(2, 3, 16, True) == sft.state_bytes // 2 + sft.unsharded_root_bytes + \
+        sft.activation_bytes(3, 16, True)

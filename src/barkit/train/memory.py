@@ -49,6 +49,12 @@ class StageMemory:
     vocab: int
     compute_bytes: int
     kv_bytes_per_token: int = 0  # keys and values of every layer, in the compute dtype: what generation caches
+    unsharded_root_bytes: int = 0  # FSDP keeps the root's tensors (embeddings, lm_head) whole through a step
+
+    def peak_bytes(self, devices: int, sequences: int, seq_len: int, checkpointing: bool) -> int:
+        """Per device during a step: the sharded state, the root's whole tensors, the activations."""
+        return self.state_bytes // devices + self.unsharded_root_bytes + self.activation_bytes(
+            sequences, seq_len, checkpointing)
 
     def kv_cache_bytes(self, sequences: int, seq_len: int) -> int:
         """The KV cache HF `generate` holds for RL's samples (`sequences` of up to `seq_len` tokens)."""
@@ -70,7 +76,7 @@ class StageMemory:
         and output of its down projection; the split expert tensors rebuilt whole (`fused_copy_bytes`); the
         logits in the compute dtype, in fp32 and their fp32 gradient. With checkpointing, one layer's worth
         plus every layer's input. Calibrated on an H200 (a 2x1B FlexOlmo, bf16, 4 x 2,048 tokens: measured
-        activations 1.02-1.04x this estimate with FSDP; docs/performance.md)."""
+        peaks 0.96-1.01x `peak_bytes`; docs/performance.md)."""
         tokens = sequences * seq_len
         h, i, b = self.hidden, self.intermediate, self.compute_bytes
         per_layer = tokens * (8 * h * b + 4 * h * 4 + self.active_experts * (2 * h + 4 * i) * b)
@@ -111,20 +117,26 @@ def stage_memory(model_dir: str | Path, stage: Stage, mixed_precision: bool = Tr
                 if torch.nn.utils.parametrize.is_parametrized(m) for a in m.parametrizations)
     layers = int(raw["num_hidden_layers"])
     active = int(raw[spec.top_k_key]) if spec else 1
+    # the root FSDP unit is not resharded between forward and backward: its tensors whole in the compute dtype,
+    # and (trainable ones) their whole fp32 gradients until the reduce-scatter
+    root = [(n, p) for n, p in model.named_parameters() if not n.startswith("model.layers.")]
+    unsharded_root = sum(p.numel() * compute_bytes + (p.numel() * MASTER_BYTES if n in plan.full else 0)
+                         for n, p in root)
     kv_heads = int(raw.get("num_key_value_heads") or raw["num_attention_heads"])
     head_dim = int(raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"])
     return StageMemory(trainable=count, total=total, weight_bytes=weight_bytes, grad_bytes=count * MASTER_BYTES,
                        optimizer_bytes=count * ADAM_BYTES, fused_copy_bytes=fused // max(layers, 1), layers=layers,
                        hidden=int(raw["hidden_size"]), intermediate=int(raw["intermediate_size"]),
                        active_experts=active, vocab=int(raw["vocab_size"]), compute_bytes=compute_bytes,
-                       kv_bytes_per_token=2 * layers * kv_heads * head_dim * compute_bytes)
+                       kv_bytes_per_token=2 * layers * kv_heads * head_dim * compute_bytes,
+                       unsharded_root_bytes=unsharded_root)
 
 
 def largest_micro_batch(memory: StageMemory, devices: int, device_gb: float, seq_len: int,
                         checkpointing: bool) -> int:
-    """Sequences per device per micro-batch that fit next to the sharded state, `MARGIN` of the device held back
-    (0: not even the state fits)."""
-    free = device_gb * GB * (1 - MARGIN) - memory.state_bytes / devices
+    """Sequences per device per micro-batch that fit next to the sharded state and the whole root tensors, `MARGIN`
+    of the device held back (0: not even the state fits)."""
+    free = device_gb * GB * (1 - MARGIN) - memory.state_bytes / devices - memory.unsharded_root_bytes
     if free <= 0:
         return 0
     fixed = memory.fused_copy_bytes * (1 if checkpointing else memory.layers)  # does not grow with the batch
