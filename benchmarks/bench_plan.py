@@ -5,7 +5,8 @@ and runs 3 SFT steps of 4 x 512 tokens in fp32 under each strategy (`barkit adap
 with and without activation checkpointing. The measured peak is the process's resident high-water mark
 (`mem_peak_gb` in metrics.jsonl: VmHWM) minus the resident memory of a bare interpreter that imported the same
 libraries (measured in this run); the plan is `barkit plan`'s state plus its activation estimate for the
-micro-batch plus FSDP's whole root tensors (`StageMemory.peak_bytes`). (On a GPU: docs/performance.md, `benchmarks/gpu_stage_check.py`.)
+micro-batch plus FSDP's whole root tensors (`StageMemory.peak_bytes`). (On a GPU: docs/performance.md,
+`benchmarks/gpu_stage_check.py`.)
 
     python benchmarks/bench_plan.py          # ~4 min on 2 cores
 """
