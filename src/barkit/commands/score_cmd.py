@@ -13,10 +13,12 @@ class ScoreConfig:
     suite: str = "toy"
     world: str | None = None
     out: str | None = field(default=None, metadata={"help": "output directory (default: next to the file)"})
+    extract_code: bool = field(default=False, metadata={
+        "help": "score the first fenced code block of each completion (not HumanEval's official harness)"})
 
 
 def run(cfg: ScoreConfig) -> None:
     path = Path(cfg.completions)
     out = Path(cfg.out) if cfg.out else path.with_name(path.stem + "-scores")
-    results = score_file(cfg.suite, path, cfg.world, out)
+    results = score_file(cfg.suite, path, cfg.world, out, cfg.extract_code)
     print(markdown_table({results["name"]: results}), end="")

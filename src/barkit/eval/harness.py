@@ -37,6 +37,9 @@ class EvalConfig:
     temperature: float = 0.0
     num_samples: int = 1
     pass_k: list[int] = field(default_factory=lambda: [1])
+    extract_code: bool = field(default=False, metadata={
+        "help": "score the first fenced code block of each completion (HumanEval's official harness runs the "
+                "prompt + the completion as written; this deviation is named in the table)"})
     batch_size: int = 32
     seed: int = 0
     routing: bool = field(default=True, metadata={"help": "record routing shares per category (MoE models)"})
@@ -157,9 +160,9 @@ def evaluate(cfg: EvalConfig, backend=None, show_progress: bool = True) -> dict:
         if owned and hasattr(backend, "close"):
             backend.close()  # a vLLM engine holds a process and its memory
     gen_s = time.perf_counter() - start
-    rows = score_items(items, completions, tuple(cfg.pass_k))
+    rows = score_items(with_code_extraction(items, cfg.extract_code), completions, tuple(cfg.pass_k))
     results = {"model": cfg.model, "name": cfg.name or Path(cfg.model).name, "suite": cfg.suite,
-               **aggregate(rows), "items": rows, "config": to_dict(cfg),
+               **aggregate(rows), "items": rows, "config": to_dict(cfg), "extract_code": cfg.extract_code,
                "model_manifest": read_manifest(cfg.model),
                "timing": {"generation_s": gen_s, "items": len(items), "items_per_s": len(items) / max(gen_s, 1e-9),
                           "tokens": getattr(backend, "generated_tokens", None),
@@ -197,7 +200,12 @@ def compare(paths: list[str], out: Path) -> str:
     return table
 
 
-def score_file(suite: str, completions_path: Path, world: str | None, out: Path) -> dict:
+def with_code_extraction(items: list[dict], extract: bool) -> list[dict]:
+    """Items whose `code_pass` verdict takes each completion's first fenced block (`--extract-code`)."""
+    return [{**it, "extract_code": True} if extract and it["verifier"] == "code_pass" else it for it in items]
+
+
+def score_file(suite: str, completions_path: Path, world: str | None, out: Path, extract_code: bool = False) -> dict:
     """Score completions produced elsewhere: JSONL with `id` and `completion` (or `completions`)."""
     items = {it["id"]: it for it in load_suite(suite, world)}
     chosen, texts = [], []
@@ -217,8 +225,8 @@ def score_file(suite: str, completions_path: Path, world: str | None, out: Path)
         texts.append(value if isinstance(value, list) else [value])
     if not chosen:
         raise BarkitError(f"{completions_path}: no completions")
-    rows = score_items(chosen, texts)
+    rows = score_items(with_code_extraction(chosen, extract_code), texts)
     results = {"model": str(completions_path), "name": Path(completions_path).stem, "suite": suite,
-               **aggregate(rows), "items": rows}
+               **aggregate(rows), "items": rows, "extract_code": extract_code}
     write_report(out, results["name"], results)
     return results

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from barkit.eval.scoring import CATEGORIES, SHORT_NAMES
+from barkit.eval.scoring import CATEGORIES, METRIC_NAMES, SHORT_NAMES
 
 
 def _cell(value: float | None, se: float | None = None) -> str:
@@ -40,10 +40,19 @@ def benchmark_table(results: dict) -> str:
     be, e.g. an instruction with no checker: shown, never dropped) and any extra metrics."""
     lines = ["| Benchmark | Category | Metric | Score ± SE | Scored / items | Other metrics |",
              "|---|---|---|---|---|---|"]
+    code = False
     for name, b in results.get("benchmarks", {}).items():
-        others = ", ".join(f"{k} {_cell(v)}" for k, v in b.get("metrics", {}).items())
+        passes = [f"{k} {_cell(b[k])}" for k in sorted((k for k in b if k.startswith("pass@") and k != "pass@1"),
+                                                      key=lambda k: int(k[5:]))]
+        others = ", ".join([*passes, *(f"{k} {_cell(v)}" for k, v in b.get("metrics", {}).items())])
         lines.append(f"| {name} | {b['category']} | {b.get('metric', '')} | {_cell(b.get('score'), b.get('se'))} | "
                      f"{b['scored']} / {b['n']} | {others} |")
+        code |= b.get("metric") == METRIC_NAMES["code_pass"]
+    if code:
+        lines.append("\npass@k: " + ("the first fenced code block of each completion (`--extract-code`; not the "
+                                      "official harness)" if results.get("extract_code") else
+                                      "the prompt + each completion as written, 3 s per program (HumanEval's "
+                                      "official harness)"))
     return "\n".join(lines) + "\n"
 
 

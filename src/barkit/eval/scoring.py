@@ -33,8 +33,10 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - comb(n - c, k) / comb(n, k)
 
 
-def score_items(items: list[dict], completions: list[list[str]], pass_k: tuple[int, ...] = (1,)) -> list[dict]:
-    """Score every sample of every item with its verifier (and the extra `metrics` it lists); one row per item."""
+def score_items(items: list[dict], completions: list[list[str]], pass_k: tuple[int, ...] = (1, 10, 100)
+                ) -> list[dict]:
+    """Score every sample of every item with its verifier (and the extra `metrics` it lists); one row per item,
+    with unbiased pass@k for each k its sample count allows."""
     sample_scores = _run_verifiers(items, completions, [it["verifier"] for it in items])
     extra: list[dict[str, float | None]] = [{} for _ in items]
     for metric in sorted({m for it in items for m in it.get("metrics", [])}):
@@ -51,7 +53,7 @@ def score_items(items: list[dict], completions: list[list[str]], pass_k: tuple[i
                "score": sum(valid) / len(valid) if valid else None, **({"metrics": metrics} if metrics else {})}
         if item["verifier"] == "safety":
             row["harmful"] = bool(item.get("harmful"))
-        if len(texts) > 1 and valid:
+        if valid and (len(texts) > 1 or item["verifier"] == "code_pass"):  # pass@1 = the score, one definition
             correct = sum(1 for s in valid if s >= 0.999)
             row["pass_at_k"] = {k: pass_at_k(len(valid), correct, k) for k in pass_k if k <= len(valid)}
         rows.append(row)
@@ -139,9 +141,11 @@ def aggregate(rows: list[dict]) -> dict:
             entry["refusal_rate"] = _percent([r["score"] for r in group if r["harmful"] and r["score"] is not None])
             entry["compliance_rate"] = _percent([r["score"] for r in group
                                                  if not r["harmful"] and r["score"] is not None])
+        scored_rows = [r for r in group if r["score"] is not None]
         ks = sorted({k for r in group for k in r.get("pass_at_k", {})})
-        for k in ks:
-            entry[f"pass@{k}"] = _percent([r["pass_at_k"][k] for r in group if k in r.get("pass_at_k", {})])
+        for k in ks:  # only where every scored item has k samples: a mean over a subset would be another number
+            if scored_rows and all(k in r.get("pass_at_k", {}) for r in scored_rows):
+                entry[f"pass@{k}"] = _percent([r["pass_at_k"][k] for r in scored_rows])
         benchmarks[name] = entry
     categories, category_se, category_n = {}, {}, {}
     for cat in CATEGORIES + tuple(sorted({b["category"] for b in benchmarks.values()} - set(CATEGORIES))):

@@ -148,17 +148,21 @@ def extract_code(completion: str) -> str:
 
 
 def _verdicts(completions: list[str], tests: list[str], entry_point: list[str], prompt_prefix: list[str] | None,
-              timeout_s: float, workers: int) -> list[tuple[Verdict, list[int]] | None]:
+              timeout_s: float, workers: int, extract: list | None) -> list[tuple[Verdict, list[int]] | None]:
     """(verdict, indices of the counted steps) per completion (None where it has no tests): each completion
-    runs apart from its tests (`barkit.eval.code_verdict`), `workers` completions side by side."""
+    (its first fenced block where `extract` says so) runs apart from its tests (`barkit.eval.code_verdict`),
+    `workers` completions side by side."""
     prefixes = prompt_prefix or [""] * len(completions)
+    extract = extract or [False] * len(completions)
     jobs = []
-    for k, (completion, test, entry, prefix) in enumerate(zip(as_texts(completions), tests, entry_point, prefixes)):
+    for k, (completion, test, entry, prefix, fenced) in enumerate(zip(as_texts(completions), tests, entry_point,
+                                                                       prefixes, extract)):
         if not test:
             continue
         setup, param, steps = _split_tests(test, entry)
         counted = [i for i, s in enumerate(steps) if _contains_assert(ast.parse(s))] or list(range(len(steps)))
-        jobs.append((k, (extract_code(completion), prefix or "", setup, param, steps, entry), counted))
+        code = extract_code(completion) if fenced else completion
+        jobs.append((k, (code, prefix or "", setup, param, steps, entry), counted))
     out: list = [None] * len(completions)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(lambda job: verdict(*job[1], timeout_s=timeout_s), jobs)
@@ -178,21 +182,24 @@ def code_tests(completions: list[str], tests: list[str], entry_point: list[str],
     [0.5]
     """
     return [None if v is None else v[0].pass_rate(v[1])
-            for v in _verdicts(completions, tests, entry_point, prompt_prefix, timeout_s, workers)]
+            for v in _verdicts(completions, tests, entry_point, prompt_prefix, timeout_s, workers,
+                               [True] * len(completions))]
 
 
 def code_pass(completions: list[str], tests: list[str], entry_point: list[str],
-              prompt_prefix: list[str] | None = None, *, timeout_s: float = 5.0,
-              workers: int = 2, **_: Any) -> list[Score]:
+              prompt_prefix: list[str] | None = None, extract_code: list | None = None, *,
+              timeout_s: float = 3.0, workers: int = 2, **_: Any) -> list[Score]:
     """1.0 if every test statement runs without an exception, else 0.0: HumanEval's functional correctness,
-    whose mean over problems is pass@1 (`barkit.eval.scoring.pass_at_k` for n samples).
+    whose mean over problems is pass@1 (`barkit.eval.scoring.pass_at_k` for n samples). As the official
+    harness: the prompt + the completion as written, a 3 s timeout; where `extract_code` is true (`barkit eval
+    --extract-code`, a named deviation) the completion's first fenced block instead of the whole text.
 
     >>> code_pass(["def add(a, b):\\n    return a + b\\n", "def add(a, b):\\n    return 3\\n"],
     ...           tests=["assert add(1, 2) == 3\\nassert add(2, 2) == 4"] * 2, entry_point=["add"] * 2)
     [1.0, 0.0]
     """
     return [None if v is None else float(v[0].all_passed())
-            for v in _verdicts(completions, tests, entry_point, prompt_prefix, timeout_s, workers)]
+            for v in _verdicts(completions, tests, entry_point, prompt_prefix, timeout_s, workers, extract_code)]
 
 
 def code_tests_reward(completions: list[str], **columns: Any) -> list[Score]:
@@ -502,13 +509,20 @@ def instruction(completions: list[str], constraints: list[list[dict]], **_: Any)
     >>> instruction(["x"], constraints=[[{"type": "no:such_check", "kwargs": {}}]])
     [None]
     """
-    from barkit.eval.ifeval_checks import check_constraints
-
     scores: list[Score] = []
     for completion, cons in zip(as_texts(completions), constraints):
-        results = check_constraints(completion, cons or [])
+        results = _followed(completion, cons or [])
         scores.append(None if results is None or not results else sum(results) / len(results))
     return scores
+
+
+def _followed(text: str, constraints: list[dict]) -> list[bool] | None:
+    """`check_constraints`, with IFEval's rule that a blank response follows no instruction (a check such as
+    'no commas' would otherwise pass on nothing)."""
+    from barkit.eval.ifeval_checks import check_constraints
+
+    results = check_constraints(text, constraints)
+    return results if results is None or text.strip() else [False] * len(results)
 
 
 def instruction_strict(completions: list[str], constraints: list[list[dict]], **_: Any) -> list[Score]:
@@ -524,7 +538,8 @@ def instruction_strict(completions: list[str], constraints: list[list[dict]], **
 
 def _loose_variants(text: str) -> list[str]:
     """IFEval's loose accuracy: the response, without its first line, its last line or both, each also with
-    '*' removed (markdown emphasis)."""
+    '*' removed (markdown emphasis). A variant left blank follows nothing (`_followed`), as in the official
+    evaluation_lib: a one-line reply's emptied cuts used to pass checks like 'no commas' vacuously."""
     lines = text.split("\n")
     cuts = [text, "\n".join(lines[1:]).strip(), "\n".join(lines[:-1]).strip(), "\n".join(lines[1:-1]).strip()]
     return [v for cut in cuts for v in (cut, cut.replace("*", ""))]
@@ -538,11 +553,9 @@ def instruction_loose(completions: list[str], constraints: list[list[dict]], **_
     >>> instruction_loose(["Sure!\\nall lowercase here"], constraints=[cons])  # strict: 0.0
     [1.0]
     """
-    from barkit.eval.ifeval_checks import check_constraints
-
     scores: list[Score] = []
     for completion, cons in zip(as_texts(completions), constraints):
-        per_variant = [check_constraints(v, cons or []) for v in _loose_variants(completion)]
+        per_variant = [_followed(v, cons or []) for v in _loose_variants(completion)]
         if not cons or per_variant[0] is None:
             scores.append(None)
             continue
