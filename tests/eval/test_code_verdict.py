@@ -103,6 +103,29 @@ check(f)
     assert code_pass([code], tests=[tests], entry_point=["f"]) == [1.0]
 
 
+def test_rich_answers_cross_as_the_values_they_equal():
+    """Fraction, Decimal, complex, a namedtuple (as the tuple it equals), sets and frozensets, nested: correct
+    answers of these types pass as under the official harness, wrong ones fail; an arbitrary object does not
+    cross (its repr is not data), so an always-equal object still fails."""
+    tests = """
+from fractions import Fraction
+from decimal import Decimal
+def check(candidate):
+    assert candidate(0) == Fraction(1, 3)
+    assert candidate(1) == Decimal('0.1')
+    assert candidate(2) == (1, 2)
+    assert candidate(3) == [frozenset({1, 2}), {Fraction(1, 2): {1.5, 2j}}, frozenset()]
+check(f)
+"""
+    right = ("from fractions import Fraction\nfrom decimal import Decimal\nfrom collections import namedtuple\n"
+             "P = namedtuple('P', 'x y')\n"
+             "def f(i):\n    return [Fraction(1, 3), Decimal('0.1'), P(1, 2),\n"
+             "            [frozenset({1, 2}), {Fraction(1, 2): {1.5, 2j}}, frozenset()]][i]\n")
+    wrong = right.replace("Fraction(1, 3)", "Fraction(1, 4)")
+    cheat = "class A:\n    def __eq__(self, other):\n        return True\ndef f(i):\n    return A()\n"
+    assert code_pass([right, wrong, cheat], tests=[tests] * 3, entry_point=["f"] * 3) == [1.0, 0.0, 0.0]
+
+
 def test_the_rl_reward_is_the_same_verdict():
     rewards = code_tests_reward([TAMPERING["print fake pass lines"][0] + WRONG, RIGHT], tests=[TESTS] * 2,
                                 entry_point=["add"] * 2)

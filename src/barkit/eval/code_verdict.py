@@ -10,8 +10,9 @@ completion's process is therefore its to control, so nothing that decides the ve
   `entry(*args, **kwargs)` with the result written as plain data (`repr` of builtins);
 * the tests run in a second, separate sandbox (trusted code: the benchmark's prompt helpers and tests),
   where the function under test is a stub that sends the call's arguments down one pipe and reads the
-  answer from another. The answer is parsed as a literal (numbers, strings, bytes, None, booleans, tuples,
-  lists, dicts, sets, and float('inf'/'nan')); anything else is an error in that test;
+  answer from another. The answer is parsed as a literal (numbers, strings, bytes, None, booleans, tuples
+  (namedtuples cross as the tuples they equal), lists, dicts, sets, frozensets, float('inf'/'nan'),
+  Fraction(int, int) and Decimal(str), nested); anything else is an error in that test;
 * the verdict (which tests passed) is the trusted side's output, which the completion cannot reach.
 
 What a completion can do: answer each call however it likes, or not at all. It never sees an expected
@@ -36,11 +37,19 @@ def _barkit_serve(name, requests, answers):
     def dump(x):
         if type(x) is float and (x != x or x in (math.inf, -math.inf)):
             return "float(%r)" % repr(x)
-        if type(x) in (list, tuple):
+        if type(x) is list or isinstance(x, tuple):  # a namedtuple crosses as the tuple it equals
             inner = ", ".join(dump(v) for v in x)
             return ("[%s]" if type(x) is list else "(%s,)" if len(x) == 1 else "(%s)") % inner
         if type(x) is dict:
             return "{{%s}}" % ", ".join("%s: %s" % (dump(k), dump(v)) for k, v in x.items())
+        if type(x) in (set, frozenset):
+            inner = "{{%s}}" % ", ".join(dump(v) for v in x) if x else ""
+            return ("set(%s)" if type(x) is set else "frozenset(%s)") % inner
+        kind = type(x).__module__ + "." + type(x).__name__
+        if kind == "fractions.Fraction":
+            return "Fraction(%d, %d)" % (x.numerator, x.denominator)
+        if kind == "decimal.Decimal":
+            return "Decimal(%r)" % str(x)
         return repr(x)
     reader, writer = os.fdopen(requests, "r"), os.fdopen(answers, "w")
     for line in reader:
@@ -55,9 +64,10 @@ _barkit_serve({entry!r}, {requests}, {answers})
 '''
 
 HARNESS = r'''
-import ast as _ast, builtins as _builtins, json as _json, os as _os
+import ast as _ast, builtins as _builtins, decimal as _decimal, fractions as _fractions, json as _json, os as _os
 _requests, _answers = _os.fdopen({requests}, "w"), _os.fdopen({answers}, "r")
-_CALLS = {{"float": float, "set": set, "frozenset": frozenset}}
+_CALLS = {{"float": float, "set": set, "frozenset": frozenset, "Fraction": _fractions.Fraction,
+           "Decimal": _decimal.Decimal}}
 
 def _value(node):
     if isinstance(node, _ast.Constant):
@@ -76,10 +86,14 @@ def _value(node):
         if type(left) in (int, float) and type(right) is complex:
             return left + right if isinstance(node.op, _ast.Add) else left - right
     if (isinstance(node, _ast.Call) and isinstance(node.func, _ast.Name) and node.func.id in _CALLS
-            and not node.keywords and len(node.args) <= 1):
-        args = [_value(a) for a in node.args]
-        if node.func.id != "float" or (args and args[0] in ("inf", "-inf", "nan")):
-            return _CALLS[node.func.id](*args)
+            and not node.keywords and len(node.args) <= 2):
+        name, args = node.func.id, [_value(a) for a in node.args]
+        kinds = [type(a) for a in args]
+        if ((name == "float" and args and args[0] in ("inf", "-inf", "nan"))
+                or (name in ("set", "frozenset") and len(args) <= 1)
+                or (name == "Fraction" and kinds == [int, int] and args[1] != 0)
+                or (name == "Decimal" and kinds == [str] and len(args[0]) <= 4300)):
+            return _CALLS[name](*args)
     raise ValueError("the answer is not plain data")
 
 def _call_under_test(*args, **kwargs):
