@@ -126,6 +126,13 @@ check(f)
     assert code_pass([right, wrong, cheat], tests=[tests] * 3, entry_point=["f"] * 3) == [1.0, 0.0, 0.0]
 
 
+def test_what_the_code_under_test_prints_decides_nothing():
+    """The official harness swallows the completion's output; here it goes to /dev/null (it once went to a file
+    under the 10 MB file-size limit, so a chatty correct completion was killed and failed)."""
+    chatty = "print('y' * 12_000_000)\ndef add(a, b):\n    print('z' * 2_000_000)\n    return a + b\n"
+    assert code_pass([chatty], tests=[TESTS], entry_point=["add"]) == [1.0]
+
+
 def test_the_rl_reward_is_the_same_verdict():
     rewards = code_tests_reward([TAMPERING["print fake pass lines"][0] + WRONG, RIGHT], tests=[TESTS] * 2,
                                 entry_point=["add"] * 2)
