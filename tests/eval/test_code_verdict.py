@@ -203,3 +203,18 @@ def test_numpy_is_importable_by_the_code_under_test_read_only():
     assert code_pass([code], tests=[TESTS], entry_point=["add"]) == [1.0]
     tests = "def check(candidate):\n    candidate()\ncheck(poke)\n"
     assert code_pass([code], tests=[tests], entry_point=["poke"]) == [0.0]  # writing there fails
+
+
+def test_an_interpreter_prefix_under_tmp_stays_reachable(monkeypatch, tmp_path):
+    """The minimal root covers /tmp with a private tmpfs; a prefix installed under /tmp (a CI cache) was hidden
+    by it, and every verdict scored 0 without an error. Its sources are held before /tmp is covered."""
+    prefix = tmp_path / "prefix"
+    (prefix / "lib").mkdir(parents=True)
+    (prefix / "lib" / "marker.txt").write_text("MARK")
+    for path in (tmp_path, prefix, prefix / "lib"):
+        path.chmod(0o755)
+    real_binds = sandbox._root_binds
+    monkeypatch.setattr(sandbox, "_root_binds", lambda: [*real_binds(), str(prefix)])
+    code = f"def f():\n    return open({str(prefix / 'lib' / 'marker.txt')!r}).read()\n"
+    tests = "def check(candidate):\n    assert candidate() == 'MARK'\ncheck(f)\n"
+    assert code_pass([code], tests=[tests], entry_point=["f"]) == [1.0]

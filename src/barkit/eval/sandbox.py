@@ -121,27 +121,37 @@ def work_tmpfs(path):
 def minimal_root():
     # a new root holding only the interpreter and the system libraries (read-only), /dev's harmless nodes,
     # a fresh /proc and private /tmp and work dir: no data, benchmark or file of the caller's is visible
+    # hold every source before /tmp is covered: an interpreter installed under /tmp (a CI cache) stays reachable
+    sources = [src for src in cfg["root_binds"] + [s for _, s in cfg["root_allow"]]
+               if os.path.exists(src) and not os.path.islink(src)]
+    held = {src: os.open(src, os.O_PATH) for src in sources}
+    links = {src: os.readlink(src) for src in cfg["root_binds"] if os.path.islink(src)}
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
     new = "/tmp/root"
     os.mkdir(new)
     mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755," + cfg["tmpfs"])
+    os.makedirs(new + "/tmp")  # the private /tmp first, so binds of sources under /tmp land on top of it
+    mount("tmpfs", new + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777," + cfg["tmpfs"])
+
+    def bind(src, dst):
+        fd_path = "/proc/self/fd/%d" % held[src]
+        make_mountpoint(dst, os.path.isdir(fd_path))
+        mount(fd_path, dst, None, MS_BIND | MS_REC)
+
     for src in cfg["root_binds"]:
-        dst = new + src
-        if os.path.islink(src):
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            os.symlink(os.readlink(src), dst)
-        elif os.path.exists(src):
-            make_mountpoint(dst, os.path.isdir(src))
-            mount(src, dst, None, MS_BIND | MS_REC)
+        if src in links:
+            os.makedirs(os.path.dirname(new + src), exist_ok=True)
+            os.symlink(links[src], new + src)
+        elif src in held:
+            bind(src, new + src)
     for hidden in cfg["root_hide"]:  # the prefix's installed packages (benchmark data, barkit): an empty dir
         mount("tmpfs", new + hidden, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=4k")
     for name, src in cfg["root_allow"]:  # what the code under test may import by design (numpy), read-only
-        make_mountpoint(new + cfg["allowed_dir"] + "/" + name, True)
-        mount(src, new + cfg["allowed_dir"] + "/" + name, None, MS_BIND | MS_REC)
+        bind(src, new + cfg["allowed_dir"] + "/" + name)
+    for fd in held.values():
+        os.close(fd)
     os.makedirs(new + "/proc")
     mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV)
-    os.makedirs(new + "/tmp")
-    mount("tmpfs", new + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777," + cfg["tmpfs"])
     work_tmpfs(new + workdir)
     read_only_everywhere({new + "/tmp", new + workdir, new + "/proc"})
     os.chdir(new)
