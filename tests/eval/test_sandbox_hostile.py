@@ -61,6 +61,27 @@ HOSTILE = {
     "write to inherited descriptors": ("import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'x')\n"
                                        "        print('ESCAPED', fd)\n    except OSError:\n        pass"),
     "infinite loop": "while True:\n    pass",
+    "a kernel key that outlives the program": (
+        "import ctypes; l = ctypes.CDLL(None, use_errno=True)\n"
+        "k = l.syscall(248, b'user', b'barkit', b'x' * 16000, 16000, -4)\n"  # add_key into the user keyring
+        "print('ESCAPED' if k >= 0 else '')"),
+    "new user and mount namespaces for an uncapped tmpfs": (
+        "import ctypes, os; l = ctypes.CDLL(None, use_errno=True)\n"
+        "l.prctl(4, 1, 0, 0, 0)\n"  # PR_SET_DUMPABLE, as the reported bypass did
+        "if l.unshare(0x10000000 | 0x00020000) == 0 and l.mount(b'tmpfs', b'/tmp', b'tmpfs', 0, None) == 0:\n"
+        "    open('/tmp/big', 'wb').write(b'x' * (100 << 20)); print('ESCAPED')"),
+    "a child in new namespaces (clone flags)": (
+        "import os\ntry:\n    os.unshare(os.CLONE_NEWUSER)\n    print('ESCAPED')\nexcept (OSError, AttributeError):\n"
+        "    pass"),
+    "ptrace its own child": (
+        "import ctypes, os, time; l = ctypes.CDLL(None, use_errno=True)\npid = os.fork()\n"
+        "if pid == 0:\n    time.sleep(2); os._exit(0)\n"
+        "print('ESCAPED' if l.ptrace(16, pid, 0, 0) == 0 else '')"),  # PTRACE_ATTACH
+    "io_uring (bypasses syscall filters)": (
+        "import ctypes; l = ctypes.CDLL(None, use_errno=True); p = ctypes.create_string_buffer(120)\n"
+        "print('ESCAPED' if l.syscall(425, 4, p) >= 0 else '')"),
+    "bpf": ("import ctypes; l = ctypes.CDLL(None, use_errno=True); a = ctypes.create_string_buffer(128)\n"
+            "print('ESCAPED' if l.syscall(321, 0, a, 128) >= 0 else '')"),
     "exhaust memory": "x = bytearray(8 << 30); print('ESCAPED')",
 }
 
@@ -77,9 +98,11 @@ def _host_state() -> dict:
             continue
         if uid >= sandbox._UID_RANGE[0]:
             procs.add(pid)
+    keys = Path("/proc/key-users").read_text().splitlines() if Path("/proc/key-users").exists() else []
+    key_uids = {line.split(":")[0].strip() for line in keys if int(line.split(":")[0]) >= sandbox._UID_RANGE[0]}
     shm = Path("/proc/sysvipc/shm").read_text().count("\n") if Path("/proc/sysvipc/shm").exists() else 0
     return {"/run/lock": listing("/run/lock"), "/dev/shm": listing("/dev/shm"), "/etc": listing("/etc"),
-            "home": listing(Path.home()), "shm": shm, "procs": procs,
+            "home": listing(Path.home()), "shm": shm, "procs": procs, "key users": key_uids,
             "/tmp": [n for n in listing("/tmp") if not n.startswith(("pytest-", "barkit-sbx-"))]}
 
 

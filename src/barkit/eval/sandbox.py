@@ -13,21 +13,27 @@ under a small bootstrap (``_BOOT``) that applies the protections before the prog
   run, so ``RLIMIT_NPROC`` is a real per-sandbox cap); in every mode the capability bounding set is
   emptied, the effective/permitted/inheritable sets are cleared and ``no_new_privs`` is set, so the
   program cannot unmount, remount or regain anything (rootless containers use the user-namespace mode);
-* rlimits: CPU, address space (memory), file size, process count, open files, no core dumps;
+* a seccomp syscall filter (`seccomp.py`): no kernel keyrings, new namespaces, mounts, ptrace, bpf, io_uring,
+  modules or reboot, so nothing outlives the program in the kernel and no scratch cap can be remounted away;
+* rlimits: CPU, address space (memory), file size, process count, open files, no core dumps; and where a memory
+  cgroup is writable (`memory_cgroup.py`), one cap on the resident memory of all the program's processes and
+  scratch files together (else per process only, which the first use prints);
 * a fresh work dir as cwd and HOME, an empty environment (minimal PATH), and a new session whose process
   group is killed as a whole on the wall-clock timeout.
 
 The first use in a process verifies the isolation with a probe program (it must fail to write a
-caller-owned directory, to reach a port listening on the host's localhost and to hold capabilities, and
-its /tmp must be private). If anything is missing, `run_python` raises `SandboxUnavailable` naming it:
-the sandbox refuses rather than silently weakens. ``BARKIT_UNSANDBOXED=1`` is the explicit opt-in to run
-model code with no isolation; it prints a warning in every process that uses it.
+caller-owned directory, to reach a port listening on the host's localhost and to hold capabilities, its /tmp
+must be private, its syscall filter and memory cgroup in force) and a round trip through the minimal root the
+code under test gets (the interpreter must start there). If anything is missing, `run_python` raises
+`SandboxUnavailable` naming it: the sandbox refuses rather than silently weakens. ``BARKIT_UNSANDBOXED=1`` is
+the explicit opt-in to run model code with no isolation; it prints a warning in every process that uses it.
 """
 
 from __future__ import annotations
 
 import ast
 import concurrent.futures
+import dataclasses
 import functools
 import json
 import os
@@ -44,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from barkit.errors import BarkitError
+from barkit.eval import memory_cgroup, seccomp
 
 MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
 SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
@@ -160,6 +167,19 @@ def minimal_root():
     os.chdir("/")
     report["mounts"].append("minimal root")
 
+if cfg["cgroup_fd"] is not None:  # every process of the sandbox, this one first, shares one memory cap
+    os.write(cfg["cgroup_fd"], b"0")
+    os.close(cfg["cgroup_fd"])
+
+def install_syscall_filter(program):
+    # a seccomp BPF filter (built by the host): no keyrings, namespaces, mounts, ptrace, bpf, modules...
+    class Fprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = Fprog(len(program) // 8, ctypes.addressof(buf))
+    if libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+        raise OSError(ctypes.get_errno(), "seccomp filter failed")
+
 workdir = cfg["workdir"]
 with open(os.path.join(workdir, "main.py"), "rb") as f:
     source = f.read()
@@ -212,6 +232,7 @@ if pid == 0:
             os.setuid(cfg["uid"])
         if cfg["mount_ns"]:
             drop_capabilities()
+            install_syscall_filter(cfg["seccomp"])
         os.chdir(workdir)
         os.environ.clear()
         os.environ.update(cfg["env"])
@@ -272,7 +293,11 @@ try:
 except OSError:
     out["caller_files"] = False
 with open("/proc/self/status") as f:
-    out["capabilities"] = any(l.startswith("CapEff:") and int(l.split()[1], 16) != 0 for l in f)
+    status = f.read().splitlines()
+out["capabilities"] = any(l.startswith("CapEff:") and int(l.split()[1], 16) != 0 for l in status)
+out["syscall_filter"] = any(l.split() == ["Seccomp:", "2"] for l in status)
+with open("/proc/self/cgroup") as f:
+    out["memory_group"] = "barkit-sbx-" in f.read()
 s = socket.socket()
 s.settimeout(1)
 try:
@@ -325,6 +350,10 @@ def _missing_isolation(mode: str) -> list[str]:
             missing += [what for key, what in (("caller_files", "read-only access to the caller's files"),
                                               ("capabilities", "dropped capabilities"),
                                               ("network", "a network namespace")) if found[key]]
+            missing += [] if found["syscall_filter"] else ["a seccomp syscall filter"]
+            if memory_cgroup.available() is not None and not found["memory_group"]:
+                missing.append("the sandbox's memory cgroup")
+        missing += _minimal_root_missing(mode)
         if host_tmp.exists() or (probe / "escaped").exists():
             missing.append("a private /tmp" if host_tmp.exists() else "read-only access to the caller's files")
         return missing
@@ -334,14 +363,42 @@ def _missing_isolation(mode: str) -> list[str]:
         shutil.rmtree(probe, ignore_errors=True)
 
 
+def _minimal_root_missing(mode: str) -> list[str]:
+    """A real round trip through the root the code under test gets (interpreter, stdlib, the pair's channel):
+    where the interpreter cannot start there (its prefix hidden), every code verdict would score 0 silently."""
+    answers = os.pipe()
+    code = "import json, os\nos.write(%d, json.dumps({'sum': sum(range(10))}).encode())\n" % CHANNEL[1]
+    try:
+        result = _run(code, mode, timeout_s=10, memory_mb=512, max_file_mb=1, max_procs=8, scratch_mb=8,
+                      max_files=64, stdin=None, fd_map={answers[1]: CHANNEL[1]}, minimal_root=True)
+        reply = os.read(answers[0], 4096)
+    finally:
+        os.close(answers[0])
+    try:
+        if json.loads(reply) == {"sum": 45}:
+            return []
+    except ValueError:
+        pass
+    return [f"an interpreter in the minimal root of the code under test (it could not run: "
+            f"{result.stderr.strip()[-200:] or result.killed_reason or result.returncode})"]
+
+
 @functools.lru_cache(maxsize=1)
 def verified_mode() -> str:
     """The isolation mode, verified once per process by a probe program. Refuses (`SandboxUnavailable`, one
     line saying what is missing) rather than run model code with less; `BARKIT_UNSANDBOXED=1` runs it with
     none at all and warns."""
     mode = _mode()
-    missing = _missing_isolation(mode)
+    try:
+        _syscall_filter()
+        missing = _missing_isolation(mode)
+    except seccomp.UnsupportedArchitecture as e:
+        missing = [f"a seccomp syscall filter ({e})"]
     if not missing:
+        if mode != "plain" and memory_cgroup.available() is None:
+            print(f"sandbox: no writable memory cgroup here; memory is capped per process only (a program's "
+                  f"processes together: up to max_procs x memory_mb, {DEFAULT_MAX_PROCS} x {DEFAULT_MEMORY_MB} MB "
+                  f"by default)", file=sys.stderr)
         return mode
     if os.environ.get(UNSANDBOXED_ENV) == "1":
         print(f"barkit: WARNING: model-written code runs UNSANDBOXED ({UNSANDBOXED_ENV}=1); missing: "
@@ -396,6 +453,11 @@ def _command(mode: str) -> list[str]:
     return []
 
 
+@functools.lru_cache(maxsize=1)
+def _syscall_filter() -> bytes:
+    return seccomp.program()
+
+
 def _interpreter_paths() -> list[str]:
     """Real paths the interpreter reads after the uid switch (prefixes and sys.path entries)."""
     paths = {sys.base_prefix, sys.prefix, sys.base_exec_prefix, sys.exec_prefix}
@@ -442,20 +504,25 @@ def _rlimits(timeout_s: float, memory_mb: int, max_file_mb: int, max_procs: int)
     }
 
 
+DEFAULT_MEMORY_MB, DEFAULT_MAX_PROCS = 512, 32
+
+
 def run_python(
     code: str,
     *,
     timeout_s: float = 5.0,
-    memory_mb: int = 512,
+    memory_mb: int = DEFAULT_MEMORY_MB,
     max_file_mb: int = 10,
-    max_procs: int = 32,
+    max_procs: int = DEFAULT_MAX_PROCS,
     scratch_mb: int = 64,
     max_files: int = 4096,
     stdin: str | None = None,
 ) -> SandboxResult:
     """Run `code` as a contained `python -I` program; never raises for anything the code does. Raises
     `SandboxUnavailable` when this machine cannot contain it (see `verified_mode`). The work dir and every
-    scratch dir are tmpfs of `scratch_mb` and `max_files` inodes each."""
+    scratch dir are tmpfs of `scratch_mb` and `max_files` inodes each. `memory_mb` caps each process's address
+    space and, where a memory cgroup is writable, the resident memory of all the program's processes and
+    scratch files together."""
     return _run(code, verified_mode(), timeout_s=timeout_s, memory_mb=memory_mb, max_file_mb=max_file_mb,
                 max_procs=max_procs, scratch_mb=scratch_mb, max_files=max_files, stdin=stdin)
 
@@ -534,16 +601,27 @@ def _run(code: str, mode: str, *, timeout_s: float, memory_mb: int, max_file_mb:
             "fd_map": sorted((fd_map or {}).items()),
             "root_binds": _root_binds() if minimal_root and mode != "plain" else [],
         }
+        cfg["seccomp"] = _syscall_filter() if mode != "plain" else b""
         cfg["root_hide"] = _hidden_site_dirs(cfg["root_binds"])
         cfg["root_allow"], cfg["allowed_dir"] = (_allowed_packages() if cfg["root_binds"] else []), ALLOWED_DIR
         if cfg["root_allow"]:
             cfg["env"]["OPENBLAS_NUM_THREADS"] = "1"  # one BLAS thread: its buffers fit the memory limit
+        hierarchy = memory_cgroup.available() if mode != "plain" else None
+        group = hierarchy.create(memory_mb << 20) if hierarchy is not None else None
+        cfg["cgroup_fd"] = group.open_procs() if group is not None else None
+        handed = list(fd_map or {}) + ([cfg["cgroup_fd"]] if group is not None else [])
         cmd = [*_command(mode), sys.executable, "-I", "-c", _BOOT, repr(cfg)]
         try:
-            return _execute(cmd, host_dir, status_r, status_w, stdin, timeout_s, list(fd_map or {}),
-                            discard_stdout=minimal_root)  # the code under test: its output decides nothing
+            result = _execute(cmd, host_dir, status_r, status_w, stdin, timeout_s, handed,
+                              discard_stdout=minimal_root)  # the code under test: its output decides nothing
         finally:
             os.close(status_r)
+            if group is not None:
+                oom_kills = group.oom_kills()
+                group.remove()
+        if group is not None and oom_kills and result.killed_reason == "killed (SIGKILL)":
+            result = dataclasses.replace(result, killed_reason="memory limit")
+        return result
 
 
 def _execute(cmd, host_dir, status_r, status_w, stdin, timeout_s, handed: list[int],
@@ -671,6 +749,9 @@ def sandbox_protections() -> dict[str, bool | str]:
         "mode": mode,
         "separate_process": True,
         "rlimits": "cpu, address space, file size, processes, open files, core",
+        "syscall_filter": contained,
+        "memory_cap": (f"whole sandbox (cgroup v{memory_cgroup.available().version})"
+                       if contained and memory_cgroup.available() is not None else "per process"),
         "unprivileged_uid": mode == "root-ns",
         "capabilities_dropped": contained,
         "read_only_filesystem": contained,
