@@ -87,3 +87,26 @@ def test_a_full_disk_is_one_clean_line(tmp_path, capsys, inputs, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and "No space left on device" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_adapt_on_a_full_disk_is_one_clean_line(tmp_path, capsys, inputs, monkeypatch):
+    """safetensors reports a full disk as its own error type, not OSError: still one line, no output."""
+    import transformers.modeling_utils
+    from safetensors import SafetensorError
+
+    assert main(["branch", str(inputs["anchor"]), "--out", str(tmp_path / "moe")]) == 0
+    data = tmp_path / "sft.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": "hello"}]}) + "\n")
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
+    capsys.readouterr()
+    code = main(["adapt", "--stage", "sft", "--model", str(tmp_path / "moe"), "--data", str(data),
+                 "--out", str(tmp_path / "out"), "--steps", "1", "--progress", "false"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert f"{tmp_path / 'out'}: cannot write the checkpoint" in err and "No space left on device" in err, err
+    assert not (tmp_path / "out").exists()

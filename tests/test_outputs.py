@@ -67,6 +67,43 @@ def test_a_killed_writer_leaves_nothing_the_next_run_cannot_reclaim(tmp_path, st
     assert (out / "old").read_text() == "old"  # OUT as it was before the killed job
 
 
+@pytest.mark.parametrize("stage", ["writing", "between renames"])
+def test_any_later_job_reclaims_a_killed_writer_and_a_live_one_is_left_alone(tmp_path, stage, monkeypatch):
+    """A killed job's temp dir (a whole checkpoint) does not wait for the next job on its own OUT: a job on any
+    other output reclaims it; a job still holding its lock keeps its temp dir."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    killed, live = tmp_path / "a" / "out", tmp_path / "b" / "out"
+    killed.mkdir(parents=True)
+    (killed / "old").write_text("old")
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_die_inside, args=(killed, stage))
+    child.start()
+    child.join(30)
+    assert child.exitcode == -signal.SIGKILL
+    assert any(p.name.startswith(".out.") for p in killed.parent.iterdir())
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_temp, args=(live, ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with output_lock(tmp_path / "c" / "out"):  # a job on an unrelated output
+            pass
+        assert sorted(p.name for p in killed.parent.iterdir()) == ["out"]
+        assert (killed / "old").read_text() == "old"
+        assert any(p.name.startswith(".out.tmp-") for p in live.parent.iterdir())  # the live job's is kept
+    finally:
+        release.set()
+        holder.join(30)
+    assert list((tmp_path / "cache" / "barkit" / "outputs").iterdir()) == []
+
+
+def _hold_temp(target, ready, release):
+    with atomic_output_dir(target) as tmp:
+        (tmp / "x").write_text("1")
+        ready.set()
+        release.wait(30)
+
+
 def test_locks_are_reentrant_within_a_job(tmp_path):
     with output_lock(tmp_path / "out"):
         with atomic_output_dir(tmp_path / "out") as tmp:

@@ -11,6 +11,8 @@ import importlib
 import os
 import sys
 
+from safetensors import SafetensorError
+
 from barkit.errors import BarkitError
 
 # name -> (module, config class or None, help)
@@ -69,6 +71,8 @@ def describe_error(exc: BaseException) -> str:
     read-only or missing path, a file that is not UTF-8), caught here once for every command."""
     if isinstance(exc, BarkitError):
         return str(exc)
+    if isinstance(exc, SafetensorError):  # safetensors' writer reports I/O errors (a full disk) as its own type
+        return f"cannot write a safetensors file: {exc}"
     if isinstance(exc, UnicodeDecodeError):
         return f"a file is not valid UTF-8 text (byte {exc.start}: {exc.reason})"
     where = exc.filename if getattr(exc, "filename", None) else "a file"
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             print(dump_yaml(cfg), end="")
             return 0
         return int(module.run(cfg) or 0)
-    except (BarkitError, OSError, UnicodeDecodeError) as exc:
+    except (BarkitError, OSError, UnicodeDecodeError, SafetensorError) as exc:
         print(f"barkit {args.command}: error: {describe_error(exc)}", file=sys.stderr)
         if os.environ.get("BARKIT_DEBUG"):
             raise

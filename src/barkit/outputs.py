@@ -7,12 +7,17 @@ Under the lock the job first reclaims what a killed run left: its temporary dire
 deleted, and an output that a kill caught between the two renames of `--overwrite` (OUT moved aside to
 `.OUT.old-*`, the new one not yet in place) is restored. Outputs are written into a temporary directory next
 to OUT and renamed into place when complete.
+
+A killed job's temporary directory can be large (a whole checkpoint), so it should not wait for the next job
+on the same OUT: each job notes its OUT in a small registry (`~/.cache/barkit/outputs/`) while it holds the
+lock, and every job start reclaims the outputs of registered jobs whose lock no process holds any more.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
@@ -37,6 +42,49 @@ def _reclaim(target: Path) -> None:
         os.replace(aside.pop(), target)
     for old in aside:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _registry() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "barkit" / "outputs"
+
+
+def _register(target: Path) -> Path | None:
+    """Note `target` as being written (best effort: without a writable cache only its own next job reclaims)."""
+    entry = _registry() / hashlib.sha256(str(target.resolve()).encode()).hexdigest()[:24]
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        entry.write_text(str(target.resolve()))
+        return entry
+    except OSError:
+        return None
+
+
+def reclaim_killed_jobs() -> None:
+    """Reclaim the outputs of registered jobs that died (their lock is free), each under its lock."""
+    try:
+        entries = list(_registry().iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            target = Path(entry.read_text())
+        except OSError:
+            continue
+        lock = _lock_path(target)
+        if str(lock.resolve()) in _HELD:
+            continue
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            entry.unlink(missing_ok=True)  # its directory is gone or not ours to write: nothing to reclaim
+            continue
+        try:
+            if _acquired(fd, lock):
+                _reclaim(target)
+                entry.unlink(missing_ok=True)
+                lock.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -67,11 +115,16 @@ def output_lock(target: str | Path) -> Iterator[None]:
             raise BarkitError(f"{target}: another barkit job is writing this output (it holds {lock.name}); "
                               "wait for it or choose another --out")
         _HELD[key] = 1
+        entry = None
         try:
             _reclaim(target)
+            reclaim_killed_jobs()
+            entry = _register(target)
             yield
         finally:
             del _HELD[key]
+            if entry is not None:
+                entry.unlink(missing_ok=True)
             lock.unlink(missing_ok=True)  # still holding it: a job that opened the old file sees it is gone
     finally:
         os.close(fd)

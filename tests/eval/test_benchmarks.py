@@ -238,6 +238,10 @@ def test_load_items_reads_valid_lines_and_skips_blank(tmp_path):
      r"items.jsonl:2: verifier 'math_answer' needs column 'answer'"),
     (json.dumps({**GOOD, "verifier": "tool_call", "tools": []}),
      r"items.jsonl:2: verifier 'tool_call' needs column 'ground_truth'"),
+    (json.dumps({**GOOD, "verifier": "code_pass", "tests": ["assert f()"], "entry_point": "f"}),
+     r"items.jsonl:2: column 'tests' must be a string, got list"),
+    (json.dumps({**GOOD, "verifier": "code_pass", "tests": "assert f()", "entry_point": "f", "prompt_prefix": 3}),
+     r"items.jsonl:2: column 'prompt_prefix' must be a string, got int"),
 ])
 def test_load_items_names_file_and_line_of_a_bad_line(tmp_path, bad_line, message):
     path = _write(tmp_path, [json.dumps(GOOD), bad_line])

@@ -43,6 +43,8 @@ GOOD_CHAT = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role":
      "data.jsonl:1: verifier 'math_answer' needs column 'answer'"),
     ("rl", [json.dumps({"prompt": [{"role": "user", "content": "2+2"}], "verifier": "vibes", "answer": "4"})],
      "data.jsonl:1: unknown verifier 'vibes'"),
+    ("rl", [json.dumps({"prompt": [{"role": "user", "content": "f"}], "verifier": "code_tests_reward",
+                        "tests": {"a": 1}, "entry_point": "f"})], "data.jsonl:1: column 'tests' must be a string"),
 ])
 def test_bad_data(tmp_path, capsys, moe_ckpts, stage, lines, needle):
     data = _write(tmp_path / "data.jsonl", lines)

@@ -193,7 +193,7 @@ def load_items(path: Path | str) -> list[dict]:
 
 
 def _parse_item(line: str, where: str) -> dict:
-    from barkit.eval.verifiers import VERIFIER_COLUMNS
+    from barkit.eval.verifiers import VERIFIER_COLUMNS, column_type_problem
 
     try:
         item = json.loads(line)
@@ -211,6 +211,8 @@ def _parse_item(line: str, where: str) -> dict:
     for column in VERIFIER_COLUMNS[item["verifier"]]:
         if column not in item:
             raise BarkitError(f"{where}: verifier {item['verifier']!r} needs column {column!r}")
+    if problem := column_type_problem(item):
+        raise BarkitError(f"{where}: {problem}")
     return item
 
 

@@ -727,6 +727,16 @@ VERIFIER_COLUMNS: dict[str, tuple[str, ...]] = {
     "math_final_answer": ("answer",),
 }
 
+# columns whose values the verifiers use as text (a number or list there would end in a traceback mid-run)
+TEXT_COLUMNS = ("tests", "entry_point", "prompt_prefix")
+
+
+def column_type_problem(item: dict) -> str | None:
+    """What is wrong with the types of `item`'s verifier columns, in a few words, or None."""
+    for column in TEXT_COLUMNS:
+        if column in item and not isinstance(item[column], str):
+            return f"column {column!r} must be a string, got {type(item[column]).__name__}"
+    return None
 
 
 def get_verifier(name: str) -> Callable[..., list[Score]]:

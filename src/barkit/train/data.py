@@ -227,6 +227,8 @@ def rl_rows(path: str | Path, verifier_columns: dict[str, tuple[str, ...]],
     """(where, prompt messages, verifier, its columns) per rl-prompt row: barkit's own rows (`prompt`, a known
     `verifier` and its columns) or open-instruct RLVR rows (`messages`, `ground_truth`, `dataset`), mapped by
     `OPEN_INSTRUCT_VERIFIERS`. Checked without a tokenizer, so `barkit reward` can audit a prompt set."""
+    from barkit.eval.verifiers import column_type_problem
+
     out = []
     for where, row in read_rows(path, columns):
         if is_open_instruct(row):
@@ -240,6 +242,8 @@ def rl_rows(path: str | Path, verifier_columns: dict[str, tuple[str, ...]],
         missing = [c for c in verifier_columns[name] if c not in row]
         if missing:
             raise BarkitError(f"{where}: verifier '{name}' needs column '{missing[0]}'")
+        if problem := column_type_problem(row):
+            raise BarkitError(f"{where}: {problem}")
         out.append((where, messages, name, {k: v for k, v in row.items() if k not in ("prompt", "verifier")}))
     return out
 

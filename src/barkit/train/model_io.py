@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from barkit import verify
 from barkit.arch import ArchSpec, moe_model_types, moe_spec_of, num_experts, supported_dense_types
@@ -92,7 +93,10 @@ def write_output(cfg: StageConfig, info: ModelInfo, model: torch.nn.Module, work
     with stock transformers and re-check the frozen bytes before renaming it into place."""
     dtype = info.dtype
     with atomic_output_dir(cfg.out, overwrite=cfg.overwrite) as tmp:
-        model.to(dtype).save_pretrained(str(tmp), max_shard_size=cfg.max_shard_size)
+        try:
+            model.to(dtype).save_pretrained(str(tmp), max_shard_size=cfg.max_shard_size)
+        except SafetensorError as e:  # a full disk, named with the output it was for
+            raise BarkitError(f"{cfg.out}: cannot write the checkpoint: {e}") from None
         model.float()
         for name in ("metrics.jsonl", "curves.png"):
             if (work / name).is_file():
