@@ -4,6 +4,7 @@ sandboxes, and the first-use probe's round trip through the root the code under 
 import fcntl
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +130,13 @@ def test_the_filter_program_is_well_formed():
         assert len(code) % 8 == 0 and len(code) // 8 < 4096  # BPF_MAXINSNS
         assert set(seccomp.DENIED) <= set(seccomp.SYSCALLS[machine])
         assert len(set(seccomp.SYSCALLS[machine].values())) == len(seccomp.SYSCALLS[machine])
+
+
+def test_both_sides_of_a_pair_see_only_the_interpreter_not_the_callers_files():
+    """The code under test and the tests each get a minimal root: a file of the caller's (this test file) exists
+    for neither; the standard library works on both sides (the untrusted side's stdout is discarded)."""
+    mine = str(Path(__file__).resolve())
+    check = f"import json, os, sys\nsys.stderr.write(repr((os.path.exists({mine!r}), json.dumps([1]))))"
+    trusted, untrusted = sandbox.run_pair(check, check)
+    assert trusted.ok and trusted.stderr == "(False, '[1]')", trusted
+    assert untrusted.ok and untrusted.stderr == "(False, '[1]')", untrusted

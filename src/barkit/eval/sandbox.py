@@ -370,7 +370,8 @@ def _minimal_root_missing(mode: str) -> list[str]:
     code = "import json, os\nos.write(%d, json.dumps({'sum': sum(range(10))}).encode())\n" % CHANNEL[1]
     try:
         result = _run(code, mode, timeout_s=10, memory_mb=512, max_file_mb=1, max_procs=8, scratch_mb=8,
-                      max_files=64, stdin=None, fd_map={answers[1]: CHANNEL[1]}, minimal_root=True)
+                      max_files=64, stdin=None, fd_map={answers[1]: CHANNEL[1]}, minimal_root=True,
+                      discard_stdout=True)
         reply = os.read(answers[0], 4096)
     finally:
         os.close(answers[0])
@@ -531,17 +532,19 @@ def run_pair(trusted: str, untrusted: str, *, timeout_s: float = 5.0, memory_mb:
              max_procs: int = 32, scratch_mb: int = 64, max_files: int = 4096) -> tuple[SandboxResult, SandboxResult]:
     """Run a trusted program and untrusted code in two separate sandboxes joined only by two pipes: the
     trusted side writes to fd `CHANNEL[0]` and reads fd `CHANNEL[1]`, the untrusted side reads `CHANNEL[0]`
-    and writes `CHANNEL[1]`. They share no process, memory or file; the untrusted side also gets a minimal
-    root (the interpreter and system libraries only), so no data of the caller's is visible to it."""
+    and writes `CHANNEL[1]`. They share no process, memory or file. Each gets a minimal root (the interpreter,
+    its standard library and the system libraries only): no data of the caller's is visible to the untrusted
+    side, and the tests need nothing more."""
     mode = verified_mode()
     requests, answers = os.pipe(), os.pipe()
     sides = {"trusted": (trusted, {requests[1]: CHANNEL[0], answers[0]: CHANNEL[1]}, False),
-             "untrusted": (untrusted, {requests[0]: CHANNEL[0], answers[1]: CHANNEL[1]}, True)}
+             "untrusted": (untrusted, {requests[0]: CHANNEL[0], answers[1]: CHANNEL[1]}, True)}  # discard stdout
     settings = dict(timeout_s=timeout_s, memory_mb=memory_mb, max_file_mb=max_file_mb, max_procs=max_procs,
                     scratch_mb=scratch_mb, max_files=max_files, stdin=None)
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(_run, code, mode, fd_map=fds, minimal_root=minimal, **settings)
-                   for name, (code, fds, minimal) in sides.items()}
+        futures = {name: pool.submit(_run, code, mode, fd_map=fds, minimal_root=True, discard_stdout=discard,
+                                     **settings)
+                   for name, (code, fds, discard) in sides.items()}
         return futures["trusted"].result(), futures["untrusted"].result()
 
 
@@ -581,9 +584,10 @@ def _root_binds() -> list[str]:
 
 def _run(code: str, mode: str, *, timeout_s: float, memory_mb: int, max_file_mb: int, max_procs: int,
          scratch_mb: int, max_files: int, stdin: str | None, fd_map: dict[int, int] | None = None,
-         minimal_root: bool = False) -> SandboxResult:
+         minimal_root: bool = False, discard_stdout: bool = False) -> SandboxResult:
     """One sandboxed program. `fd_map` ({host fd: fd in the program}): descriptors handed to the program and
-    closed here once it started; `minimal_root`: see `run_pair`."""
+    closed here once it started; `minimal_root`: see `run_pair`; `discard_stdout`: the code under test's
+    output decides nothing, so it goes to /dev/null."""
     switch_uid = mode == "root-ns"
     uid = random.randrange(*_UID_RANGE) if switch_uid else None
     with tempfile.TemporaryDirectory(prefix="barkit-sbx-") as host_dir:
@@ -613,7 +617,7 @@ def _run(code: str, mode: str, *, timeout_s: float, memory_mb: int, max_file_mb:
         cmd = [*_command(mode), sys.executable, "-I", "-c", _BOOT, repr(cfg)]
         try:
             result = _execute(cmd, host_dir, status_r, status_w, stdin, timeout_s, handed,
-                              discard_stdout=minimal_root)  # the code under test: its output decides nothing
+                              discard_stdout=discard_stdout)
         finally:
             os.close(status_r)
             if group is not None:
