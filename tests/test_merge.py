@@ -222,19 +222,22 @@ def test_ties_and_dare_checkpoints_are_seeded(tmp_path, ckpts):
 
 
 def _mergekit_ties_reference(base, tensors, weights, density):
-    """mergekit's ties (normalize: true, no rescale), written out independently of barkit.mixing."""
-    weighted = []
-    for tensor, weight in zip(tensors, weights):
+    """mergekit's ties (normalize: true, no rescale), written out independently of barkit.mixing, in the inputs'
+    dtype op by op as mergekit computes it; `density` is one value or one per model."""
+    densities = density if isinstance(density, list) else [density] * len(tensors)
+    deltas = []
+    for tensor, d in zip(tensors, densities):
         delta = (tensor - base).flatten()
         keep = torch.zeros_like(delta)
-        keep[torch.argsort(delta.abs(), descending=True)[:int(density * delta.numel())]] = 1
-        weighted.append(delta * keep * weight)
-    stacked = torch.stack(weighted)
-    majority = torch.where(stacked.sum(0) >= 0, 1.0, -1.0)
-    mask = (torch.sign(stacked) == majority).double()
-    divisor = (torch.tensor(weights, dtype=torch.float64)[:, None] * mask).sum(0)
+        keep[torch.argsort(delta.abs().float(), descending=True)[:max(1, int(d * delta.numel()))]] = 1
+        deltas.append(delta * keep)
+    w = torch.tensor(weights, dtype=base.dtype)[:, None]
+    stacked = torch.stack(deltas) * w
+    majority = (stacked.sum(0) >= 0).to(base.dtype) * 2 - 1
+    mask = torch.sign(stacked) == majority
+    divisor = (w * mask).sum(0)
     divisor[divisor == 0] = 1
-    return (base.flatten() + (stacked * mask).sum(0) / divisor).view(base.shape)
+    return (base.flatten() + (stacked * mask).sum(0) / divisor).view(base.shape).to(base.dtype)
 
 
 def test_merge_checkpoints_with_mergekit_options_match_a_mergekit_reference(tmp_path, ckpts):
@@ -251,6 +254,74 @@ def test_merge_checkpoints_with_mergekit_options_match_a_mergekit_reference(tmp_
         expected = _mergekit_ties_reference(pre.get(key).double(), [math.get(key).double(), code.get(key).double()],
                                             [0.7, 0.3], 0.3)
         torch.testing.assert_close(merged.get(key).double(), expected, rtol=0, atol=1e-6)
+
+
+def test_per_model_densities_match_the_mergekit_reference(tmp_path, ckpts):
+    """mergekit's per-model density (`--densities m=0.5,c=0.15`), in its conventions: within 1e-6 (fp64 reference)."""
+    out = tmp_path / "out"
+    assert main(["merge", "--method", "ties", "--general", str(ckpts["pretrained"]), "--pretrained",
+                 str(ckpts["pretrained"]), "--models", f"m={ckpts['math']}:0.7,c={ckpts['code']}:0.3",
+                 "--density", "0.9", "--densities", "m=0.5,c=0.15", "--trim-rounding", "floor", "--ties-divisor",
+                 "weight_sum", "--out", str(out), "--verify", "keys"]) == 0
+    pre, math, code = _readers(ckpts, "pretrained", "math", "code")
+    merged = CheckpointReader(out)
+    for key in pre.keys():
+        expected = _mergekit_ties_reference(pre.get(key).double(), [math.get(key).double(), code.get(key).double()],
+                                            [0.7, 0.3], [0.5, 0.15])
+        torch.testing.assert_close(merged.get(key).double(), expected, rtol=0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def bf16_ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("merge-bf16")
+    return {name: make_dense_checkpoint(root / name, "olmo2", seed=seed, dtype=torch.bfloat16)
+            for name, seed in (("pretrained", 1), ("math", 2), ("code", 3))}
+
+
+def test_compute_dtype_input_is_mergekit_s_bf16_arithmetic_bit_for_bit(tmp_path, bf16_ckpts):
+    """bf16 inputs: `--compute-dtype input` equals mergekit's op-by-op bf16 ties exactly; the default (`wide`,
+    fp32 arithmetic rounded once) differs from it in some entries and is, tensor by tensor, at least as close to
+    the fp64 result in total."""
+    ck = bf16_ckpts
+    pre, math, code = (CheckpointReader(ck[n]) for n in ("pretrained", "math", "code"))
+    outs = {}
+    for mode in ("input", "wide"):
+        outs[mode] = tmp_path / mode
+        assert main(["merge", "--method", "ties", "--general", str(ck["pretrained"]), "--pretrained",
+                     str(ck["pretrained"]), "--models", f"m={ck['math']}:0.6,c={ck['code']}:0.3", "--density", "0.3",
+                     "--trim-rounding", "floor", "--ties-divisor", "weight_sum", "--compute-dtype", mode,
+                     "--out", str(outs[mode]), "--verify", "keys"]) == 0
+    differ = 0
+    for key in pre.keys():
+        args = [math.get(key), code.get(key)], [0.6, 0.3], 0.3
+        bf16 = _mergekit_ties_reference(pre.get(key), *args)
+        got = {m: CheckpointReader(o).get(key) for m, o in outs.items()}
+        assert torch.equal(got["input"], bf16), key
+        exact = _mergekit_ties_reference(pre.get(key).double(), [t.double() for t in args[0]], *args[1:])
+        errors = {m: float((t.double() - exact).abs().sum()) for m, t in got.items()}
+        assert errors["wide"] <= errors["input"], (key, errors)
+        differ += int((got["wide"] != got["input"]).sum())
+    assert differ > 0
+
+
+def test_a_low_density_keeps_one_entry_per_tensor_under_floor_as_mergekit(tmp_path, ckpts):
+    """int(0.01 x n) = 0 for the small norm tensors: mergekit 0.1.5 keeps max(1, int(density x n)) entries, and
+    so does `--trim-rounding floor` (the reference above is written with that rule); the default rounding keeps
+    round(density x n), none of such a tensor's task vector."""
+    argv = ["merge", "--method", "ties", "--general", str(ckpts["pretrained"]), "--pretrained",
+            str(ckpts["pretrained"]), "--models", f"m={ckpts['math']}:0.7,c={ckpts['code']}:0.3", "--density", "0.01",
+            "--ties-divisor", "weight_sum", "--verify", "keys"]
+    assert main([*argv, "--trim-rounding", "floor", "--out", str(tmp_path / "floor")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "round")]) == 0
+    pre, math, code = _readers(ckpts, "pretrained", "math", "code")
+    small = [k for k in pre.keys() if 0 < 0.01 * pre.get(k).numel() < 0.5]
+    assert small
+    for key in small:
+        floor, rounded = (CheckpointReader(tmp_path / d).get(key) for d in ("floor", "round"))
+        expected = _mergekit_ties_reference(pre.get(key).double(), [math.get(key).double(), code.get(key).double()],
+                                            [0.7, 0.3], 0.01)
+        torch.testing.assert_close(floor.double(), expected, rtol=0, atol=1e-6)
+        assert 1 <= int((floor != pre.get(key)).sum()) <= 2 and torch.equal(rounded, pre.get(key))
 
 
 def test_lambda_steps_heuristic(tmp_path, ckpts):

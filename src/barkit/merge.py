@@ -176,11 +176,14 @@ class MergeConfig:
         "help": "lambda for models without ':lambda': equal (1 for task vectors, 1/(N+1) linear, 0.5 WiSE-FT) "
                 "or steps (each model's share of training steps, from manifests' train_steps)"})
     density: float = field(default=0.2, metadata={"help": "TIES: fraction of each task vector kept"})
+    densities: list[str] = field(default_factory=list, metadata={
+        "help": "TIES: NAME=DENSITY per model (comma-separated), as mergekit's per-model density; models not "
+                "named keep --density"})
     drop_p: float = field(default=0.5, metadata={"help": "DARE: drop probability"})
     # Where the papers and mergekit differ; the defaults follow the papers (docs/design.md, "Merging").
     trim_rounding: Literal["round", "floor"] = field(default="round", metadata={
         "help": "TIES trim: keep round(density * n) entries, ties at the threshold kept (nearest the requested "
-                "density), or exactly int(density * n) (floor: mergekit)"})
+                "density), or exactly max(1, int(density * n)) (floor: mergekit 0.1.5)"})
     dare_rescale: Literal["inverse", "l1"] = field(default="inverse", metadata={
         "help": "DARE: rescale kept entries by 1/(1-p), which keeps every entry's expected value (the DARE paper), "
                 "or so each task vector keeps its L1 norm (l1: mergekit's default)"})
@@ -188,6 +191,9 @@ class MergeConfig:
         "help": "TIES sign election: divide the agreeing task vectors' sum by how many agree (the TIES paper's "
                 "disjoint mean), by the sum of their weights (weight_sum: mergekit's ties, normalize: true) or "
                 "not at all (none: mergekit's dare_ties, normalize: false)"})
+    compute_dtype: Literal["wide", "input"] = field(default="wide", metadata={
+        "help": "wide: fp32 arithmetic for bf16/fp16 inputs (fp64 for fp32), rounded once at the end (default); "
+                "input: every op in the inputs' dtype, in mergekit's order (what its dtype: bfloat16 merges do)"})
     seed: int = 0
     max_shard_size: str = DEFAULT_SHARD_SIZE
     verify: VerifyMode = "auto"
@@ -207,6 +213,9 @@ class MergeConfig:
             raise BarkitError(f"config key 'models': wise_ft takes exactly one fine-tuned model, got {len(models)}")
         if not 0 < self.density <= 1:
             raise BarkitError(f"config key 'density': must be in (0, 1], got {self.density}")
+        per_model = parse_densities(self.densities, [name for name, _, _ in models])
+        if per_model and self.method not in ("ties",):
+            raise BarkitError(f"config key 'densities': only TIES trims by density (method is {self.method})")
         if not 0 <= self.drop_p < 1:
             raise BarkitError(f"config key 'drop_p': must be in [0, 1), got {self.drop_p}")
 
@@ -229,10 +238,29 @@ def parse_models(items: list[str]) -> list[tuple[str, str, float | None]]:
     return out
 
 
+def parse_densities(items: list[str], names: list[str]) -> dict[str, float]:
+    """`NAME=DENSITY` -> {name: density}, each name one of the merged models and each density in (0, 1]."""
+    out = {}
+    for name, value in parse_named(items, "densities"):
+        if name not in names:
+            raise BarkitError(f"config key 'densities': {name!r} is not one of the models ({', '.join(names)})")
+        try:
+            density = float(value)
+        except ValueError:
+            raise BarkitError(f"config key 'densities': {name}={value}: not a number") from None
+        if not 0 < density <= 1:
+            raise BarkitError(f"config key 'densities': {name}={value}: must be in (0, 1]")
+        out[name] = density
+    return out
+
+
 def settings_for(cfg: MergeConfig) -> MergeSettings:
     conventions = {"trim_rounding": cfg.trim_rounding, "dare_rescale": cfg.dare_rescale,
-                   "ties_divisor": cfg.ties_divisor, "seed": cfg.seed}
-    return {"ties": MergeSettings(density=cfg.density, elect_sign=True, **conventions),
+                   "ties_divisor": cfg.ties_divisor, "seed": cfg.seed, "compute_dtype": cfg.compute_dtype}
+    names = [name for name, _, _ in parse_models(cfg.models)]
+    per_model = parse_densities(cfg.densities, names)
+    densities = tuple(per_model.get(name, cfg.density) for name in names) if per_model else ()
+    return {"ties": MergeSettings(density=cfg.density, densities=densities, elect_sign=True, **conventions),
             "dare": MergeSettings(drop_p=cfg.drop_p, **conventions),
             "dare_ties": MergeSettings(drop_p=cfg.drop_p, elect_sign=True, **conventions)}.get(
                 cfg.method, MergeSettings(**conventions))

@@ -162,27 +162,36 @@ class MergeSettings:
     dare_rescale: str = "inverse"  # kept entries x 1 / (1 - p) | "l1": x L1(before) / L1(after) (mergekit)
     ties_divisor: str = "count"  # disjoint mean over agreeing models | "weight_sum": by the sum of their
     #                              weights | "none": their sum (mergekit's normalize: true / false)
+    densities: tuple[float, ...] = ()  # per model (mergekit's per-model density); empty: `density` for all
+    compute_dtype: str = "wide"  # "wide": fp32 for 16-bit inputs (fp64 for fp32), rounded once at the end |
+    #                              "input": every op in the inputs' dtype, in mergekit's order
+
+    def density_of(self, index: int) -> float | None:
+        return self.densities[index] if self.densities else self.density
+
+    def work_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        return dtype if self.compute_dtype == "input" else accum_dtype(dtype)
 
     @property
     def is_elementwise(self) -> bool:
         """Each output entry depends only on the same entry of the inputs (no trim, mask or election)."""
-        return self.density is None and self.drop_p == 0 and not self.elect_sign
+        return self.density is None and not self.densities and self.drop_p == 0 and not self.elect_sign
 
 
 def trim_keep(delta_T: torch.Tensor, density: float, rounding: str = "round") -> torch.Tensor | None:
     """Which entries TIES's trim keeps (a bool tensor; None: all): the `density` fraction of largest magnitude,
     round(density * n) of them with ties at the threshold kept, or (`floor`, mergekit's convention) exactly
-    int(density * n)."""
+    max(1, int(density * n)): mergekit 0.1.5 keeps at least one entry of every tensor."""
     n = delta_T.numel()
-    k = int(density * n) if rounding == "floor" else round(density * n)
+    k = max(1, int(density * n)) if rounding == "floor" else round(density * n)
     if k >= n:
         return None
     if k == 0:
         return torch.zeros(delta_T.shape, dtype=torch.bool)
     magnitude = delta_T.abs()
-    if rounding == "floor":
+    if rounding == "floor":  # mergekit's ranking call, so ties at the threshold fall as in mergekit
         keep = torch.zeros(n, dtype=torch.bool)
-        keep[magnitude.flatten().float().topk(k).indices] = True
+        keep[torch.argsort(magnitude.flatten().float(), descending=True)[:k]] = True
         return keep.view(delta_T.shape)
     threshold = magnitude.flatten().kthvalue(n - k + 1).values
     return magnitude >= threshold
@@ -260,7 +269,8 @@ def _dare_plan(delta_T: torch.Tensor, keep: torch.Tensor | None, p: float, seed:
 
 def sparsity_of(delta_T: torch.Tensor, settings: MergeSettings, key: str, index: int) -> Sparsity:
     """TIES's trim, then DARE's drop and rescale, planned on the whole task vector."""
-    keep = trim_keep(delta_T, settings.density, settings.trim_rounding) if settings.density is not None else None
+    density = settings.density_of(index)
+    keep = trim_keep(delta_T, density, settings.trim_rounding) if density is not None else None
     if settings.drop_p == 0:
         return Sparsity(None if keep is None else keep.flatten())
     kept, divide_by, multiply_by = _dare_plan(delta_T, keep, settings.drop_p,
@@ -290,9 +300,35 @@ def _disjoint_mean(weighted: list[torch.Tensor], weights: list[float], divisor: 
     return total
 
 
+def _combine_in_input_dtype(base_T: torch.Tensor, sparse: Iterable[torch.Tensor], weights: list[float],
+                            settings: MergeSettings) -> torch.Tensor:
+    """`_combine` with every op in the inputs' dtype, in mergekit's order (generalized task arithmetic: weights
+    rounded to the dtype, weighted task vectors stacked and summed, TIES's mask from the sign of their sum)."""
+    deltas = torch.stack(list(sparse))
+    w = torch.tensor(weights, dtype=deltas.dtype).view(-1, *([1] * (deltas.dim() - 1)))
+    weighted = deltas * w
+    if settings.elect_sign:
+        if settings.ties_divisor == "count":
+            sign = torch.sign(weighted.sum(dim=0))
+            mask = (weighted.sign() == sign) & (weighted != 0)
+        else:
+            majority = (weighted.sum(dim=0) >= 0).to(deltas.dtype) * 2 - 1
+            mask = weighted.sign() == majority
+        mixed = (weighted * mask).sum(dim=0)
+        divisor = (w * mask).sum(dim=0) if settings.ties_divisor == "weight_sum" else mask.sum(dim=0).to(deltas.dtype)
+        divisor[divisor == 0] = 1
+        if settings.ties_divisor != "none":
+            mixed = mixed / divisor
+    else:
+        mixed = weighted.sum(dim=0)
+    return (base_T + mixed).to(base_T.dtype)
+
+
 def _combine(base_T: torch.Tensor, sparse: Iterable[torch.Tensor], weights: list[float],
              settings: MergeSettings) -> torch.Tensor:
     """base + combine_i(weight_i * sparse_i), in the sparse tensors' (higher) precision, cast to base's dtype."""
+    if settings.compute_dtype == "input":
+        return _combine_in_input_dtype(base_T, sparse, weights, settings)
     if settings.elect_sign:
         merged = _disjoint_mean([delta_T * w for delta_T, w in zip(sparse, weights, strict=True)], weights,
                                 settings.ties_divisor)
@@ -313,7 +349,7 @@ def merge_tensors(base_T: torch.Tensor, deltas: Iterable[torch.Tensor], weights:
     ...               [0.5, 2.0]).tolist()
     [1.5, 6.0]
     """
-    dtype = accum_dtype(base_T.dtype)
+    dtype = settings.work_dtype(base_T.dtype)
     sparse = (_sparsify(d.to(dtype), settings, key, i) for i, d in enumerate(deltas))
     return _combine(base_T, sparse, weights, settings)
 
@@ -335,12 +371,12 @@ def merge_of(base, ref, models: list, key: str, weights: list[float], settings: 
     >>> torch.equal(merge_of(b, r, [x, y], k, [0.7, 0.3], s, chunk=1000), whole)
     True
     """
-    if settings.is_elementwise:
+    if settings.is_elementwise and settings.compute_dtype == "wide":
         return linear_merge_of(base, ref, models, key, weights, chunk)
     loc = base.locate(key)
-    acc_dtype, numel = accum_dtype(loc.dtype), loc.numel()
+    acc_dtype, numel = settings.work_dtype(loc.dtype), loc.numel()
     plans: list[Sparsity] = [Sparsity()] * len(models)
-    if settings.density is not None or settings.drop_p > 0:
+    if settings.drop_p > 0 or any(settings.density_of(i) is not None for i in range(len(models))):
         ref_T = ref.get(key)
         plans = [sparsity_of(m.get(key).to(acc_dtype).sub_(ref_T), settings, key, i) for i, m in enumerate(models)]
         del ref_T
