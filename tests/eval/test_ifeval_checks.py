@@ -2,7 +2,7 @@
 
 import pytest
 
-from barkit.eval.ifeval_checks import CHECKS, check_constraints, coverage, split_sentences
+from barkit.eval.ifeval_checks import CHECKS, check_constraints, coverage, split_into_sentences, split_sentences
 
 IFEVAL_IDS = {
     "keywords:existence", "keywords:frequency", "keywords:forbidden_words", "keywords:letter_frequency",
@@ -150,3 +150,12 @@ def test_coverage_counts_fully_checkable_items():
              {"instruction_id_list": ["punctuation:no_comma", "words:start_verb"]},
              {"constraints": [{"type": "format:title_case", "kwargs": {}}]}]
     assert coverage(items) == (2, 3)
+
+
+def test_ifbench_checks_split_sentences_as_the_official_checker():
+    """IFBench's splitter moves a period outside a closing quote, so 'said "go."' is a declarative sentence
+    (ratio:sentence_type 2:1 holds here), keeps 'U.S.' and 'Ph.D.' whole, and ends one at '...'."""
+    assert split_into_sentences('I said "go." I left. Why?') == ['I said "go".', "I left.", "Why?"]
+    assert check_constraints('I said "go." I left. Why?', [{"type": "ratio:sentence_type", "kwargs": {}}]) == [True]
+    assert split_into_sentences("The U.S. team won. A Ph.D. helps... Wow!") == [
+        "The U.S. team won.", "A Ph.D. helps...", "Wow!"]

@@ -88,7 +88,8 @@ def split_sentences(text: str) -> list[str]:
     return [p for p in parts if p]
 
 
-_STARTS = r"(Mr|Mrs|Ms|Dr|Prof|Capt|Cpt|Lt|He\s|She\s|It\s|They\s|Their\s|Our\s|We\s|But\s|However\s|That\s|This\s|Wherever)"
+_STARTS = (r"(Mr|Mrs|Ms|Dr|Prof|Capt|Cpt|Lt|He\s|She\s|It\s|They\s|Their\s|Our\s|We\s|But\s|However\s|That\s"
+           r"|This\s|Wherever)")
 # The IFEval/IFBench checkers' rule-based splitter, as substitutions applied in order: periods that end no
 # sentence become <prd>, a few starts after an abbreviation force a <stop>, closing quotes move inside.
 _SENTENCE_RULES = [
