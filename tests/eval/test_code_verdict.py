@@ -218,3 +218,14 @@ def test_an_interpreter_prefix_under_tmp_stays_reachable(monkeypatch, tmp_path):
     code = f"def f():\n    return open({str(prefix / 'lib' / 'marker.txt')!r}).read()\n"
     tests = "def check(candidate):\n    assert candidate() == 'MARK'\ncheck(f)\n"
     assert code_pass([code], tests=[tests], entry_point=["f"]) == [1.0]
+
+
+def test_a_correct_completion_using_700_mb_passes_and_2_gb_fails_at_the_printed_cap():
+    """The official harness sets no memory cap; barkit's code sandboxes hold 1 GB each (printed under the
+    table): a right answer that builds a 700 MB buffer passes, one that needs 2 GB fails."""
+    from barkit.eval.code_verdict import MEMORY_MB
+
+    assert MEMORY_MB == 1024
+    big = "def add(a, b):\n    block = b'1' * ({mb} << 20)\n    return a + b + block[-1] - 49\n"
+    assert code_pass([big.format(mb=700)], tests=[TESTS], entry_point=["add"]) == [1.0]
+    assert code_pass([big.format(mb=2048)], tests=[TESTS], entry_point=["add"]) == [0.0]

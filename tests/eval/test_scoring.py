@@ -115,6 +115,6 @@ def test_humaneval_scores_completions_as_the_official_harness_unless_extract_cod
     assert extracted[0]["score"] == 1.0
     table = benchmark_table({**aggregate(official), "extract_code": False})
     assert table.endswith("pass@k: the prompt + each completion as written, 3 s per program (HumanEval's official "
-                          "harness)\n")
+                          "harness); each program in a sandbox of 1024 MB (the official harness sets no memory cap)\n")
     assert "`--extract-code`; not the official harness" in benchmark_table({**aggregate(extracted),
                                                                            "extract_code": True})

@@ -148,6 +148,11 @@ class Verdict:
         return bool(self.passed) and all(self.passed)
 
 
+# Memory per sandbox (all its processes together where a memory cgroup is writable). HumanEval's official
+# harness sets no cap; this one is printed under every code table.
+MEMORY_MB = 1024
+
+
 def programs(completion_code: str, prefix: str, setup: str, param: str | None, steps: list[str],
              entry: str) -> tuple[str, str, str]:
     """(trusted harness, untrusted program, report token)."""
@@ -180,7 +185,7 @@ def verdict(completion_code: str, prefix: str, setup: str, param: str | None, st
     harness, untrusted, token = programs(completion_code, prefix, setup, param, steps, entry)
     if not compiles(untrusted):
         return Verdict([False] * len(steps))
-    trusted, _ = run_pair(harness, untrusted, timeout_s=timeout_s)
+    trusted, _ = run_pair(harness, untrusted, timeout_s=timeout_s, memory_mb=MEMORY_MB)
     line = next((ln for ln in trusted.stdout.splitlines() if ln.startswith(token)), None)
     if line is None:
         return Verdict(None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from barkit.eval.code_verdict import MEMORY_MB
 from barkit.eval.scoring import CATEGORIES, METRIC_NAMES, SHORT_NAMES
 
 
@@ -52,7 +53,8 @@ def benchmark_table(results: dict) -> str:
         lines.append("\npass@k: " + ("the first fenced code block of each completion (`--extract-code`; not the "
                                       "official harness)" if results.get("extract_code") else
                                       "the prompt + each completion as written, 3 s per program (HumanEval's "
-                                      "official harness)"))
+                                      "official harness)")
+                     + f"; each program in a sandbox of {MEMORY_MB} MB (the official harness sets no memory cap)")
     return "\n".join(lines) + "\n"
 
 
