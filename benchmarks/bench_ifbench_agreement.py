@@ -39,6 +39,12 @@ def responses(path: str | None) -> dict[str, str]:
 def official(items: list[dict], answers: dict[str, str]) -> dict[str, tuple] | str:
     """{item id: (strict, loose, per-instruction strict list)}, or why the official checker cannot run."""
     try:
+        import spacy.cli  # the module downloads a spaCy model at import and never loads it: offline, skip that
+
+        spacy.cli.download = lambda *args, **kwargs: None
+    except ImportError:
+        pass
+    try:
         from ifbench import evaluation_lib
     except Exception as exc:  # its import pulls nltk, spacy, emoji and more
         return f"official checker not importable ({type(exc).__name__}: {exc})"
