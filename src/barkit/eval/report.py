@@ -45,7 +45,8 @@ def benchmark_table(results: dict) -> str:
     for name, b in results.get("benchmarks", {}).items():
         passes = [f"{k} {_cell(b[k])}" for k in sorted((k for k in b if k.startswith("pass@") and k != "pass@1"),
                                                       key=lambda k: int(k[5:]))]
-        others = ", ".join([*passes, *(f"{k} {_cell(v)}" for k, v in b.get("metrics", {}).items())])
+        others = ", ".join([*passes, *(f"{k} {_cell(v)}" for k, v in b.get("metrics", {}).items()),
+                            *(f"{k} {_cell(v)}" for k, v in b.get("subsets", {}).items())])
         lines.append(f"| {name} | {b['category']} | {b.get('metric', '')} | {_cell(b.get('score'), b.get('se'))} | "
                      f"{b['scored']} / {b['n']} | {others} |")
         code |= b.get("metric") == METRIC_NAMES["code_pass"]

@@ -53,6 +53,8 @@ def score_items(items: list[dict], completions: list[list[str]], pass_k: tuple[i
                "score": sum(valid) / len(valid) if valid else None, **({"metrics": metrics} if metrics else {})}
         if item["verifier"] == "safety":
             row["harmful"] = bool(item.get("harmful"))
+        if "subset" in item:  # a benchmark's own categories (BFCL's), reported beside its score
+            row["subset"] = item["subset"]
         if valid and (len(texts) > 1 or item["verifier"] == "code_pass"):  # pass@1 = the score, one definition
             correct = sum(1 for s in valid if s >= 0.999)
             row["pass_at_k"] = {k: pass_at_k(len(valid), correct, k) for k in pass_k if k <= len(valid)}
@@ -137,6 +139,10 @@ def aggregate(rows: list[dict]) -> dict:
             entry["metrics"] = {METRIC_NAMES.get(m, m): _percent([r["metrics"][m] for r in group
                                                                   if r.get("metrics", {}).get(m) is not None])
                                 for m in extra_names}
+        subsets = sorted({r["subset"] for r in group if "subset" in r}, key=[r.get("subset") for r in group].index)
+        if len(subsets) > 1:
+            entry["subsets"] = {sub: _percent([r["score"] for r in group if r.get("subset") == sub
+                                               and r["score"] is not None]) for sub in subsets}
         if "harmful" in group[0]:
             entry["refusal_rate"] = _percent([r["score"] for r in group if r["harmful"] and r["score"] is not None])
             entry["compliance_rate"] = _percent([r["score"] for r in group

@@ -282,69 +282,116 @@ def _standardize(text: str) -> str:
     return re.sub(r"[ ,./\-_*^]", "", text).lower().replace("'", '"')
 
 
-def _norm_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return _standardize(value)
-    if isinstance(value, list):
-        return [_norm_value(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _norm_value(v) for k, v in value.items()}
-    return value
+_BFCL_BLOCK = re.compile(r"<tool_call>\n(.*?)\n</tool_call>", re.DOTALL)
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "integer": (int,), "float": (int, float), "number": (int, float),
-    "boolean": (bool,), "array": (list,), "tuple": (list,), "dict": (dict,), "object": (dict,),
-}
-# inside arrays the official checker is strict: an int in a list of floats is a type error
-_ITEM_TYPES = {**_TYPES, "float": (float,), "number": (float,)}
+def decode_bfcl(text: str) -> list[dict] | None:
+    """A completion decoded as BFCL's handler for this call format (its Qwen FC handler) decodes it: the reply
+    after any `</think>`, each `<tool_call>\n...\n</tool_call>` block parsed as JSON (blocks that do not parse
+    are skipped), each a `{"name", "arguments"}` object. None where that decoder raises (a block that is not
+    an object, no `arguments` object, an unhashable name): BFCL's decode failure.
+
+    >>> ok, bad = '{"name": "f", "arguments": {"x": 1}}', "{oops}"
+    >>> decode_bfcl(f"<tool_call>\\n{ok}\\n</tool_call>\\n<tool_call>\\n{bad}\\n</tool_call>")
+    [{'name': 'f', 'arguments': {'x': 1}}]
+    >>> decode_bfcl(f"<tool_call>{ok}</tool_call>"), decode_bfcl("<tool_call>\\n[1]\\n</tool_call>")
+    ([], None)
+    """
+    reply = text.split("</think>")[-1].lstrip("\n") if "</think>" in text else text
+    calls = []
+    for block in _BFCL_BLOCK.findall(reply):
+        try:
+            obj = json.loads(block)
+        except ValueError:
+            continue
+        if not isinstance(obj, dict):
+            return None
+        calls.append(obj)
+    decoded = []
+    for obj in calls:
+        name, args = obj.get("name", _NO_VALUE), obj.get("arguments", _NO_VALUE)
+        if name is _NO_VALUE or not isinstance(args, dict) or isinstance(name, (list, dict)):
+            return None
+        decoded.append({"name": name, "arguments": args})
+    return decoded
+
+
+# The official AST checker (bfcl_eval/eval_checker/ast_eval/ast_checker.py, Python), rule for rule: the schema
+# type names, one level of item types, a value of the ground truth's own type taken as a variable (then compared
+# as is), BFCL's string standardisation for strings, lists and dicts, Python's == for the rest.
+_PY_TYPES: dict[str, type] = {"string": str, "integer": int, "float": float, "boolean": bool, "array": list,
+                              "tuple": list, "dict": dict, "any": str}
 _NO_VALUE = object()
 
 
-def _type_ok(value: Any, schema: dict, allowed: list) -> bool:
-    """Check `value` against the schema type; like BFCL, a value of the allowed values' own
-    type also passes (ground truths sometimes hold a variable name for a typed parameter)."""
-    kind = schema.get("type", "any")
-    types = _TYPES.get(kind)
-    if types is None:
-        return True
-    if value is None and None in allowed:  # an allowed null (e.g. an optional parameter passed as null)
-        return True
-    concrete = next((a for a in allowed if a != "" and a is not None), _NO_VALUE)
-    if concrete is not _NO_VALUE and type(value) is type(concrete) and not isinstance(concrete, (list, dict)):
-        return True
-    if isinstance(value, bool) and bool not in types:
-        return False
-    if not isinstance(value, types):
-        return False
-    item_types = _ITEM_TYPES.get(schema.get("items", {}).get("type", "any")) if kind in ("array", "tuple") else None
-    return item_types is None or all(_item_type_ok(v, item_types) for v in value)
+def _answer_type(allowed: list) -> type | None:
+    return next((type(a) for a in allowed if a != ""), None)
 
 
-def _item_type_ok(value: Any, types: tuple[type, ...]) -> bool:
-    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+def _type_check(value: Any, allowed: list, expected: type, nested: type | None) -> tuple[bool, bool]:
+    """(valid, taken as a variable)."""
+    answer_type = _answer_type(allowed)
+    is_variable = answer_type is not None and answer_type is not expected
+    if type(value) is expected:
+        if nested is None:
+            return True, is_variable
+        for option in allowed:  # every item of the value against one allowed list (or any non-list option)
+            if type(option) is not list or all(_type_check(item, option, nested, None)[0] for item in value):
+                return True, is_variable
+        return False, is_variable
+    if answer_type is not None and type(value) is answer_type:
+        return True, True
+    return False, False
 
 
-def _dict_value_ok(value: dict, options: list) -> bool:
-    """A dict argument matches one allowed dict: known keys, allowed values, no missing keys."""
+def _std(value: Any) -> Any:
+    return _standardize(value) if type(value) is str else value
+
+
+def _dict_ok(value: dict, options: list) -> bool:
     for option in options:
-        if not isinstance(option, dict):
+        if option == "" or not isinstance(option, dict):
             continue
-        if all(k in option and _norm_value(v) in _norm_value(option[k]) for k, v in value.items()) \
+        if all(k in option and _std(v) in [_std(a) for a in option[k]] for k, v in value.items()) \
                 and all(k in value or "" in allowed for k, allowed in option.items()):
             return True
     return False
 
 
-def _value_ok(value: Any, allowed: list) -> bool:
-    if isinstance(value, dict):
-        return _dict_value_ok(value, allowed)
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        return any(isinstance(opt, list) and len(opt) == len(value)
-                   and all(_dict_value_ok(v, [o]) for v, o in zip(value, opt)) for opt in allowed)
-    if isinstance(value, float) and not isinstance(value, bool):
-        return any(type(a) in (int, float) and a == value for a in allowed)
-    return _norm_value(value) in [_norm_value(a) for a in allowed if a != "" or value == ""]
+def _list_dict_ok(value: list, options: list) -> bool:
+    for option in options:
+        try:
+            if len(value) == len(option) and all(_dict_ok(v, [o]) for v, o in zip(value, option)):
+                return True
+        except TypeError:
+            continue
+    return False
+
+
+def _list_ok(value: list, options: list) -> bool:
+    standardized = []
+    for option in options:
+        try:
+            standardized.append([_std(x) for x in option])
+        except TypeError:
+            continue
+    return [_std(v) for v in value] in standardized
+
+
+def _value_ok(value: Any, allowed: list, expected: type, nested: type | None, is_variable: bool) -> bool:
+    if not is_variable:
+        if expected is dict:
+            return _dict_ok(value, allowed)
+        if expected is list and nested is dict:
+            return _list_dict_ok(value, allowed)
+        if expected is str:
+            return _standardize(value) in [_standardize(a) for a in allowed if type(a) is str]
+        if expected is list:
+            return _list_ok(value, allowed)
+    try:
+        return value in allowed
+    except TypeError:
+        return False
 
 
 def _tool_spec(tools: list[dict] | None, name: str) -> dict | None:
@@ -356,31 +403,38 @@ def _tool_spec(tools: list[dict] | None, name: str) -> dict | None:
 
 
 def _call_matches(call: dict, expected: dict, tools: list[dict] | None) -> bool:
-    """One call against one ground-truth entry ``{func_name: {arg: [allowed values]}}``."""
+    """One call against one ground-truth entry ``{func_name: {arg: [allowed values]}}`` (the official
+    simple_function_checker; a tool without a spec, in a suite of one's own, checks values only)."""
     (func_name, allowed_args), = expected.items()
-    if call["name"] != func_name:  # exact, as the official checker: math_factorial is not math.factorial
+    if call["name"] != func_name:  # exact: math_factorial is not math.factorial
         return False
-    spec = _tool_spec(tools, func_name) or {}
-    params = spec.get("parameters", {})
-    properties = params.get("properties", {name: {} for name in allowed_args})
+    params = (_tool_spec(tools, func_name) or {}).get("parameters", {})
+    properties = params.get("properties", {name: {"type": None} for name in allowed_args})
     args = call["arguments"]
     if any(req not in args for req in params.get("required", [])):
         return False
     for name, value in args.items():
         if name not in properties or name not in allowed_args:
             return False
-        value = float(value) if properties[name].get("type") in ("float", "number") and \
-            type(value) is int else value
-        if not _type_ok(value, properties[name], allowed_args[name]):
-            return False
-        if not _value_ok(value, allowed_args[name]):
+        kind = properties[name].get("type")
+        expected_type = _PY_TYPES.get(kind)
+        if expected_type is None:  # no schema type: compare values only
+            if not _value_ok(value, allowed_args[name], type(value), None, type(value) not in (str, list, dict)):
+                return False
+            continue
+        nested = _PY_TYPES.get(properties[name].get("items", {}).get("type")) if kind in ("array", "tuple") else None
+        if kind == "float" and type(value) is int:  # Python's int -> float promotion, as the checker allows
+            value = float(value)
+        valid, is_variable = _type_check(value, allowed_args[name], expected_type, nested)
+        if not valid or not _value_ok(value, allowed_args[name], expected_type, nested, is_variable):
             return False
     return all(name in args or "" in allowed for name, allowed in allowed_args.items())
 
 
 def match_tool_calls(calls: list[dict] | None, ground_truth: list[dict],
                      tools: list[dict] | None = None) -> bool:
-    """BFCL AST match: same number of calls, each matching a distinct ground-truth entry.
+    """BFCL AST match: as many calls as ground-truth entries; each entry in turn takes the first unmatched call
+    that matches it (the official checker's greedy order-free matching; for one call, its simple check).
 
     >>> tools = [{"name": "f", "parameters": {"type": "dict", "required": ["x"],
     ...           "properties": {"x": {"type": "integer"}, "unit": {"type": "string"}}}}]
@@ -393,25 +447,26 @@ def match_tool_calls(calls: list[dict] | None, ground_truth: list[dict],
     >>> match_tool_calls([], [], tools)
     True
     """
-    if calls is None:
+    if calls is None or len(calls) != len(ground_truth):
         return False
-    if len(calls) != len(ground_truth):
-        return False
-    return _assign(calls, ground_truth, tools, frozenset())
-
-
-def _assign(calls: list[dict], ground_truth: list[dict], tools, used: frozenset) -> bool:
-    """Order-independent matching (backtracking; parallel call lists are short)."""
-    if not ground_truth:
-        return True
-    first, rest = ground_truth[0], ground_truth[1:]
-    return any(_call_matches(call, first, tools) and _assign(calls, rest, tools, used | {i})
-               for i, call in enumerate(calls) if i not in used)
+    used: set[int] = set()
+    for expected in ground_truth:
+        found = next((i for i, call in enumerate(calls) if i not in used and _call_matches(call, expected, tools)),
+                     None)
+        if found is None:
+            return False
+        used.add(found)
+    return True
 
 
 def tool_call(completions: list[str], ground_truth: list[list[dict]], tools: list | None = None,
-              undecodable_is_no_call: list[bool] | None = None, **_: Any) -> list[Score]:
+              decoder: list[str | None] | None = None, expect: list[str | None] | None = None,
+              **_: Any) -> list[Score]:
     """1.0 if the completion's tool calls match the BFCL ground truth (any order).
+
+    `decoder` "bfcl": read the completion as BFCL's handler does (`decode_bfcl`; BFCL's own items), else
+    barkit's lenient `parse_tool_calls`. `expect` "any_call" (BFCL's relevance): right when some call decodes;
+    an empty ground truth (irrelevance): right when none does (with "bfcl", a decode failure counts as none).
 
     >>> tools = [[{"name": "add", "parameters": {"type": "dict", "required": ["a", "b"],
     ...            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}}]] * 2
@@ -420,17 +475,20 @@ def tool_call(completions: list[str], ground_truth: list[list[dict]], tools: lis
     ...           ground_truth=[[{"add": {"a": [1], "b": [2]}}]] * 2, tools=tools)
     [1.0, 0.0]
     """
-    tools = tools or [None] * len(completions)
-    flags = undecodable_is_no_call or [False] * len(completions)
+    n = len(completions)
+    tools, decoder, expect = tools or [None] * n, decoder or [None] * n, expect or [None] * n
     scores: list[Score] = []
-    for completion, truth, specs, lenient in zip(as_texts(completions), ground_truth, tools, flags):
+    for completion, truth, specs, how, want in zip(as_texts(completions), ground_truth, tools, decoder, expect):
         if truth is None:
             scores.append(None)
             continue
-        calls = parse_tool_calls(completion)
-        if calls is None and lenient:
-            calls = []  # BFCL's checker reads an undecodable call block as no call (its irrelevance category)
-        matched = match_tool_calls(calls, truth, specs)
+        calls = decode_bfcl(completion) if how == "bfcl" else parse_tool_calls(completion)
+        if want == "any_call":
+            matched = bool(calls)
+        elif how == "bfcl" and not truth:
+            matched = not calls  # BFCL's irrelevance: a decode failure is no call
+        else:
+            matched = match_tool_calls(calls, truth, specs)
         scores.append(1.0 if matched else 0.0)
     return scores
 
