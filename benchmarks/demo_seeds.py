@@ -21,11 +21,15 @@ import subprocess
 import time
 from pathlib import Path
 
-import torch
-import transformers
+from barkit.toy import kernels
 
-from barkit.eval.scoring import CATEGORIES, SHORT_NAMES
-from barkit.toy.demo import DemoConfig, run_demo
+kernels.pin()  # before torch: the same table on any AVX2 machine (barkit/toy/kernels.py)
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+from barkit.eval.scoring import CATEGORIES, SHORT_NAMES  # noqa: E402
+from barkit.toy.demo import DemoConfig, run_demo  # noqa: E402
 
 
 def machine() -> str:
@@ -34,7 +38,7 @@ def machine() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     return (f"{cpu}, {cores} cores; barkit commit {commit or 'unknown'}; torch {torch.__version__}, "
-            f"transformers {transformers.__version__}")
+            f"transformers {transformers.__version__}; {kernels.describe()}")
 
 
 def table(runs: dict[int, dict]) -> str:

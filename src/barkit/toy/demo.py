@@ -19,7 +19,7 @@ from barkit.compose import ComposeConfig, compose
 from barkit.errors import BarkitError
 from barkit.eval.report import markdown_table, plot_categories, plot_routing
 from barkit.route import RouteConfig, train_router
-from barkit.toy import baselines
+from barkit.toy import baselines, kernels
 from barkit.toy.recipe import Recipe, RLBudget, get_recipe, stage_budget
 from barkit.toy.run import DOMAIN_CATEGORY, MODEL_LABELS, RunContext, evaluate_model, label, train_expert
 from barkit.toy.steps import Steps, Workers, worker_plan
@@ -139,7 +139,7 @@ def evaluate_all(ctx: RunContext, models: dict[str, Path], experts: dict[str, di
 
 def report(ctx: RunContext, cfg: DemoConfig, results: dict, costs: dict) -> str:
     """table.md, table.png and routing.png; returns the table."""
-    table = markdown_table(results, baselines.cost_columns(costs) if costs else None)
+    table = markdown_table(results, baselines.cost_columns(costs) if costs else None) + f"\n{kernels.describe()}\n"
     (ctx.root / "table.md").write_text(table)
     plot_categories(results, ctx.root / "table.png", title=f"BAR on the toy world ({cfg.profile} profile)")
     routing = results[MODEL_LABELS["moe"]].get("routing")
