@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 
 PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
@@ -26,7 +27,10 @@ def _has_avx2() -> bool:
 
 
 def pin() -> None:
-    """Set the pins (before torch is imported: ATen reads them once, at its first kernel dispatch)."""
+    """Set the pins, only before torch is imported: ATen reads them once, at its first kernel dispatch, and a
+    process that already runs other kernels must not hand its worker processes different ones."""
+    if "torch" in sys.modules:
+        return
     if platform.machine() in ("x86_64", "AMD64") and _has_avx2():
         for name, value in PINS.items():
             os.environ.setdefault(name, value)
