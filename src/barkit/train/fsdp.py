@@ -135,12 +135,18 @@ def shard_model(model: torch.nn.Module, spec: ArchSpec | None, compute_dtype: to
     """Shard in place: each decoder layer, then the root (embeddings, final norm, lm_head)."""
     if checkpointing:
         checkpoint_layers(model)
-    policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
-    placement = expert_placement(model, spec)
     for layer in model.model.layers:
-        fully_shard(layer, mp_policy=policy, shard_placement_fn=placement)
-    fully_shard(model, mp_policy=policy, shard_placement_fn=placement)
+        shard_unit(layer, model, spec, compute_dtype)
+    shard_unit(model, model, spec, compute_dtype)
     return model
+
+
+def shard_unit(unit: torch.nn.Module, model: torch.nn.Module, spec: ArchSpec | None,
+               compute_dtype: torch.dtype | None) -> None:
+    """`fully_shard` one unit (a decoder layer, or the root last) as every barkit FSDP run does: computing in
+    `compute_dtype`, reducing gradients in fp32, expert weights sharded along their expert rows."""
+    policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
+    fully_shard(unit, mp_policy=policy, shard_placement_fn=expert_placement(model, spec))
 
 
 def is_sharded(model: torch.nn.Module) -> bool:

@@ -31,19 +31,30 @@ from barkit.train import trainable
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 
 
-def memory_tensor(reader: CheckpointReader, spec: ArchSpec | None, num_experts: int, name: str) -> torch.Tensor:
-    """The tensor transformers would hold under in-memory parameter `name`, read from the checkpoint."""
+def _sources(spec: ArchSpec | None, num_experts: int, name: str) -> tuple[str, list[str]]:
+    """How in-memory parameter `name` is built from checkpoint keys: ("gate_up", the gate keys then the up keys,
+    one per expert: stacked and concatenated), ("down", one per expert: stacked) or ("plain", [its key])."""
     layer = _LAYER.match(name)
     if spec is not None and layer is not None:
         i = int(layer.group(1))
         if name == spec.fused_gate_up.format(layer=i):
-            return torch.stack([torch.cat([reader.get(spec.expert_key("gate", i, e)),
-                                           reader.get(spec.expert_key("up", i, e))]) for e in range(num_experts)])
+            return "gate_up", [spec.expert_key(r, i, e) for r in ("gate", "up") for e in range(num_experts)]
         if name == spec.fused_down.format(layer=i):
-            return torch.stack([reader.get(spec.expert_key("down", i, e)) for e in range(num_experts)])
+            return "down", [spec.expert_key("down", i, e) for e in range(num_experts)]
         if name == spec.memory_router.format(layer=i):
-            return reader.get(spec.router_key(i))
-    return reader.get(name)
+            return "plain", [spec.router_key(i)]
+    return "plain", [name]
+
+
+def memory_tensor(reader: CheckpointReader, spec: ArchSpec | None, num_experts: int, name: str) -> torch.Tensor:
+    """The tensor transformers would hold under in-memory parameter `name`, read from the checkpoint."""
+    kind, keys = _sources(spec, num_experts, name)
+    if kind == "gate_up":
+        return torch.stack([torch.cat([reader.get(g), reader.get(u)]) for g, u in zip(keys[:num_experts],
+                                                                                       keys[num_experts:])])
+    if kind == "down":
+        return torch.stack([reader.get(k) for k in keys])
+    return reader.get(keys[0])
 
 
 def plan_layout(reader: CheckpointReader, spec: ArchSpec | None, num_experts: int,
@@ -51,24 +62,13 @@ def plan_layout(reader: CheckpointReader, spec: ArchSpec | None, num_experts: in
     """Whether every in-memory parameter of `model` (on the meta device) can be rebuilt from the checkpoint
     with its exact shape, without reading any tensor."""
     for name, param in model.named_parameters():
-        layer = _LAYER.match(name)
-        if spec is not None and layer is not None:
-            i = int(layer.group(1))
-            if name == spec.fused_gate_up.format(layer=i):
-                keys = [spec.expert_key(r, i, e) for r in ("gate", "up") for e in range(num_experts)]
-                shapes_ok = all(k in reader for k in keys) and list(param.shape) == [
-                    num_experts, 2 * reader.shape(keys[0])[0], reader.shape(keys[0])[1]]
-                if not shapes_ok:
-                    return False
-                continue
-            if name == spec.fused_down.format(layer=i):
-                keys = [spec.expert_key("down", i, e) for e in range(num_experts)]
-                if not (all(k in reader for k in keys) and list(param.shape) == [num_experts, *reader.shape(keys[0])]):
-                    return False
-                continue
-            if name == spec.memory_router.format(layer=i):
-                name = spec.router_key(i)
-        if name not in reader or reader.shape(name) != list(param.shape):
+        kind, keys = _sources(spec, num_experts, name)
+        if not all(k in reader for k in keys):
+            return False
+        first = reader.shape(keys[0])
+        expected = {"gate_up": [num_experts, 2 * first[0], *first[1:]], "down": [num_experts, *first],
+                    "plain": first}[kind]
+        if expected != list(param.shape):
             return False
     return True
 
@@ -131,9 +131,7 @@ def load_layers(reader: CheckpointReader, spec: ArchSpec | None, num_experts: in
     `compute_dtype` as param_dtype, activation checkpointing applied first), so a rank keeps only its slices;
     without, the whole model ends up on `device` (one process, DDP) but host memory holds one layer at a time.
     None when the checkpoint's layout is not one `memory_tensor` rebuilds."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-    from barkit.train.fsdp import checkpoint_layers, expert_placement
+    from barkit.train.fsdp import checkpoint_layers, shard_unit
 
     model = meta_model(reader, dtype)
     if not plan_layout(reader, spec, num_experts, model):
@@ -144,7 +142,6 @@ def load_layers(reader: CheckpointReader, spec: ArchSpec | None, num_experts: in
     trainable.split_rows(plan, model, master_dtype=torch.float32)
     if shard and cfg.distributed.activation_checkpointing:
         checkpoint_layers(model)
-    policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
     digests: dict[str, bytes | None] = {}
 
     def read(name: str) -> torch.Tensor:
@@ -153,10 +150,10 @@ def load_layers(reader: CheckpointReader, spec: ArchSpec | None, num_experts: in
     for i, layer in enumerate(model.model.layers):
         fill(model, plan, f"model.layers.{i}", read, device, digests)
         if shard:
-            fully_shard(layer, mp_policy=policy, shard_placement_fn=expert_placement(model, spec))
+            shard_unit(layer, model, spec, compute_dtype)
     fill(model, plan, "", read, device, digests)  # embeddings, final norm, lm_head
     if shard:
-        fully_shard(model, mp_policy=policy, shard_placement_fn=expert_placement(model, spec))
+        shard_unit(model, model, spec, compute_dtype)
     else:
         model.to(device)  # the buffers (rotary frequencies) were built on the CPU
     return model, plan, trainable.fingerprint_of(digests), table
