@@ -23,15 +23,19 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-from probe_router_oracle import fit_router, oracle_gates  # benchmarks/ is on sys.path when run as a script
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from barkit.toy import kernels
 
-from barkit.select import load_selected
-from barkit.toy import recipe as recipes
-from barkit.toy.demo import DemoConfig, run_demo
-from barkit.toy.run import DOMAIN_CATEGORY, MODEL_LABELS
-from barkit.train.data import tokenize_chats
+kernels.pin()  # before torch: the same table on any AVX2 machine (barkit/toy/kernels.py)
+
+import torch  # noqa: E402
+from probe_router_oracle import fit_router, oracle_gates  # noqa: E402  (benchmarks/ is on sys.path as a script)
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from barkit.select import load_selected  # noqa: E402
+from barkit.toy import recipe as recipes  # noqa: E402
+from barkit.toy.demo import DemoConfig, run_demo  # noqa: E402
+from barkit.toy.run import DOMAIN_CATEGORY, MODEL_LABELS  # noqa: E402
+from barkit.train.data import tokenize_chats  # noqa: E402
 
 GENERAL = ("knowledge", "reasoning", "chat")
 
@@ -108,6 +112,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     widths = sorted({r["width"] for r in rows})
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
@@ -128,6 +133,8 @@ def plot(rows: list[dict], path: Path) -> None:
                                         [max(v) - m for m, v in zip(means, leaks)]], marker="o", capsize=3)
     right.set(xscale="log", xticks=widths, xticklabels=widths, xlabel="hidden size",
               ylabel="weight off the oracle's experts (%)", title="Best linear router's leak", ylim=(0, None))
+    for axis in (left, right):
+        axis.xaxis.set_minor_locator(NullLocator())  # the widths alone, no log-scale minor labels
     fig.suptitle("Quick recipe at several widths: mean over seeds, bars min-max")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,10 +161,10 @@ def main() -> None:
             print(f"width {width} seed {seed} done", flush=True)
     rows = [r for r in done if r["width"] in args.widths and r["seed"] in args.seeds]
     text = table(rows)
-    print(text)
+    print(text + kernels.describe())
     plot(rows, args.plot or args.out / "width_study.png")
     if args.markdown:
-        args.markdown.write_text(text)
+        args.markdown.write_text(text + "\n" + kernels.describe() + "\n")
 
 
 if __name__ == "__main__":
