@@ -130,6 +130,18 @@ check(f)
     assert code_pass([right, wrong, cheat], tests=[tests] * 3, entry_point=["f"] * 3) == [1.0, 0.0, 0.0]
 
 
+def test_numpy_scalars_cross_as_the_numbers_they_convert_to():
+    """The official harness lets a completion import numpy; an np.int64 / np.float64 / np.bool_ answer equals the
+    Python number there, so it passes here too (it once failed as an unparseable repr); an array of several
+    values is not data (and fails there too: its truth value is ambiguous)."""
+    tests = "def check(candidate):\n    assert candidate(0) == 3\n    assert candidate(1) == 0.5\n" \
+            "    assert candidate(2) == True\ncheck(f)\n"
+    right = "import numpy\ndef f(i):\n    return [numpy.int64(3), numpy.float64(0.5), numpy.bool_(True)][i]\n"
+    wrong = right.replace("int64(3)", "int64(4)")
+    array = "import numpy\ndef f(i):\n    return numpy.array([[3, 0.5, True][i]] * 2)\n"
+    assert code_pass([right, wrong, array], tests=[tests] * 3, entry_point=["f"] * 3) == [1.0, 0.0, 0.0]
+
+
 def test_what_the_code_under_test_prints_decides_nothing():
     """The official harness swallows the completion's output; here it goes to /dev/null (it once went to a file
     under the 10 MB file-size limit, so a chatty correct completion was killed and failed)."""
@@ -227,5 +239,6 @@ def test_a_correct_completion_using_700_mb_passes_and_2_gb_fails_at_the_printed_
 
     assert MEMORY_MB == 1024
     big = "def add(a, b):\n    block = b'1' * ({mb} << 20)\n    return a + b + block[-1] - 49\n"
-    assert code_pass([big.format(mb=700)], tests=[TESTS], entry_point=["add"]) == [1.0]
-    assert code_pass([big.format(mb=2048)], tests=[TESTS], entry_point=["add"]) == [0.0]
+    # a generous timeout: three 700 MB allocations take ~3 s on a busy 2-core machine, and this is about memory
+    assert code_pass([big.format(mb=700)], tests=[TESTS], entry_point=["add"], timeout_s=20) == [1.0]
+    assert code_pass([big.format(mb=2048)], tests=[TESTS], entry_point=["add"], timeout_s=20) == [0.0]

@@ -11,8 +11,9 @@ completion's process is therefore its to control, so nothing that decides the ve
 * the tests run in a second, separate sandbox (trusted code: the benchmark's prompt helpers and tests),
   where the function under test is a stub that sends the call's arguments down one pipe and reads the
   answer from another. The answer is parsed as a literal (numbers, strings, bytes, None, booleans, tuples
-  (namedtuples cross as the tuples they equal), lists, dicts, sets, frozensets, float('inf'/'nan'),
-  Fraction(int, int) and Decimal(str), nested); anything else is an error in that test;
+  (namedtuples cross as the tuples they equal, numpy scalars as the Python numbers they convert to), lists,
+  dicts, sets, frozensets, float('inf'/'nan'), Fraction(int, int) and Decimal(str), nested); anything else is
+  an error in that test;
 * the verdict (which tests passed) is the trusted side's output, which the completion cannot reach.
 
 What a completion can do: answer each call however it likes, or not at all. It never sees an expected
@@ -46,6 +47,8 @@ def _barkit_serve(name, requests, answers):
             inner = "{{%s}}" % ", ".join(dump(v) for v in x) if x else ""
             return ("set(%s)" if type(x) is set else "frozenset(%s)") % inner
         kind = type(x).__module__ + "." + type(x).__name__
+        if type(x).__module__ == "numpy" and getattr(x, "shape", None) == () and hasattr(x, "item"):
+            return dump(x.item())  # a numpy scalar crosses as the Python number it converts to
         if kind == "fractions.Fraction":
             return "Fraction(%d, %d)" % (x.numerator, x.denominator)
         if kind == "decimal.Decimal":
