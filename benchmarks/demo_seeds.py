@@ -21,9 +21,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from barkit.toy import kernels
+from barkit import kernels
 
-kernels.pin()  # before torch: the same table on any AVX2 machine (barkit/toy/kernels.py)
+kernels.pin()  # before torch: the same table on any AVX2 machine (barkit/kernels.py)
 
 import torch  # noqa: E402
 import transformers  # noqa: E402

@@ -82,7 +82,7 @@ def describe_error(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("demo", "world"):  # the toy world's tables are the same on any AVX2 machine
-        from barkit.toy.kernels import pin
+        from barkit.kernels import pin
 
         pin()
     parser = build_parser(argv)

@@ -21,7 +21,9 @@ def demo(tmp_path_factory):
 
 def test_demo_writes_the_bar_table_and_plots(demo):
     out, summary, _ = demo
-    table = (out / "table.md").read_text().splitlines()
+    table, footer = (out / "table.md").read_text().split("\n\n", 1)
+    table = table.splitlines()
+    assert footer.startswith("CPU kernels: ATen ")  # which kernels produced the table (barkit/kernels.py)
     # every category says how many items it scored; every score carries one standard error
     assert re.fullmatch(r"\| Model \| Overall( \| (Know|Reas|Chat|Math|Code|Tool|Safety) \(n=\d+\)){7} \|", table[0])
     assert all(re.fullmatch(r"\| .+ \| [\d.]+ ± [\d.]+( \| [\d.]+ ± [\d.]+){7} \|", row) for row in table[2:]), table

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
+from barkit import kernels
 from barkit.branch import BranchConfig, branch
 from barkit.checkpoint import write_json
 from barkit.compose import ComposeConfig, compose
 from barkit.errors import BarkitError
 from barkit.eval.report import markdown_table, plot_categories, plot_routing
 from barkit.route import RouteConfig, train_router
-from barkit.toy import baselines, kernels
+from barkit.toy import baselines
 from barkit.toy.recipe import Recipe, RLBudget, get_recipe, stage_budget
 from barkit.toy.run import DOMAIN_CATEGORY, MODEL_LABELS, RunContext, evaluate_model, label, train_expert
 from barkit.toy.steps import Steps, Workers, worker_plan

@@ -1,4 +1,5 @@
-"""The toy world's numbers should not depend on the machine: pin the CPU kernels that round differently per ISA.
+"""Numbers that must not depend on the machine (the toy world's tables): pin the CPU kernels that round
+differently per ISA.
 
 Measured on an AVX-512 machine (torch 2.13 CPU): ATen's vectorised kernels differ per dispatch level (the normal
 sampler that initialises the base model, softmax), so the same seed gives another world under AVX-512 than under
