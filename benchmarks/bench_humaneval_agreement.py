@@ -81,16 +81,18 @@ DEVIATIONS = {"holds 1.5 GB": f"barkit caps each code sandbox at {MEMORY_MB} MB 
                               "the official harness sets no limit"}
 
 
-def verdicts(problems: list[dict], completions: list[str], extract: bool = False) -> tuple[list, list]:
-    """barkit's and the official checker's verdict on each (problem, completion) pair."""
-    ours = code_pass(completions, tests=[p["test"] + f"\ncheck({p['entry_point']})\n" for p in problems],
-                     entry_point=[p["entry_point"] for p in problems],
-                     prompt_prefix=[p["prompt"] for p in problems], workers=2,
-                     extract_code=[True] * len(problems) if extract else None)
+def barkit_verdicts(problems: list[dict], completions: list[str], extract: bool = False) -> list[bool]:
+    scores = code_pass(completions, tests=[p["test"] + f"\ncheck({p['entry_point']})\n" for p in problems],
+                       entry_point=[p["entry_point"] for p in problems],
+                       prompt_prefix=[p["prompt"] for p in problems], workers=2,
+                       extract_code=[True] * len(problems) if extract else None)
+    return [bool(v) for v in scores]
+
+
+def official_verdicts(problems: list[dict], completions: list[str]) -> list[bool]:
     with ThreadPoolExecutor(2) as pool:
-        official = [r["passed"] for r in pool.map(lambda pc: check_correctness(pc[0], pc[1], 3.0),
-                                                   zip(problems, completions))]
-    return [bool(v) for v in ours], official
+        return [r["passed"] for r in pool.map(lambda pc: check_correctness(pc[0], pc[1], 3.0),
+                                               zip(problems, completions))]
 
 
 def main() -> int:
@@ -116,7 +118,7 @@ def main() -> int:
     total, classes = 0, Counter()
     examples: dict[tuple, list[str]] = {}
     for name, (problems, completions) in sets.items():
-        ours, official = verdicts(problems, completions)
+        ours, official = barkit_verdicts(problems, completions), official_verdicts(problems, completions)
         same = sum(a == b for a, b in zip(ours, official))
         total += len(problems)
         for p, a, b in zip(problems, ours, official):
@@ -133,8 +135,7 @@ def main() -> int:
         reason = f" [documented: {DEVIATIONS[name]}]" if name in DEVIATIONS else ""
         print(f"  {name}: {kind}: {count} ({', '.join(examples[(name, kind)][:5])}){reason}")
     if not args.completions and not args.sets:
-        problems = list(by_id.values())
-        extracted, _ = verdicts(problems, completion_sets(problems)["fenced reply"], extract=True)
+        extracted = barkit_verdicts(*sets["fenced reply"], extract=True)
         print(f"fenced reply with --extract-code (a named deviation, not the official harness): pass@1 "
               f"{100 * sum(extracted) / len(extracted):.1f}")
     return 0 if agree + documented == total else 1
