@@ -47,7 +47,7 @@ def _barkit_serve(name, requests, answers):
             inner = "{{%s}}" % ", ".join(dump(v) for v in x) if x else ""
             return ("set(%s)" if type(x) is set else "frozenset(%s)") % inner
         kind = type(x).__module__ + "." + type(x).__name__
-        if type(x).__module__ == "numpy" and getattr(x, "shape", None) == () and hasattr(x, "item"):
+        if kind.startswith("numpy.") and getattr(x, "shape", None) == () and hasattr(x, "item"):
             return dump(x.item())  # a numpy scalar crosses as the Python number it converts to
         if kind == "fractions.Fraction":
             return "Fraction(%d, %d)" % (x.numerator, x.denominator)
