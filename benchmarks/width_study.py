@@ -41,10 +41,12 @@ GENERAL = ("knowledge", "reasoning", "chat")
 
 
 def widened(width: int) -> str:
-    """Register the quick recipe at `width` (FFN scaled alike, head count kept) and return its profile name."""
+    """Register the quick recipe at `width` (FFN scaled alike, to a multiple of 32: grouped_mm needs 16-byte
+    strides; head count kept) and return its profile name."""
     quick = recipes.RECIPES["quick"]
     scale = width / quick.shape.hidden
-    shape = dataclasses.replace(quick.shape, hidden=width, intermediate=round(quick.shape.intermediate * scale))
+    ffn = 32 * round(quick.shape.intermediate * scale / 32)
+    shape = dataclasses.replace(quick.shape, hidden=width, intermediate=ffn)
     name = f"quick-w{width}"
     recipes.RECIPES[name] = dataclasses.replace(quick, shape=shape, data_profile="quick")
     return name

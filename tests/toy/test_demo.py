@@ -100,6 +100,33 @@ def test_redoing_a_step_redoes_the_steps_that_read_its_output(tmp_path):
     assert pipeline(300) == ["route", "eval/moe"]
 
 
+def test_a_reshaped_profile_rebuilds_its_world(tmp_path, monkeypatch):
+    """The world step's plan holds the recipe's shape and budgets, not only the profile's name: a release that
+    reshapes a profile must not branch a world built at the old shape (the branch would fail or be wrong)."""
+    import dataclasses
+
+    from barkit.toy import demo as demo_module
+    from barkit.toy.recipe import get_recipe
+    from barkit.toy.run import RunContext
+    from barkit.toy.steps import Steps
+
+    built: list[int] = []
+
+    def fake_build(cfg, log):
+        (tmp_path / "world" / "anchor").mkdir(parents=True, exist_ok=True)
+        built.append(cfg.seed)
+
+    monkeypatch.setattr(demo_module, "build_world", fake_build)
+    smoke = get_recipe("smoke")
+    reshaped = dataclasses.replace(smoke, shape=dataclasses.replace(smoke.shape, intermediate=96))
+    cfg = demo_module.DemoConfig(out=str(tmp_path), profile="smoke", progress=False)
+    for recipe in (smoke, smoke, reshaped, smoke, dataclasses.replace(smoke, router_fraction=0.5)):
+        ctx = RunContext(world=tmp_path / "world", root=tmp_path, recipe=recipe, steps=Steps(tmp_path, lambda _: None))
+        demo_module.build_world_step(ctx, cfg)
+    # built, reused, rebuilt for the new shape, rebuilt at the old one; a router setting is not the world's
+    assert len(built) == 3
+
+
 def test_cosmetic_config_fields_do_not_redo_a_step(tmp_path):
     from barkit.toy.steps import Steps
     from barkit.train import DistributedConfig, StageConfig

@@ -24,7 +24,7 @@ from barkit.toy import baselines
 from barkit.toy.recipe import Recipe, RLBudget, get_recipe, stage_budget
 from barkit.toy.run import DOMAIN_CATEGORY, MODEL_LABELS, RunContext, evaluate_model, label, train_expert
 from barkit.toy.steps import Steps, Workers, worker_plan
-from barkit.toy.world.build import WorldConfig, build_world
+from barkit.toy.world.build import WorldConfig, build_world, world_key
 from barkit.train import MixtureConfig, OptimConfig, SequenceConfig
 from barkit.train.stages import available_cores
 
@@ -83,7 +83,10 @@ def _worker_plan_here(cfg: DemoConfig) -> tuple[int, int]:
 
 def build_world_step(ctx: RunContext, cfg: DemoConfig) -> Path:
     world_cfg = WorldConfig(out=str(ctx.world), profile=cfg.profile, seed=cfg.seed, progress=cfg.progress)
-    ctx.steps.run("world", ctx.world / "anchor", {"cfg": world_cfg}, lambda: build_world(world_cfg, log=ctx.steps.log))
+    # The plan holds what the world is built from (the recipe's shape and budgets), not only the profile's
+    # name: a release that reshapes a profile rebuilds its world instead of branching a stale one.
+    ctx.steps.run("world", ctx.world / "anchor", {"cfg": world_cfg, "world": world_key(world_cfg, ctx.recipe)},
+                  lambda: build_world(world_cfg, log=ctx.steps.log))
     return ctx.world
 
 

@@ -37,7 +37,7 @@ class WorldConfig:
     progress: bool = True
 
 
-def _key(cfg: WorldConfig, recipe: Recipe) -> dict:
+def world_key(cfg: WorldConfig, recipe: Recipe) -> dict:
     """What the world depends on: a change to any of it rebuilds the affected phases."""
 
     return {"profile": cfg.profile, "seed": cfg.seed, "generator": GENERATOR_VERSION,
@@ -117,7 +117,7 @@ def build_world(cfg: WorldConfig, log: Callable[[str], None] = print) -> Path:
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
     recipe = get_recipe(cfg.profile)
-    manifest, key = _read_manifest(root), _key(cfg, recipe)
+    manifest, key = _read_manifest(root), world_key(cfg, recipe)
     stale = False
     for phase in PHASES:
         if not stale and _valid(root, phase, manifest, key):
