@@ -33,7 +33,7 @@ from barkit.train.stages import available_cores
 class DemoConfig:
     out: str = field(default="runs/demo", metadata={"help": "output directory"})
     profile: Literal["quick", "default", "smoke"] = field(
-        default="quick", metadata={"help": "quick (~4.5 min on 2 cores), default (~19 min; 13 with the world built), "
+        default="quick", metadata={"help": "quick (~4 min on 2 cores), default (~21 min), "
                                            "smoke (tests: every path, no learning)"})
     seed: int = 0
     domains: list[str] = field(default_factory=lambda: ["math", "code", "tool_use", "safety"])
