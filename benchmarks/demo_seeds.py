@@ -23,7 +23,7 @@ from pathlib import Path
 
 from barkit import kernels
 
-kernels.pin()  # before torch: the same table on any AVX2 machine (barkit/kernels.py)
+kernels.pin()  # before torch: the same table on any AVX2 machine of one CPU vendor (barkit/kernels.py)
 
 import torch  # noqa: E402
 import transformers  # noqa: E402

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from barkit import kernels
 
-kernels.pin()  # before torch: the same table on any AVX2 machine (barkit/kernels.py)
+kernels.pin()  # before torch: the same table on any AVX2 machine of one CPU vendor (barkit/kernels.py)
 
 import torch  # noqa: E402
 from probe_router_oracle import fit_router, oracle_gates  # noqa: E402  (benchmarks/ is on sys.path as a script)

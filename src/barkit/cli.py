@@ -81,7 +81,7 @@ def describe_error(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("demo", "world"):  # the toy world's tables are the same on any AVX2 machine
+    if argv and argv[0] in ("demo", "world"):  # one table per CPU vendor with AVX2
         from barkit.kernels import pin
 
         pin()
