@@ -9,8 +9,8 @@ capped at AVX2. MKL's CNR branches other than AUTO and COMPATIBLE exist only on 
 MKL_CBWR=AVX2 silently runs the AUTO branch. So the pins give one table on Intel CPUs with AVX2 and another on
 AMD ones (quick profile: one seed's cells up to 16 points apart, the 3-seed means 7; docs/results.md);
 MKL_CBWR=COMPATIBLE (SSE2) is the branch Intel documents as vendor-independent and made the quick demo 1.7x
-slower here, so it is an opt-in (set it in the environment). Values set in the environment beforehand win; elsewhere (no AVX2, another
-architecture) nothing is pinned.
+slower here, so it is an opt-in (set it in the environment). Values set in the environment beforehand win;
+elsewhere (no AVX2, another architecture) nothing is pinned.
 """
 
 from __future__ import annotations
