@@ -44,11 +44,16 @@ def pin() -> None:
             os.environ.setdefault(name, value)
 
 
+def _requested_branch(setting: str) -> str:
+    """The branch a MKL_CBWR value names ("AVX2", "BRANCH=AVX2,STRICT", ...), upper-case."""
+    return setting.split(",")[0].strip().upper().removeprefix("BRANCH=") or "UNSET"
+
+
 def mkl_branch(setting: str, vendor: str) -> str:
     """The MKL CNR branch that `MKL_CBWR=setting` actually runs on a CPU of `vendor` (/proc/cpuinfo's
     vendor_id): branches other than AUTO and COMPATIBLE are Intel-only, and anywhere else MKL falls back to AUTO
     without a warning."""
-    branch = setting.split(",")[0].removeprefix("BRANCH=").strip().upper() or "unset"
+    branch = _requested_branch(setting)
     if branch in ("UNSET", "AUTO", "COMPATIBLE", "OFF") or vendor == "GenuineIntel":
         return branch
     return "AUTO"
@@ -63,7 +68,7 @@ def describe() -> str:
     setting = os.environ.get("MKL_CBWR", "unset")
     vendor = _cpuinfo("vendor_id") or "unknown vendor"
     branch = mkl_branch(setting, vendor)
-    ran = f"MKL_CBWR={setting}" + ("" if branch == setting.split(",")[0].upper() else f" (runs MKL's {branch} branch)")
+    ran = f"MKL_CBWR={setting}" + ("" if branch == _requested_branch(setting) else f" (runs MKL's {branch} branch)")
     pinned = capability == "AVX2" and setting == PINS["MKL_CBWR"]
     return (f"CPU kernels: ATen {capability}, {ran}, {vendor}" +
             ("" if pinned else " (not the demo's pinned settings: numbers may differ from the docs' tables)"))
